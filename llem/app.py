@@ -1,0 +1,61 @@
+"""The Hydra app: `python -m llem [overrides]` composes one experiment and runs it as a job."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+import llem.config.store  # noqa: F401  (registers the structured schema)
+from llem.config.paths import conf_dir
+from llem.config.validate import ConfigError
+
+
+def to_experiment(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
+    """Typed dataclass + plain resolved dict (enums as strings) of a composed config."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    resolved.pop("hydra", None)
+    return OmegaConf.to_object(cfg), resolved
+
+
+def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from llem.job import run_job
+    from llem.study.hashing import config_hash
+    from llem.summary import render
+
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    experiment, resolved = to_experiment(cfg)
+    chash = experiment.study_job.config_hash or config_hash(resolved)
+    try:
+        result = run_job(experiment, out_dir, resolved, list(hc.overrides.task), chash)
+    except ConfigError as e:
+        if hc.mode == RunMode.RUN:
+            print(f"llem: invalid configuration:\n  {str(e).replace(chr(10), chr(10) + '  ')}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    if not experiment.quiet:
+        print(render(result.as_dict(), str(out_dir)), flush=True)
+    return {"status": result.status, "config_hash": chash, "output_tok_s": result.throughput.get("output_tok_s")}
+
+
+@hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")
+def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
+    return run_from_hydra(cfg)
+
+
+def main() -> None:
+    """Console entry: friendly unknown-key errors first, then Hydra."""
+    from llem.config.overrides import check_argv
+
+    problem = check_argv(sys.argv[1:])
+    if problem:
+        print(f"llem: {problem}", file=sys.stderr)
+        sys.exit(2)
+    _hydra_main()

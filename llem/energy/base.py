@@ -1,0 +1,82 @@
+"""The meter interface the measurement window uses: start() ... stop() -> EnergyReading.
+
+Like Zeus's ZeusMonitor windows, but one object per meter so GPU and CPU meters compose. A meter
+does its I/O in start/stop (and, if it samples, in its own thread); nothing of it runs per token.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class DeviceEnergy:
+    """Energy one device used during the window."""
+
+    device: str  # e.g. "gpu:0", "cpu:package-0", "dram:package-0"
+    kind: str  # gpu | cpu | dram
+    energy_j: float
+    method: str  # e.g. nvml_counter, nvml_power_integral, rapl_counter
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EnergyReading:
+    """What one meter saw over one window."""
+
+    meter: str
+    measured: bool
+    duration_s: float = 0.0
+    devices: list[DeviceEnergy] = field(default_factory=list)
+    reason: str | None = None  # why not measured, when measured is False
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    timeseries: list[dict[str, Any]] | None = None  # one row per sample per device
+
+    def total_j(self, kind: str) -> float | None:
+        values = [d.energy_j for d in self.devices if d.kind == kind]
+        return sum(values) if values else None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("timeseries")
+        return d
+
+
+class Meter(ABC):
+    """A source of energy readings around a window. Construct cheaply; fail in `start` with a reason."""
+
+    name: str = "meter"
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> EnergyReading: ...
+
+    def close(self) -> None:
+        """Release handles (NVML, threads). Safe to call twice."""
+
+
+class NoMeter(Meter):
+    """Records that energy was not measured, and why."""
+
+    name = "none"
+
+    def __init__(self, reason: str = "energy measurement disabled") -> None:
+        self.reason = reason
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        import time
+
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> EnergyReading:
+        import time
+
+        return EnergyReading(
+            meter=self.name, measured=False, reason=self.reason, duration_s=time.perf_counter() - self._t0
+        )

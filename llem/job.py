@@ -1,0 +1,174 @@
+"""One measured job, in order: environment → model load (timed) → warmup → window → result.
+
+This is the whole measured path of llem; `MeasurementWindow` (llem/measure/window.py) brackets the
+only code whose time and energy are reported, and `Result` (llem/result.py) is what lands on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from llem import __version__
+from llem.backends.base import Backend, RunOutput, Workload, make_backend
+from llem.config.schema import ExperimentConfig
+from llem.config.validate import validate
+from llem.datasets import load_prompts, needs_tokenizer
+from llem.energy import build_meters
+from llem.energy.summary import energy_block
+from llem.env import snapshot
+from llem.io import atomic_write_json, atomic_write_text
+from llem.measure.latency import latency_block
+from llem.measure.stats import cv
+from llem.measure.window import MeasurementWindow
+from llem.result import REQUESTS_FILE, RESULT_FILE, TIMESERIES_FILE, Result, flops_block, now_iso
+
+
+def inject_fault(cfg: ExperimentConfig) -> None:
+    """Test-only failures (`debug.fault=...`) so launcher tests exercise real crashes."""
+    fault = cfg.debug.fault
+    if fault == "raise":
+        raise RuntimeError("debug.fault=raise: injected failure")
+    if fault == "exit":
+        os._exit(cfg.debug.exit_code)
+    if fault == "segfault":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    if fault == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if fault == "sleep":
+        time.sleep(cfg.debug.sleep_s)
+
+
+def warmup(backend: Backend, workload: Workload, cfg: ExperimentConfig) -> list[float]:
+    """Fixed count, or until the CV of the last `cv_window` latencies < cv_threshold (bounded)."""
+    w = cfg.warmup
+    latencies: list[float] = []
+    limit = w.n_batches if w.mode == "fixed" else w.max_batches
+    while len(latencies) < limit:
+        latencies.append(backend.warmup_step(workload))
+        if w.mode == "cv" and len(latencies) >= max(w.n_batches, w.cv_window):
+            if cv(latencies[-w.cv_window :]) < w.cv_threshold:
+                break
+    return latencies
+
+
+def _workload_block(cfg: ExperimentConfig, workload: Workload, out: RunOutput) -> dict[str, Any]:
+    n_in = sum(r.input_tokens for r in out.records)
+    n_out = sum(r.output_tokens for r in out.records)
+    n = len(out.records)
+    section = getattr(cfg, cfg.backend)
+    return {
+        "prompts": n,
+        "batch_size": workload.batch_size,
+        "input_tokens": n_in,
+        "output_tokens": n_out,
+        "input_tokens_mean": n_in / n if n else None,
+        "output_tokens_mean": n_out / n if n else None,
+        "truncated_prompts": workload.truncated,
+        "max_input_tokens": section.max_input_tokens,
+        "max_output_tokens": getattr(section, "max_output_tokens", None) or getattr(section, "max_tokens", None),
+        "dataset": cfg.dataset.name,
+    }
+
+
+def _write_side_files(out_dir: Path, cfg: ExperimentConfig, out: RunOutput, readings: list[Any]) -> list[str]:
+    written = []
+    if cfg.save_requests:
+        lines = "".join(json.dumps(r.as_row()) + "\n" for r in sorted(out.records, key=lambda r: r.index))
+        atomic_write_text(out_dir / REQUESTS_FILE, lines)
+        written.append(REQUESTS_FILE)
+    rows = [row for r in readings if r.timeseries for row in r.timeseries]
+    if rows:
+        import pandas as pd
+
+        tmp = out_dir / f".{TIMESERIES_FILE}.tmp"
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+        os.replace(tmp, out_dir / TIMESERIES_FILE)
+        written.append(TIMESERIES_FILE)
+    return written
+
+
+def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], overrides: list[str],
+            config_hash: str) -> Result:
+    """Run one measured job and write result.json (also when it fails); returns the result."""
+    t_job = time.perf_counter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = Result(llem_version=__version__, config=resolved)
+    result.identity = {
+        "config_hash": config_hash,
+        "study_design_hash": cfg.study_job.study_design_hash,
+        "cycle": cfg.study_job.cycle,
+        "job_index": cfg.study_job.index,
+        "overrides": overrides,
+        "backend": cfg.backend,
+        "model": cfg.model.id,
+        "model_revision": cfg.model.revision,
+        "dataset": cfg.dataset.name,
+        "precision": cfg.precision.value,
+        "pid": os.getpid(),
+        "job_dir": str(out_dir),
+    }
+    atomic_write_json(out_dir / RESULT_FILE, result.as_dict())  # status=running: the job has begun
+    backend: Backend | None = None
+    selection = None
+    try:
+        validate(cfg)
+        result.environment = snapshot()
+        inject_fault(cfg)
+        selection = build_meters(cfg.energy)
+        prompts = None if needs_tokenizer(cfg.dataset) else load_prompts(cfg.dataset, cfg.n, cfg.seed)
+        backend = make_backend(cfg)
+        t0 = time.perf_counter()
+        backend.load()
+        load_s = time.perf_counter() - t0
+        if prompts is None:
+            prompts = load_prompts(cfg.dataset, cfg.n, cfg.seed, getattr(backend, "tokenizer", None))
+        workload = backend.prepare(prompts)
+        t0 = time.perf_counter()
+        warm = warmup(backend, workload, cfg)
+        warmup_s = time.perf_counter() - t0
+
+        with MeasurementWindow(selection.meters, sync=backend.sync) as window:
+            out = backend.run(workload)
+
+        result.workload = _workload_block(cfg, workload, out)
+        n_out = result.workload["output_tokens"]
+        n_in = result.workload["input_tokens"]
+        n_req = result.workload["prompts"]
+        win = window.duration_s
+        result.timing = {"load_s": load_s, "warmup_s": warmup_s, "warmup_batches": len(warm),
+                         "warmup_latencies_s": warm, "window_s": win, "window_start_unix_s": window.wall_start}
+        result.throughput = {"output_tok_s": n_out / win, "total_tok_s": (n_in + n_out) / win,
+                             "requests_s": n_req / win}
+        result.latency = latency_block(out.records)
+        if out.extra.get("latency_note"):
+            result.warnings.append(out.extra["latency_note"])
+        result.model = backend.model_facts()
+        result.flops = flops_block(result.model.get("non_embedding_parameters"), n_in, n_out)
+        result.energy = energy_block(window.readings, selection.notes, win, n_out, n_req,
+                                     result.flops.get("total_flop"))
+        result.warnings.extend(result.energy.get("warnings", []))
+        result.memory = backend.memory()
+        result.environment["gpus"] = backend.devices()
+        result.identity["files"] = _write_side_files(out_dir, cfg, out, window.readings)
+        result.status = "completed"
+    except KeyboardInterrupt as e:
+        result.fail(e, status="interrupted")
+        raise
+    except Exception as e:
+        result.fail(e)
+        raise
+    finally:
+        result.finished_at = now_iso()
+        result.timing["job_s"] = time.perf_counter() - t_job
+        atomic_write_json(out_dir / RESULT_FILE, result.as_dict())
+        if selection is not None:
+            for meter in selection.meters:
+                meter.close()
+        if backend is not None:
+            backend.close()
+    return result

@@ -1,0 +1,60 @@
+"""Config and study-design hashes: sha256 of canonical JSON, first 16 hex chars."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from typing import Any
+
+from llem.config.schema import NON_MEASUREMENT_KEYS
+
+HASH_LEN = 16
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v) for k, v in sorted(obj.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, float) and obj.is_integer():
+        return obj  # keep 1.0 distinct from 1 in text, but stable across runs
+    return obj
+
+
+def canonical_json(obj: Any) -> str:
+    """Key order never changes the text; enums hash as their values."""
+    return json.dumps(_canonical(obj), sort_keys=True, separators=(",", ":"), default=str)
+
+
+def digest(obj: Any) -> str:
+    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:HASH_LEN]
+
+
+def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved experiment config minus settings that do not change what is measured.
+
+    Drops hydra/study/job bookkeeping, and the section of every backend the job does not use.
+    """
+    backend = config.get("backend")
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in NON_MEASUREMENT_KEYS:
+            continue
+        if key in ("pytorch", "vllm") and key != backend:
+            continue
+        out[key] = value
+    return out
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """`config_hash` of result.json: equal across the cycles of one config."""
+    return digest(measured_part(config))
+
+
+def design_hash(config_hashes: Iterable[str]) -> str:
+    """Study design hash: the set of planned configs (order, cycles, gaps do not enter)."""
+    return digest(sorted(set(config_hashes)))

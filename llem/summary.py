@@ -1,0 +1,34 @@
+"""The short human summary printed after a job (outside the measurement window)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _ms(stats: dict[str, Any], key: str = "p50") -> str:
+    value: float | None = (stats or {}).get(key)
+    return "n/a" if value is None else f"{value * 1000:.1f} ms"
+
+
+def render(result: dict[str, Any], out_dir: str) -> str:
+    if result["status"] != "completed":
+        err = result.get("error") or {}
+        return f"llem: job {result['status']}: {err.get('type')}: {err.get('message')}\n  result: {out_dir}"
+    w, t, lat, e = result["workload"], result["throughput"], result["latency"], result["energy"]
+    ident = result["identity"]
+    if e.get("measured"):
+        energy = (f"{e['energy_j']:.2f} J ({e['basis']}), {e['j_per_output_token']:.4g} J/token, "
+                  f"mean {e['mean_power_w']:.1f} W")
+    else:
+        energy = f"not measured ({e.get('reason')})"
+    return "\n".join([
+        f"llem {ident['backend']} · {ident['model']} · {ident['precision']} · batch {w['batch_size']} · "
+        f"config {ident['config_hash']}",
+        f"  tokens     {w['prompts']} prompts, {w['input_tokens']} in / {w['output_tokens']} out",
+        f"  throughput {t['output_tok_s']:.1f} output tok/s, {t['requests_s']:.2f} req/s "
+        f"(window {result['timing']['window_s']:.3f} s, load {result['timing']['load_s']:.2f} s)",
+        f"  latency    TTFT p50 {_ms(lat.get('ttft_s'))}, ITL p50 {_ms(lat.get('itl_request_mean_s'))}, "
+        f"e2e p50 {_ms(lat.get('e2e_s'))}",
+        f"  energy     {energy}",
+        f"  result     {out_dir}/result.json",
+    ])

