@@ -1,0 +1,50 @@
+"""Thermal gaps between jobs: how long to wait before each job (pure; the launcher waits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+GPU_CONFIG_GAP_S = 60.0  # let the GPU cool between configs (default on GPU hosts)
+GPU_CYCLE_GAP_S = 300.0  # longer pause between cycles (default on GPU hosts)
+
+
+@dataclass(frozen=True)
+class Gaps:
+    config_gap_s: float
+    cycle_gap_s: float
+
+
+def resolve_gaps(study: Any, gpu_host: bool) -> Gaps:
+    """Study settings → seconds. Unset gaps default to GPU-suited values on GPU hosts, 0 on CPU hosts;
+    `study.gaps=false` turns both off."""
+    if not study.gaps:
+        return Gaps(0.0, 0.0)
+    cfg_gap = study.config_gap_seconds
+    cyc_gap = study.cycle_gap_seconds
+    return Gaps(
+        float(cfg_gap) if cfg_gap is not None else (GPU_CONFIG_GAP_S if gpu_host else 0.0),
+        float(cyc_gap) if cyc_gap is not None else (GPU_CYCLE_GAP_S if gpu_host else 0.0),
+    )
+
+
+def gap_before(prev_cycle: Optional[int], cycle: int, gaps: Gaps) -> float:
+    """Seconds to wait before a job: none before the first, the cycle gap when a new cycle starts,
+    else the config gap."""
+    if prev_cycle is None:
+        return 0.0
+    return gaps.cycle_gap_s if cycle != prev_cycle else gaps.config_gap_s
+
+
+def gpu_host() -> bool:
+    """True when NVML sees at least one GPU (cheap; no torch import)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount() > 0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return False
