@@ -55,6 +55,11 @@ class PytorchBackend(Backend):
         self.model: Any = None
         self.tokenizer: Any = None
         self.device: str = "cpu"
+        # Imports and a first-time tiny-model build happen here, so `timing.load_s` is the load alone.
+        import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+        self.path = resolve_model_path(cfg)
 
     # -- load -------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -63,7 +68,7 @@ class PytorchBackend(Backend):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        path = resolve_model_path(self.cfg)
+        path = self.path
         m = self.cfg.model
         self.device = self.pt.device
         if self.device == "auto":
@@ -82,6 +87,9 @@ class PytorchBackend(Backend):
         if self.pt.attn_implementation:
             kwargs["attn_implementation"] = self.pt.attn_implementation
         if self.pt.load_in_4bit or self.pt.load_in_8bit:
+            if not torch.cuda.is_available():
+                raise RuntimeError("pytorch.load_in_4bit/load_in_8bit need a CUDA GPU (bitsandbytes); "
+                                   "none is available on this host")
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(

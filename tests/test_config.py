@@ -1,0 +1,68 @@
+"""Schema validation, friendly override errors and config hashing (pure, fast)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from llem.config.overrides import check_argv, unknown_key
+from llem.config.schema import ExperimentConfig, PytorchConfig, VllmConfig
+from llem.config.validate import ConfigError, problems, validate
+from llem.study.hashing import config_hash, design_hash
+
+
+def _cfg(**kw) -> ExperimentConfig:
+    pt = kw.pop("pytorch", PytorchConfig())
+    return dataclasses.replace(ExperimentConfig(pytorch=pt), **kw)
+
+
+def test_valid_default_passes() -> None:
+    assert validate(_cfg()).n == 16
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key", "fragment"),
+    [
+        (_cfg(n=0), "n", ">= 1"),
+        (_cfg(pytorch=PytorchConfig(batch_size=0)), "pytorch.batch_size", ">= 1"),
+        (_cfg(pytorch=PytorchConfig(load_in_4bit=True, load_in_8bit=True)), "pytorch.load_in_8bit", "choose one"),
+        (_cfg(pytorch=PytorchConfig(load_in_8bit=True, device="cpu")), "pytorch.load_in_8bit", "CUDA"),
+        (_cfg(pytorch=PytorchConfig(device="gpu0")), "pytorch.device", "cuda:N"),
+        (_cfg(pytorch=PytorchConfig(attn_implementation="flash")), "pytorch.attn_implementation", "sdpa"),
+        (_cfg(vllm=VllmConfig()), "vllm.*", "only with backend=vllm"),
+        (_cfg(backend="vllm", pytorch=None), "vllm", "section"),
+    ],
+)
+def test_invalid_values_name_key_value_and_allowed(cfg: ExperimentConfig, key: str, fragment: str) -> None:
+    found = problems(cfg)
+    assert any(k == key and fragment in allowed for k, _, allowed in found), found
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert key in str(err.value) and "allowed" in str(err.value)
+
+
+def test_unknown_key_suggests_the_close_one() -> None:
+    msg = unknown_key("pytorch.batch_sise")
+    assert msg is not None and "pytorch.batch_size" in msg and "max_output_tokens" in msg
+    assert unknown_key("pytorch.batch_size") is None
+    assert unknown_key("vllm.engine_args.anything") is None  # free-form passthrough dict
+    assert check_argv(["-m", "backend=vllm", "hydra.run.dir=x", "+foo=1", "n=3"]) is None
+    assert "did you mean 'n'" in (check_argv(["nn=3"]) or "").lower()
+
+
+def _resolved(**over) -> dict:
+    base = {"backend": "pytorch", "n": 16, "precision": "fp32", "pytorch": {"batch_size": 1}, "vllm": None,
+            "study": {"n_cycles": 1}, "study_job": {"cycle": 0}, "quiet": False}
+    base.update(over)
+    return base
+
+
+def test_config_hash_ignores_study_settings_and_key_order() -> None:
+    h = config_hash(_resolved())
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert config_hash(_resolved(study={"n_cycles": 5}, study_job={"cycle": 3}, quiet=True)) == h
+    assert config_hash(dict(reversed(list(_resolved().items())))) == h
+    assert config_hash(_resolved(pytorch={"batch_size": 8})) != h
+    assert config_hash(_resolved(precision="bf16")) != h
+    assert design_hash([h, "a" * 16]) == design_hash(["a" * 16, h, h])
