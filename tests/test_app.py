@@ -137,3 +137,15 @@ def test_installed_wheel_carries_its_configs(tmp_path: Path, llem_cache: Path) -
                           env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "Qwen/Qwen2.5-0.5B-Instruct" in proc.stdout
+
+
+def test_tab_completion_of_keys(tmp_path: Path, llem_cache: Path) -> None:
+    exe = Path(sys.executable).parent / "llem"
+    if not exe.exists():
+        pytest.skip("the `llem` console script is not installed (pip install -e .)")
+    import os
+
+    env = {**os.environ, "COMP_LINE": "llem pytorch.batch_"}
+    proc = subprocess.run([str(exe), "-sc", "query=bash"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert "pytorch.batch_size=" in proc.stdout, proc.stderr

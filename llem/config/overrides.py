@@ -14,6 +14,9 @@ from typing import Any, Union
 from llem.config.schema import ExperimentConfig
 
 GROUPS = ("backend", "model", "dataset", "energy", "experiment")
+# Hydra flags whose next argument is a value, not an override.
+VALUE_FLAGS = ("-sc", "--shell-completion", "-cd", "--config-dir", "-cn", "--config-name", "-cp",
+               "--config-path", "-c", "--cfg", "-p", "--package", "-i", "--info", "--experimental-rerun")
 
 
 def _unwrap(tp: Any) -> Any:
@@ -49,8 +52,10 @@ def unknown_key(key: str, root: type = ExperimentConfig) -> str | None:
 
 def check_argv(argv: list[str]) -> str | None:
     """First problem among plain `key=value` overrides, or None. Flags, groups, +/~ keys pass through."""
+    after_flag = False
     for arg in argv:
-        if arg.startswith("-") or "=" not in arg or arg[0] in "+~":
+        if after_flag or arg.startswith("-") or "=" not in arg or arg[0] in "+~":
+            after_flag = arg in VALUE_FLAGS
             continue
         key = arg.split("=", 1)[0]
         if key.startswith("hydra") or key in GROUPS or "/" in key or "@" in key:
