@@ -78,7 +78,9 @@ def _train_tokenizer(out: Path) -> Any:
 def _build_model(name: str, out: Path, vocab_size: int, eos_id: int) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     arch = dict(ARCHS[name])
     model_type = arch.pop("model_type")
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=eos_id,
