@@ -19,7 +19,9 @@ from llem.config.schema import ExperimentConfig
 from llem.config.validate import validate
 from llem.datasets import load_prompts, needs_tokenizer
 from llem.energy import build_meters
+from llem.energy.baseline import baseline_for
 from llem.energy.summary import energy_block
+from llem.energy.thermal import warmup_for
 from llem.env import snapshot
 from llem.io import atomic_write_json, atomic_write_text
 from llem.measure.latency import latency_block
@@ -118,8 +120,11 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
     try:
         validate(cfg)
         result.environment = snapshot()
+        if os.environ.get("LLEM_HEALTH"):  # GPU health seen by llem's launcher before this job
+            result.environment["health"] = json.loads(os.environ["LLEM_HEALTH"])
         inject_fault(cfg)
         selection = build_meters(cfg.energy)
+        baseline = baseline_for(selection.meters, cfg.energy, cfg.model.cache_dir)  # idle power, before model load
         prompts = None if needs_tokenizer(cfg.dataset) else load_prompts(cfg.dataset, cfg.n, cfg.seed)
         backend = make_backend(cfg)
         t0 = time.perf_counter()
@@ -131,6 +136,9 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         t0 = time.perf_counter()
         warm = warmup(backend, workload, cfg)
         warmup_s = time.perf_counter() - t0
+        e = cfg.energy  # thermal warmup (off by default): more warmup steps until GPU temperature settles
+        thermal = warmup_for(selection.meters, lambda: backend.warmup_step(workload), e.thermal_warmup_s,
+                             e.thermal_plateau_s, e.thermal_tolerance_c)
 
         with MeasurementWindow(selection.meters, sync=backend.sync) as window:
             out = backend.run(workload)
@@ -150,7 +158,10 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         result.model = backend.model_facts()
         result.flops = flops_block(result.model.get("non_embedding_parameters"), n_in, n_out)
         result.energy = energy_block(window.readings, selection.notes, win, n_out, n_req,
-                                     result.flops.get("total_flop"))
+                                     result.flops.get("total_flop"), input_tokens=n_in,
+                                     window_span=(window.t_start, window.t_end), phases=out.phases,
+                                     steady_state=out.extra.get("steady_state"), baseline=baseline,
+                                     thermal_warmup=thermal)
         result.warnings.extend(result.energy.get("warnings", []))
         result.memory = backend.memory()
         result.environment["gpus"] = backend.devices()

@@ -15,17 +15,9 @@ from typing import Any
 from llem.backends.base import Backend, RunOutput, Workload
 from llem.config.schema import Decoding, ExperimentConfig, PytorchConfig
 from llem.measure.latency import Phase, RequestRecord
+from llem.models import parameter_counts, resolve_model_path
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def resolve_model_path(cfg: ExperimentConfig) -> str:
-    """A builtin tiny model's cache folder, or the Hub id / local path as given."""
-    if cfg.model.builtin:
-        from llem.models.tiny import ensure_tiny_model
-
-        return str(ensure_tiny_model(cfg.model.builtin, cfg.model.cache_dir))
-    return cfg.model.id
 
 
 class _TokenTimes:
@@ -207,18 +199,8 @@ class PytorchBackend(Backend):
             torch.cuda.synchronize()
 
     def model_facts(self) -> dict[str, Any]:
-        params = sum(p.numel() for p in self.model.parameters())
-        emb = self.model.get_input_embeddings().weight.numel()
-        pos = getattr(getattr(self.model, "transformer", None), "wpe", None)  # GPT-2 position table
-        if pos is not None:
-            emb += pos.weight.numel()
-        out_emb = self.model.get_output_embeddings()
-        tied = out_emb is not None and out_emb.weight is self.model.get_input_embeddings().weight
-        if out_emb is not None and not tied:
-            emb += out_emb.weight.numel()
         return {
-            "parameters": params,
-            "non_embedding_parameters": params - emb,
+            **parameter_counts(self.model),
             "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
             "device": self.device,
             "architecture": type(self.model).__name__,

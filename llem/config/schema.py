@@ -71,10 +71,14 @@ class EnergyConfig:
     rapl_root: str = "/sys/class/powercap"  # RAPL sysfs root (override for containers and tests)
     gpu: bool = True  # auto: try GPU meters
     cpu: bool = True  # auto: try CPU meters
-    baseline_s: float = 0.0  # idle power measured before model load; 0 = off
+    gpu_indices: list[int] | None = None  # CUDA ordinals (after CUDA_VISIBLE_DEVICES) to measure; null = all
+    baseline_s: float = 30.0  # idle power measured before model load; 0 = off
     baseline_ttl_s: float = 3600.0  # reuse a cached baseline younger than this
-    thermal_warmup_s: float = 0.0  # wait (bounded) until GPU temperature stops rising; 0 = off
+    thermal_warmup_s: float = 0.0  # run warmup until GPU temperature stops rising, at most this long; 0 = off
+    thermal_plateau_s: float = 10.0  # thermal warmup: temperature counts as settled when it rose less
+    thermal_tolerance_c: float = 1.0  # ... than this over the last thermal_plateau_s seconds
     country_iso_code: str = "USA"  # codecarbon offline tracker
+    codecarbon_measure_power_s: float = 1.0  # codecarbon's own power polling interval
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,28 +109,29 @@ class PytorchConfig:
 
 @dataclass
 class VllmConfig:
-    """vLLM offline-engine knobs (address them as `vllm.<knob>=...`)."""
+    """vLLM offline-engine knobs (address them as `vllm.<knob>=...`); conf/backend/vllm.yaml documents each."""
 
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int | None = None
-    max_model_len: int | None = None
-    gpu_memory_utilization: float = 0.9
-    block_size: int | None = None
+    max_num_seqs: int = 256  # most requests running at once (the continuous batch)
+    max_num_batched_tokens: int | None = None  # token budget per engine step; null = vLLM's default
+    max_model_len: int | None = None  # context length; null = the model's
+    gpu_memory_utilization: float = 0.9  # GPU memory fraction for weights + KV cache (CPU: see README)
+    block_size: int | None = None  # KV cache block (tokens); null = vLLM's default for the device
     kv_cache_dtype: str = "auto"
-    enable_prefix_caching: bool | None = None
-    enable_chunked_prefill: bool | None = None
-    enforce_eager: bool = False
+    enable_prefix_caching: bool | None = None  # null = vLLM's default (on)
+    enable_chunked_prefill: bool | None = None  # null = vLLM's default (on)
+    enforce_eager: bool = False  # true: no CUDA graphs / torch.compile (faster start, slower steps)
     tensor_parallel_size: int = 1
-    quantization: str | None = None
-    swap_space: float | None = None
+    quantization: str | None = None  # e.g. awq, gptq, fp8; null = as the checkpoint says
+    swap_space: float | None = None  # GiB; V0-engine vLLM only (rejected by vLLM versions without it)
     cpu_offload_gb: float = 0.0
-    max_input_tokens: int = 512
-    max_tokens: int = 32
+    max_input_tokens: int = 512  # prompts truncated to this many tokens (model tokenizer, exact)
+    max_tokens: int = 32  # output tokens per request
     min_tokens: int | None = None  # null with ignore_eos=true: fixed length = max_tokens
-    ignore_eos: bool = True
-    temperature: float = 0.0
+    ignore_eos: bool = True  # generate max_tokens every time: comparable J/token across configs
+    temperature: float = 0.0  # 0 = greedy
     top_p: float = 1.0
-    top_k: int = -1
+    top_k: int = -1  # -1 = off
+    token_timestamps: bool = True  # stream each engine step: every token's time (ITL per step)
     steady_state: bool = False  # ML.ENERGY method: also report figures while the batch is full
     engine_args: dict[str, Any] = field(default_factory=dict)  # passthrough to vllm.LLM(...)
 
@@ -144,9 +149,16 @@ class StudyConfig:
     max_jobs: int = 200
     allow_over_max_jobs: bool = False
     dry_run: bool = False
+    job_estimate_s: float = 60.0  # plan estimate per job never measured before (same config_hash)
+    history_dir: str | None = None  # earlier results for estimates (searched recursively); null: multirun/ layout two levels above the sweep folder
     resume: bool = False
-    timeout_s: float | None = None  # per-job limit (launcher)
+    timeout_s: float | None = None  # per-job limit (launcher): whole job process, start-up included; null/0 = none
+    kill_grace_s: float = 10.0  # launcher: SIGTERM → SIGKILL delay when a job is stopped (timeout, Ctrl-C)
     on_unhealthy: str = "warn"  # warn | wait | abort (launcher health checks)
+    health_max_memory_used_mib: float = 1024.0  # GPU memory in use before a job above this is unhealthy
+    health_check_processes: bool = True  # a process not ours on the job's GPUs is unhealthy
+    health_wait_max_s: float = 600.0  # on_unhealthy=wait: wait at most this long, then run with a warning
+    health_poll_s: float = 10.0  # on_unhealthy=wait: re-check interval
     gpus_per_job: int = 0  # launcher GPU slots; 0 = one job at a time, no pinning
     progress: bool = True
 

@@ -124,6 +124,12 @@ def _check_vllm(c: _Checks, cfg: ExperimentConfig) -> None:
         c.int_min("vllm.max_num_batched_tokens", v.max_num_batched_tokens, 1)
     if v.max_model_len is not None:
         c.int_min("vllm.max_model_len", v.max_model_len, 1)
+        if v.max_input_tokens + v.max_tokens > v.max_model_len:  # vLLM would reject the requests mid-job
+            c.add("vllm.max_model_len", v.max_model_len,
+                  f"null or >= vllm.max_input_tokens + vllm.max_tokens = {v.max_input_tokens + v.max_tokens} "
+                  "(or lower vllm.max_input_tokens)")
+    if v.swap_space is not None and v.swap_space < 0:
+        c.add("vllm.swap_space", v.swap_space, "null or a number of GiB >= 0")
     c.num_range("vllm.gpu_memory_utilization", v.gpu_memory_utilization, 0.0, 1.0, lo_open=True)
     if v.block_size is not None:
         c.one_of("vllm.block_size", v.block_size, (8, 16, 32, 64, 128))

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from llem.config.schema import EnergyConfig
-from llem.energy.base import DeviceEnergy, EnergyReading, Meter, NoMeter
+from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable, NoMeter
 
-__all__ = ["DeviceEnergy", "EnergyReading", "Meter", "NoMeter", "MeterSelection", "build_meters"]
+__all__ = ["DeviceEnergy", "EnergyReading", "Meter", "MeterUnavailable", "NoMeter", "MeterSelection",
+           "build_meters", "check_config", "make_meter"]
+
+NO_METER = "auto: no supported energy meter on this host (no NVIDIA GPU via NVML, no readable RAPL)"
 
 
 @dataclass
@@ -16,11 +20,80 @@ class MeterSelection:
     notes: list[str] = field(default_factory=list)  # what auto tried and why it picked what it did
 
 
+def check_config(cfg: EnergyConfig) -> None:
+    """Energy knobs the general validator does not cover; ConfigError names key, value and what is allowed."""
+    from llem.config.validate import ConfigError
+
+    problems: list[tuple[str, Any, str]] = []
+    if cfg.gpu_indices is not None and any(not isinstance(i, int) or i < 0 for i in cfg.gpu_indices):
+        problems.append(("energy.gpu_indices", list(cfg.gpu_indices), "null or a list of CUDA ordinals >= 0"))
+    for key, lo in (("baseline_ttl_s", 0.0), ("thermal_tolerance_c", 0.0)):
+        if getattr(cfg, key) < lo:
+            problems.append((f"energy.{key}", getattr(cfg, key), f"a number >= {lo:g}"))
+    for key in ("thermal_plateau_s", "codecarbon_measure_power_s"):
+        if getattr(cfg, key) <= 0:
+            problems.append((f"energy.{key}", getattr(cfg, key), "a number > 0"))
+    if problems:
+        raise ConfigError(problems)
+
+
+def _indices(cfg: EnergyConfig) -> list[int] | None:
+    return None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices]
+
+
+def make_meter(name: str, cfg: EnergyConfig) -> Meter:
+    """One meter by name; heavy imports (pynvml, zeus, codecarbon) happen in its `probe`."""
+    if name == "nvml":
+        from llem.energy.nvml import NvmlMeter
+
+        return NvmlMeter(cfg.sample_hz, _indices(cfg))
+    if name == "rapl":
+        from llem.energy.rapl import RaplMeter
+
+        return RaplMeter(cfg.rapl_root, cfg.sample_hz)
+    if name == "zeus":
+        from llem.energy.zeus import ZeusMeter
+
+        return ZeusMeter(_indices(cfg))
+    if name == "codecarbon":
+        from llem.energy.codecarbon import CodeCarbonMeter
+
+        return CodeCarbonMeter(cfg.country_iso_code, cfg.codecarbon_measure_power_s)
+    raise ValueError(f"energy.meter={name!r} is invalid: allowed auto, none, nvml, rapl, zeus, codecarbon")
+
+
 def build_meters(cfg: EnergyConfig) -> MeterSelection:
-    """Meters for one job. Hardware meters arrive in energy/{nvml,rapl,zeus,codecarbon}.py."""
+    """Meters for one job, probed (before the model loads). `auto`: nvml if an NVIDIA GPU answers,
+    and rapl if its counters are readable — both when both are, reported separately — else none.
+    A meter named explicitly that cannot measure raises MeterUnavailable saying why and how to fix it."""
+    check_config(cfg)
     if cfg.meter == "none":
         return MeterSelection([NoMeter(cfg.reason or "disabled by configuration (energy=none)")])
-    if cfg.meter == "auto":
-        reason = "auto: no supported energy meter on this host (no NVIDIA GPU via NVML, no readable RAPL)"
-        return MeterSelection([NoMeter(reason)], [reason])
-    raise ValueError(f"energy.meter={cfg.meter!r} is not available in this build")
+    if cfg.meter != "auto":
+        meter = make_meter(cfg.meter, cfg)
+        try:
+            meter.probe()
+        except MeterUnavailable as e:
+            meter.close()
+            raise MeterUnavailable(f"energy.meter={cfg.meter}: {e}") from e
+        return MeterSelection([meter], [f"{cfg.meter}: chosen by configuration: {meter.describe()}"])
+    meters: list[Meter] = []
+    notes: list[str] = []
+    for name, wanted, off in (("nvml", cfg.gpu, "energy.gpu=false"), ("rapl", cfg.cpu, "energy.cpu=false")):
+        if not wanted:
+            notes.append(f"{name}: not tried ({off})")
+            continue
+        meter = make_meter(name, cfg)
+        try:
+            meter.probe()
+        except MeterUnavailable as e:
+            meter.close()
+            notes.append(f"{name}: unavailable: {e}")
+            continue
+        meters.append(meter)
+        notes.append(f"{name}: picked: {meter.describe()}")
+    if not meters:
+        return MeterSelection([NoMeter(NO_METER)], [*notes, NO_METER])
+    both = " (GPU and CPU energy reported separately, never summed into the GPU figures)" if len(meters) > 1 else ""
+    notes.append("auto picked " + " + ".join(m.name for m in meters) + both)
+    return MeterSelection(meters, notes)

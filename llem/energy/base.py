@@ -18,8 +18,9 @@ class DeviceEnergy:
     device: str  # e.g. "gpu:0", "cpu:package-0", "dram:package-0"
     kind: str  # gpu | cpu | dram
     energy_j: float
-    method: str  # e.g. nvml_counter, nvml_power_integral, rapl_counter
+    method: str  # e.g. nvml_counter, nvml_power_integral, rapl_counter, codecarbon_estimate
     extra: dict[str, Any] = field(default_factory=dict)
+    estimate: bool = False  # True for modelled figures (codecarbon): never summed with measured ones
 
 
 @dataclass
@@ -45,10 +46,32 @@ class EnergyReading:
         return d
 
 
+class MeterUnavailable(RuntimeError):
+    """This meter cannot measure on this host; the message says why and how to fix it."""
+
+
 class Meter(ABC):
-    """A source of energy readings around a window. Construct cheaply; fail in `start` with a reason."""
+    """A source of energy readings around a window. Construct cheaply; `probe` checks the host (before
+    the model loads) and raises MeterUnavailable with a reason; `start`/`stop` do only cheap reads."""
 
     name: str = "meter"
+    measures: bool = True  # False for NoMeter: nothing to baseline or warm up
+    update_period_s: float | None = None  # how often the underlying counter advances, where known
+
+    def probe(self) -> None:
+        """Open handles and check the hardware is readable; raise MeterUnavailable otherwise."""
+
+    def describe(self) -> str:
+        """One line for the selection notes: what this meter will measure."""
+        return self.name
+
+    def identities(self) -> dict[str, str]:
+        """Stable identity per device (GPU UUID, host+RAPL zone) so a baseline can be cached per device."""
+        return {}
+
+    def temperatures(self) -> dict[str, float] | None:
+        """Current temperature per device (°C) for thermal warmup; None where the meter has none."""
+        return None
 
     @abstractmethod
     def start(self) -> None: ...
@@ -64,6 +87,7 @@ class NoMeter(Meter):
     """Records that energy was not measured, and why."""
 
     name = "none"
+    measures = False
 
     def __init__(self, reason: str = "energy measurement disabled") -> None:
         self.reason = reason

@@ -104,3 +104,42 @@ def rebuild(sweep_dir: str | Path, manifest: Optional[dict[str, Any]] = None) ->
         job.update({k: v for k, v in seen.items() if k in ("status", "error", "started_at", "finished_at")})
         job["job_dir"] = str(job_dir)
     return manifest
+
+
+def scan_job_dirs(sweep_dir: str | Path) -> list[dict[str, Any]]:
+    """What every job folder directly under the sweep folder says of itself (job_status + job_dir).
+
+    Used by resume: whatever the manifest says, a (config_hash, cycle) whose folder says completed
+    is not run again.
+    """
+    found = []
+    root = Path(sweep_dir)
+    if not root.is_dir():
+        return found
+    for child in sorted(root.iterdir()):
+        if child.is_dir():
+            seen = job_status(child)
+            if seen is not None:
+                found.append({**seen, "job_dir": str(child)})
+    return found
+
+
+def ensure_jobs(sweep_dir: str | Path, jobs: list[dict[str, Any]],
+                fields: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Create the manifest when missing and add (or update) entries by index (atomic).
+
+    For launchers used without llem's sweeper (e.g. Hydra's BasicSweeper): they still get a manifest.
+    `fields` are set on a manifest created here.
+    """
+    found = load(sweep_dir)
+    extra = dict(fields or {})
+    manifest = found if found is not None else new(extra.pop("study_design_hash", None), [], **extra)
+    by_index = {job.get("index"): job for job in manifest["jobs"]}
+    for job in jobs:
+        if job["index"] in by_index:
+            by_index[job["index"]].update(job)
+        else:
+            manifest["jobs"].append(dict(job))
+    manifest["jobs"].sort(key=lambda job: job["index"])
+    write(sweep_dir, manifest)
+    return manifest

@@ -1,0 +1,1 @@
+"""llem's Hydra sweeper: `hydra/sweeper=llem` (the default in llem's conf/config.yaml)."""

@@ -1,0 +1,553 @@
+"""vLLM backend: the offline engine (`vllm.LLM`); every prompt is submitted at once and batched continuously.
+
+Latency is vLLM's own per-request timing on the measured pass (`RequestOutput.metrics`, vLLM's
+`RequestStateStats`): arrival (frontend, `time.time()`), then scheduled / first token / last token
+(engine core, `time.monotonic()`, stamped when the step that produced them finished). With
+`vllm.token_timestamps` (default) llem streams each engine step's new tokens (DELTA outputs) and gives
+every token its step's engine-core time: TTFT, ITL per step, e2e. Without it, vLLM's per-request stats
+alone give TTFT, mean ITL and e2e. No prefill-only proxy run is ever made.
+
+Clocks: records use `time.perf_counter()` like the measurement window. Engine-core times are
+CLOCK_MONOTONIC, the same clock as perf_counter on Linux (offset exactly 0); elsewhere, and for the
+wall-clock arrival time, the offset to perf_counter is sampled in this process just before the run
+(tightest of a few bracketed reads, error < a few µs).
+
+Steady state (`vllm.steady_state`, the ML.ENERGY method): the span while `max_num_seqs` requests are
+running — from the schedule instant at which the batch first fills to the last engine step that still
+ran a full batch (after it, the queue is empty and the batch drains) — from per-request timestamps.
+
+Clean exit: vLLM starts an engine-core process (and worker processes under it). `close()` shuts the
+engine down (vLLM terminates, then force-kills after 5 s) and then kills any process this backend
+started that is still alive, so no job leaves engine processes behind, whether it completed or failed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import difflib
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llem.backends.base import Backend, RunOutput, Workload
+from llem.config.schema import ExperimentConfig, VllmConfig
+from llem.config.validate import ConfigError
+from llem.measure.latency import Phase, RequestRecord
+from llem.models import config_parameter_counts, resolve_model_path
+
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+# Engine arguments llem sets itself; `vllm.engine_args` may not override them.
+RESERVED = {
+    "model": "model.id / model.builtin", "tokenizer": "model.tokenizer_id", "revision": "model.revision",
+    "tokenizer_revision": "model.revision", "trust_remote_code": "model.trust_remote_code",
+    "dtype": "precision", "seed": "seed",
+    "disable_log_stats": "nothing: llem needs vLLM's per-request stats for latency",
+}
+# VllmConfig knobs that are engine arguments (null = leave vLLM's default).
+ENGINE_KNOBS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization", "block_size",
+                "kv_cache_dtype", "enable_prefix_caching", "enable_chunked_prefill", "enforce_eager",
+                "tensor_parallel_size", "quantization", "swap_space", "cpu_offload_gb")
+# vLLM on CPU sizes its KV cache from gpu_memory_utilization × the NUMA node's memory and refuses to
+# start when that much is not free; llem gives it a fixed KV cache instead (GiB; the user's env wins).
+CPU_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1"}
+CPU_ENV_REPORTED = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
+
+
+# -- pure helpers (no vLLM): clocks, per-request timing, steady state -------------------------------------
+@dataclass(frozen=True)
+class Clocks:
+    """Offsets that map vLLM's clocks onto perf_counter: perf = t + offset."""
+
+    monotonic_to_perf_s: float
+    wall_to_perf_s: float
+
+    @classmethod
+    def sample(cls, reads: int = 5) -> Clocks:
+        same = time.get_clock_info("perf_counter").implementation == time.get_clock_info("monotonic").implementation
+        best: tuple[float, float, float] | None = None
+        for _ in range(reads):
+            a = time.perf_counter()
+            mono, wall = time.monotonic(), time.time()
+            b = time.perf_counter()
+            mid = (a + b) / 2
+            if best is None or b - a < best[0]:
+                best = (b - a, mid - mono, mid - wall)
+        assert best is not None
+        return cls(0.0 if same else best[1], best[2])
+
+
+@dataclass
+class RequestTiming:
+    """One request's vLLM timestamps, already on the perf_counter clock."""
+
+    index: int
+    input_tokens: int
+    output_tokens: int
+    t_arrival: float
+    t_scheduled: float | None
+    t_first_token: float | None
+    t_end: float
+    token_times: list[float] = field(default_factory=list)
+    cached_tokens: int = 0
+    preemptions: int = 0
+    finish_reason: str | None = None
+
+    def record(self) -> RequestRecord:
+        return RequestRecord(index=self.index, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                             t_submit=self.t_arrival, t_first_token=self.t_first_token, t_end=self.t_end,
+                             batch=None, token_times=self.token_times)
+
+    def token_instants(self) -> list[float]:
+        """Each output token's time: measured when streamed, else spread evenly from first to last."""
+        if self.token_times:
+            return self.token_times
+        n, first = self.output_tokens, self.t_first_token
+        if n <= 0 or first is None:
+            return []
+        if n == 1:
+            return [first]
+        step = (self.t_end - first) / (n - 1)
+        return [first + k * step for k in range(n)]
+
+
+def steady_state_span(spans: Sequence[tuple[float, float]], batch: int,
+                      instants: Sequence[float]) -> tuple[float, float] | None:
+    """[t0, t1] during which `batch` requests were running, or None if the batch never filled.
+
+    spans: (scheduled, last token) per request. instants: times at which engine steps produced tokens.
+    t0 = the first schedule instant after which `batch` requests run; t1 = the last step instant at
+    which `batch` requests were still in the step (the ones finishing in it included)."""
+    events = sorted([(e, 0) for _, e in spans] + [(s, 1) for s, _ in spans])  # ends first at equal times
+    running, t0 = 0, None
+    for t, kind in events:
+        running += 1 if kind else -1
+        if kind and running >= batch:
+            t0 = t
+            break
+    if t0 is None:
+        return None
+    starts = sorted(s for s, _ in spans)
+    ends = sorted(e for _, e in spans)
+    t1 = None
+    for o in sorted(set(instants)):
+        # Requests in the step that produced tokens at o: scheduled before o, last token at or after o.
+        in_step = bisect.bisect_left(starts, o) - bisect.bisect_left(ends, o)
+        if in_step >= batch and o > t0:
+            t1 = o
+    return None if t1 is None else (t0, t1)
+
+
+def peak_running(spans: Sequence[tuple[float, float]]) -> int:
+    events = sorted([(e, 0) for _, e in spans] + [(s, 1) for s, _ in spans])
+    running = peak = 0
+    for _, kind in events:
+        running += 1 if kind else -1
+        peak = max(peak, running)
+    return peak
+
+
+def steady_state_block(timings: Sequence[RequestTiming], batch: int) -> tuple[dict[str, Any] | None, str | None]:
+    """RunOutput.extra["steady_state"] (perf_counter span, tokens and requests in it), or a note why not."""
+    spans = [(r.t_scheduled, r.t_end) for r in timings if r.t_scheduled is not None]
+    if len(spans) < len(timings) or not spans:
+        return None, "steady state unavailable: vLLM reported no schedule times"
+    instants = [t for r in timings for t in r.token_instants()]
+    span = steady_state_span(spans, batch, instants)
+    if span is None:
+        return None, (f"steady state not reached: at most {peak_running(spans)} requests ran at once, "
+                      f"vllm.max_num_seqs={batch} (more prompts, or a KV cache that holds a full batch)")
+    t0, t1 = span
+    tokens = sum(1 for t in instants if t0 < t <= t1)
+    done = sum(1 for r in timings if t0 < r.t_end <= t1)
+    measured = all(r.token_times for r in timings if r.output_tokens)
+    return {
+        "t_start": t0, "t_end": t1, "output_tokens": tokens, "requests": done,
+        "duration_s": t1 - t0, "output_tok_s": tokens / (t1 - t0), "batch_size": batch,
+        "method": "span with max_num_seqs requests running, from vLLM per-request schedule/token times; "
+                  + ("tokens counted from per-step timestamps" if measured
+                     else "tokens interpolated between each request's first and last token"),
+    }, None
+
+
+def request_phases(timings: Sequence[RequestTiming]) -> list[Phase]:
+    """One phase per request: prefill from its scheduling to its first token, then decode."""
+    return [Phase(t_start=r.t_scheduled if r.t_scheduled is not None else r.t_arrival,
+                  t_first_token=r.t_first_token, t_end=r.t_end) for r in timings]
+
+
+def check_engine_args(passthrough: dict[str, Any], accepted: set[str], version: str) -> list[tuple[str, Any, str]]:
+    """Problems with `vllm.engine_args`: names vLLM does not accept, or that llem sets from a knob."""
+    problems = []
+    for key, value in passthrough.items():
+        name = f"vllm.engine_args.{key}"
+        if key in RESERVED:
+            problems.append((name, value, f"unset: llem sets `{key}` from {RESERVED[key]}"))
+        elif key in ENGINE_KNOBS or key in ("min_tokens", "max_tokens", "ignore_eos", "temperature", "top_p", "top_k"):
+            problems.append((name, value, f"unset: use the knob vllm.{key}"))
+        elif key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            listed = sorted(a for a in accepted - set(RESERVED) - set(ENGINE_KNOBS) if not a.startswith("_"))
+            problems.append((name, value, f"an engine argument of vLLM {version}{hint}; accepted: "
+                                          + ", ".join(listed)))
+    return problems
+
+
+# -- the backend -------------------------------------------------------------------------------------------
+def _check_ray_importable() -> None:
+    """vLLM imports ray whenever it is installed, here and in every engine process it spawns; a ray that
+    cannot be imported (amdsmi installed without AMD's libamd_smi.so raises KeyError) kills them all."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        return
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        return  # vLLM treats an ImportError as "no ray"
+    except Exception as e:
+        raise RuntimeError(
+            f"vLLM imports ray, and `import ray` fails here ({type(e).__name__}: {e}). The usual cause is the "
+            "amdsmi package (a zeus dependency) without AMD's ROCm library: on a machine without AMD GPUs run "
+            "`pip uninstall amdsmi` (zeus works without it), or `pip uninstall ray` if you do not use the "
+            "ray launcher") from e
+
+
+def _descendants() -> dict[int, Any]:
+    import psutil
+
+    try:
+        return {p.pid: p for p in psutil.Process().children(recursive=True)}
+    except psutil.Error:
+        return {}
+
+
+def _resource_tracker_pid() -> int | None:
+    """multiprocessing's resource tracker: shared by the whole process, exits with it; not ours to kill."""
+    with contextlib.suppress(Exception):
+        from multiprocessing import resource_tracker
+
+        return resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]
+    return None
+
+
+def _peak_rss(pid: int) -> int | None:
+    """VmHWM of a live process (Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class VllmBackend(Backend):
+    name = "vllm"
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        super().__init__(cfg)
+        assert cfg.vllm is not None
+        self.v: VllmConfig = cfg.vllm
+        self.llm: Any = None
+        self.tokenizer: Any = None
+        self.device = "cpu"
+        self._facts: dict[str, Any] | None = None
+        self._started: dict[int, Any] = {}  # processes the engine started (closed in close())
+        # Imports, argument checks and a first-time tiny-model build happen here, before the timed load,
+        # and every argument problem is reported before any weights load.
+        _check_ray_importable()
+        import vllm
+        from vllm.platforms import current_platform
+
+        self.vllm_version = vllm.__version__
+        self.device = current_platform.device_type or "cpu"
+        self.path = resolve_model_path(cfg)
+        self.engine_kwargs = self._engine_kwargs()
+        if current_platform.is_cpu():
+            self._check_cpu_head_size()
+
+    # -- engine arguments -------------------------------------------------------------------------------
+    def _accepted_engine_args(self) -> set[str]:
+        import inspect
+
+        from vllm import LLM
+        from vllm.engine.arg_utils import EngineArgs
+
+        llm_params = {p.name for p in inspect.signature(LLM.__init__).parameters.values()
+                      if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        return {f.name for f in dataclasses.fields(EngineArgs)} | llm_params
+
+    def _engine_kwargs(self) -> dict[str, Any]:
+        v, m = self.v, self.cfg.model
+        accepted = self._accepted_engine_args()
+        problems = check_engine_args(dict(v.engine_args), accepted, self.vllm_version)
+        kw: dict[str, Any] = {
+            "model": self.path, "tokenizer": m.tokenizer_id or self.path, "revision": m.revision,
+            "tokenizer_revision": m.revision if not m.tokenizer_id else None,
+            "trust_remote_code": m.trust_remote_code, "dtype": DTYPES[self.cfg.precision.value],
+            "seed": self.cfg.seed, "disable_log_stats": False,
+        }
+        for knob in ENGINE_KNOBS:
+            value = getattr(v, knob)
+            if value is None:
+                continue
+            if knob not in accepted:
+                problems.append((f"vllm.{knob}", value, f"null: vLLM {self.vllm_version} has no engine argument `{knob}`"))
+                continue
+            kw[knob] = value
+        if problems:
+            raise ConfigError(problems)
+        kw.update(v.engine_args)
+        return kw
+
+    def _check_cpu_head_size(self) -> None:
+        """vLLM's CPU attention supports only some head sizes and says so only at the first generation."""
+        try:
+            from transformers import AutoConfig
+            from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+            supported = CPUAttentionBackend.get_supported_head_sizes()
+            c = AutoConfig.from_pretrained(self.path, revision=self.cfg.model.revision,
+                                           trust_remote_code=self.cfg.model.trust_remote_code)
+            head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        except Exception:  # an unusual config or another vLLM layout: let vLLM decide
+            return
+        if head not in supported:
+            raise ConfigError([("model.id", self.cfg.model.id,
+                                f"a model whose attention head size vLLM's CPU backend supports "
+                                f"({', '.join(map(str, supported))}); this model's is {head}")])
+
+    # -- load -------------------------------------------------------------------------------------------
+    def load(self) -> None:
+        from transformers import AutoTokenizer
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        if current_platform.is_cpu() and "kv_cache_memory_bytes" not in self.engine_kwargs:
+            for key, value in CPU_ENV_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        m = self.cfg.model
+        self.tokenizer = AutoTokenizer.from_pretrained(m.tokenizer_id or self.path, revision=m.revision,
+                                                       trust_remote_code=m.trust_remote_code)
+        before = set(_descendants())
+        try:
+            self.llm = LLM(**self.engine_kwargs)
+        finally:  # also when the engine fails to start: whatever it left running is ours to stop
+            tracker = _resource_tracker_pid()
+            self._started = {pid: p for pid, p in _descendants().items() if pid not in before and pid != tracker}
+        engine = self.llm.llm_engine
+        # Per-request stats stay on (they are the latency source); vLLM's periodic stat logger and its
+        # Prometheus bookkeeping run in this process on every step, so they go: nothing of ours logs
+        # inside the measurement window.
+        if getattr(engine, "logger_manager", None) is not None:
+            engine.logger_manager = None
+
+    # -- workload ---------------------------------------------------------------------------------------
+    def prepare(self, prompts: list[str]) -> Workload:
+        enc = self.tokenizer(prompts, add_special_tokens=True, truncation=False)["input_ids"]
+        limit = self.v.max_input_tokens
+        ids = [list(x[:limit]) for x in enc]
+        empty = [i for i, x in enumerate(ids) if not x]
+        if empty:
+            raise ValueError(f"prompt {empty[0]} of the dataset has no tokens; vLLM needs at least one")
+        max_len = self.llm.llm_engine.model_config.max_model_len
+        longest = max(len(x) for x in ids)
+        if longest + self.v.max_tokens > max_len:
+            raise ConfigError([("vllm.max_input_tokens", limit,
+                                f"at most max_model_len - vllm.max_tokens = {max_len - self.v.max_tokens} "
+                                f"(a prompt has {longest} tokens; the model's context is {max_len})")])
+        return Workload(prompts=prompts, input_tokens=[len(x) for x in ids], batch_size=0,
+                        truncated=sum(1 for x in enc if len(x) > limit), payload=self._engine_inputs(ids))
+
+    def _engine_inputs(self, ids: list[list[int]]) -> list[Any]:
+        """Rendered once here, outside the window (vLLM ≥0.1x renders prompts before add_request)."""
+        prompts = [{"prompt_token_ids": x} for x in ids]
+        render = getattr(self.llm, "_preprocess_cmpl", None)
+        return list(render(prompts)) if render is not None else prompts
+
+    def _params(self, max_tokens: int) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        v = self.v
+        min_tokens = v.min_tokens or 0
+        return SamplingParams(
+            max_tokens=max_tokens, min_tokens=min(min_tokens, max_tokens), ignore_eos=v.ignore_eos,
+            temperature=v.temperature, top_p=v.top_p, top_k=v.top_k, detokenize=False,
+            output_kind=RequestOutputKind.DELTA if v.token_timestamps else RequestOutputKind.FINAL_ONLY)
+
+    def _generate(self, inputs: Sequence[Any], max_tokens: int, tag: str) -> tuple[list[Any], list[Any]]:
+        """Submit every input, step the engine until all finish. Returns (finished outputs, stream log)
+        where the log holds (request id, new tokens, engine-core step time) per streamed output."""
+        engine = self.llm.llm_engine
+        params = self._params(max_tokens)
+        for i, inp in enumerate(inputs):
+            item = dict(inp) if isinstance(inp, dict) else inp
+            engine.add_request(f"{tag}{i}", item, params, arrival_time=time.time())
+        finished: list[Any] = []
+        log: list[tuple[str, int, float | None]] = []
+        stream = self.v.token_timestamps
+        while engine.has_unfinished_requests():
+            for out in engine.step():
+                if stream:  # read now: metrics is updated in place on the next step
+                    log.append((out.request_id, len(out.outputs[0].token_ids),
+                                out.metrics.last_token_ts if out.metrics is not None else None))
+                if out.finished:
+                    finished.append(out)
+        return finished, log
+
+    def warmup_step(self, workload: Workload) -> float:
+        """One full batch (up to max_num_seqs prompts) through the same path as the measured run."""
+        n_new = self.cfg.warmup.max_output_tokens or self.v.max_tokens
+        inputs = workload.payload[: self.v.max_num_seqs]
+        t0 = time.perf_counter()
+        self._generate(inputs, n_new, "warmup-")
+        latency = time.perf_counter() - t0
+        # The measured pass must not find its prompts' KV in the prefix cache because warmup ran them.
+        self.llm.reset_prefix_cache()
+        return latency
+
+    def run(self, workload: Workload) -> RunOutput:
+        clocks = Clocks.sample()
+        finished, log = self._generate(workload.payload, self.v.max_tokens, "")
+        # Bookkeeping after the engine has finished: nothing but add/step runs inside the window.
+        timings = self._timings(finished, log, workload, clocks)
+        records = [t.record() for t in timings]
+        extra: dict[str, Any] = {
+            "latency_method": ("vLLM per-request stats + per-step token timestamps (engine core clock)"
+                               if self.v.token_timestamps else "vLLM per-request stats (engine core clock)"),
+            "latency_note": None,
+            "token_timestamps": self.v.token_timestamps,
+            "clocks": dataclasses.asdict(clocks),
+            "engine": self._engine_info(timings),
+            "steady_state": None,
+        }
+        if not self.v.token_timestamps:
+            extra["latency_note"] = "vllm.token_timestamps=false: per-step ITL unavailable (TTFT, mean ITL, e2e only)"
+        if self.v.steady_state:
+            extra["steady_state"], extra["steady_state_note"] = steady_state_block(timings, self.v.max_num_seqs)
+        return RunOutput(records=records, phases=request_phases(timings), extra=extra)
+
+    def _timings(self, finished: list[Any], log: list[tuple[str, int, float | None]], workload: Workload,
+                 clocks: Clocks) -> list[RequestTiming]:
+        mono, wall = clocks.monotonic_to_perf_s, clocks.wall_to_perf_s
+        streamed: dict[str, list[float]] = {}
+        for rid, n_new, t in log:
+            if t is not None:
+                streamed.setdefault(rid, []).extend([t + mono] * n_new)
+        timings = []
+        for out in finished:
+            i = int(out.request_id)
+            s = out.metrics
+            if s is None:
+                raise RuntimeError("vLLM returned no per-request stats (disable_log_stats?); llem needs them")
+            n_out = s.num_generation_tokens or len(out.outputs[0].token_ids)
+            times = streamed.get(out.request_id, [])
+            timings.append(RequestTiming(
+                index=i, input_tokens=workload.input_tokens[i], output_tokens=n_out if not times else len(times),
+                t_arrival=s.arrival_time + wall,
+                t_scheduled=s.scheduled_ts + mono if s.scheduled_ts else None,
+                t_first_token=s.first_token_ts + mono if s.first_token_ts else None,
+                t_end=s.last_token_ts + mono, token_times=times,
+                cached_tokens=out.num_cached_tokens or 0, preemptions=s.num_preemptions,
+                finish_reason=out.outputs[0].finish_reason))
+        timings.sort(key=lambda r: r.index)
+        if len(timings) != len(workload.payload):
+            raise RuntimeError(f"vLLM finished {len(timings)} of {len(workload.payload)} requests")
+        return timings
+
+    def _engine_info(self, timings: Sequence[RequestTiming]) -> dict[str, Any]:
+        """What the engine resolved (vLLM fills many defaults) and what happened in the run."""
+        vc = self.llm.llm_engine.vllm_config
+        cache, sched = vc.cache_config, vc.scheduler_config
+        reasons: dict[str, int] = {}
+        for r in timings:
+            reasons[str(r.finish_reason)] = reasons.get(str(r.finish_reason), 0) + 1
+        spans = [(r.t_scheduled, r.t_end) for r in timings if r.t_scheduled is not None]
+        return {
+            "vllm_version": self.vllm_version, "device": self.device,
+            "max_num_seqs": sched.max_num_seqs, "max_num_batched_tokens": sched.max_num_batched_tokens,
+            "max_model_len": vc.model_config.max_model_len, "block_size": cache.block_size,
+            "kv_cache_blocks": getattr(cache, "num_gpu_blocks", None), "kv_cache_dtype": str(cache.cache_dtype),
+            "enable_prefix_caching": cache.enable_prefix_caching,
+            "enable_chunked_prefill": getattr(sched, "enable_chunked_prefill", None),
+            "enforce_eager": vc.model_config.enforce_eager,
+            "peak_running_requests": peak_running(spans) if spans else None,
+            "prefix_cache_hit_tokens": sum(r.cached_tokens for r in timings),
+            "preemptions": sum(r.preemptions for r in timings), "finish_reasons": reasons,
+            "env": {k: os.environ[k] for k in CPU_ENV_REPORTED if k in os.environ} if self.device == "cpu" else {},
+        }
+
+    # -- facts ------------------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """Nothing to do: run() returns only after the engine sent every request's last token, which the
+        worker copies to the host after its device work. (torch.cuda.synchronize() here would only sync
+        this frontend process — and create a CUDA context in it — never the worker's queue.)"""
+
+    def model_facts(self) -> dict[str, Any]:
+        if self._facts is None:
+            m = self.cfg.model
+            counts = config_parameter_counts(self.path, m.revision, m.trust_remote_code)
+            dtype = self.llm.llm_engine.model_config.dtype if self.llm is not None else None
+            self._facts = {**counts, "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
+                           "device": self.device}
+        return self._facts
+
+    def memory(self) -> dict[str, Any]:
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+        engine = {}
+        for pid, proc in self._started.items():
+            peak = _peak_rss(pid)
+            if peak is not None:
+                with contextlib.suppress(Exception):
+                    engine[f"{proc.name()}-{pid}"] = peak
+        mem["engine_peak_rss_bytes"] = engine
+        if self.llm is not None:
+            cache = self.llm.llm_engine.vllm_config.cache_config
+            blocks = getattr(cache, "num_gpu_blocks", None)
+            mem["kv_cache_tokens"] = blocks * cache.block_size if blocks and cache.block_size else None
+        return mem
+
+    def devices(self) -> list[dict[str, Any]]:
+        if self.device != "cuda":
+            return []
+        from vllm.platforms import current_platform
+
+        out = []
+        for i in range(self.v.tensor_parallel_size):
+            info: dict[str, Any] = {"index": i}
+            for key, fn in (("name", "get_device_name"), ("uuid", "get_device_uuid"),
+                            ("total_memory_bytes", "get_device_total_memory")):
+                with contextlib.suppress(Exception):
+                    info[key] = getattr(current_platform, fn)(i)
+            out.append(info)
+        return out
+
+    # -- exit -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Shut the engine down, then kill whatever it started that is still alive (also after failures)."""
+        import psutil
+
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            with contextlib.suppress(Exception):
+                llm.llm_engine.engine_core.shutdown()
+            del llm
+        procs = [p for p in self._started.values() if p.is_running()]  # zombies too: reaped below
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                for child in p.children(recursive=True):
+                    child.kill()
+                p.kill()
+        psutil.wait_procs(procs, timeout=5)
+        self._started.clear()

@@ -1,0 +1,207 @@
+"""End-of-study summary: `summary.csv` / `summary.parquet` in the sweep folder and a terminal table.
+
+The sweeper calls `write_sweep_summary(sweep_dir)` after the launcher returns. One row per config
+(the overrides that differ between configs name it): output tok/s, J/output token, TTFT p50 and
+ITL p50, each mean ± 95 % CI half-width over its completed cycles; then failed jobs with their error
+and skipped jobs (from manifest.json) with the reason they were not launched.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from llem.results import (
+    ITL_P50,
+    J_PER_TOKEN,
+    THROUGHPUT,
+    TTFT_P50,
+    config_label,
+    load,
+    parse_override,
+    varying_overrides,
+)
+from llem.results.aggregate import CV_THRESHOLD, aggregate, pareto_front
+from llem.results.compare import NAMES
+from llem.results.tables import write_table
+from llem.study import manifest as manifest_mod
+
+SUMMARY_STEM = "summary"
+MAX_REASON = 100
+# `pareto.<name>` columns: the config is on the throughput-vs-<metric> Pareto front
+PARETO = {"energy": J_PER_TOKEN, "ttft": TTFT_P50, "itl": ITL_P50}
+
+
+def fixed(x: float, sig: int) -> str:
+    """`x` to `sig` significant digits in plain notation (12350, 0.06543), never 1.2e+04."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    decimals = sig - 1 - math.floor(math.log10(abs(x)))
+    return f"{round(x, decimals):.{max(decimals, 0)}f}"
+
+
+def fmt_ci(mean: Any, half: Any, scale: float = 1.0) -> str:
+    """`668.7 ± 12` (4 significant digits, CI to 2), `668.7` for one cycle, `n/a` without a value."""
+    if not _number(mean):
+        return "n/a"
+    text = fixed(mean * scale, 4)
+    if not _number(half):
+        return text
+    return f"{text} ± {fixed(half * scale, 2)}"
+
+
+def _short(text: Any, limit: int = MAX_REASON) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    fmt = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+    return [fmt(header), *(fmt(r) for r in rows)]
+
+
+def _skipped(manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Skipped configs from the manifest: one entry per config (its jobs' indices together)."""
+    if not manifest:
+        return []
+    by_config: dict[str, dict[str, Any]] = {}
+    for job in manifest.get("jobs", []):
+        if job.get("status") != "skipped":
+            continue
+        key = str(job.get("config_hash") or job.get("overrides"))
+        entry = by_config.setdefault(key, {"indices": [], "overrides": job.get("overrides") or [],
+                                           "config_hash": job.get("config_hash"),
+                                           "reason": job.get("reason") or job.get("skip_reason")
+                                           or (job.get("error") or {}).get("message") or "invalid config"})
+        entry["indices"].append(job.get("index"))
+    return list(by_config.values())
+
+
+def _not_run(manifest: dict[str, Any] | None, jobs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Manifest jobs that never left a result.json (planned but not launched, or lost)."""
+    if not manifest:
+        return []
+    seen = set(zip(jobs.get("config_hash", []), jobs.get("cycle", [])))
+    return [j for j in manifest.get("jobs", []) if j.get("status") not in ("skipped",)
+            and (j.get("config_hash"), j.get("cycle")) not in seen and j.get("status") != "completed"]
+
+
+def summary_frame(jobs: pd.DataFrame, manifest: dict[str, Any] | None = None,
+                  cv_threshold: float = CV_THRESHOLD) -> pd.DataFrame:
+    """The per-config table written as summary.csv: `config` label, aggregate statistics, Pareto-front
+    membership (`pareto.energy`: no other config has more tok/s and fewer J/token; `pareto.ttft`,
+    `pareto.itl` likewise for latency), and one row per skipped config (`skipped_reason`)."""
+    agg = aggregate(jobs, cv_threshold=cv_threshold)
+    varying = varying_overrides(jobs)
+    labels = [config_label(row, varying or [c for c in agg.columns if c.startswith("override.")])
+              for _, row in agg.iterrows()]
+    agg.insert(0, "config", [lab or "(defaults)" for lab in labels])
+    for name, metric in PARETO.items():  # more throughput and less of the metric: not beaten on both
+        if f"{metric}.mean" in agg and agg[f"{metric}.mean"].notna().any():
+            agg[f"pareto.{name}"] = pareto_front(agg[f"{THROUGHPUT}.mean"].tolist(), agg[f"{metric}.mean"].tolist())
+    skipped = _skipped(manifest)
+    if skipped:
+        extra = []
+        for s in skipped:
+            row: dict[str, Any] = {"config": " ".join(s["overrides"]), "config_hash": s["config_hash"],
+                                   "n_jobs": 0, "n_completed": 0, "n_failed": 0, "skipped_reason": s["reason"]}
+            for text in s["overrides"]:
+                key, value = parse_override(str(text))
+                if f"override.{key}" in agg.columns:
+                    row[f"override.{key}"] = value
+            extra.append(row)
+        agg = pd.concat([agg, pd.DataFrame.from_records(extra)], ignore_index=True) if not agg.empty \
+            else pd.DataFrame.from_records(extra)
+    return agg
+
+
+CONFIG_HEADER = ["config", "n", "output tok/s", "J/output token", "TTFT p50 ms", "ITL p50 ms", "note"]
+
+
+def config_rows(configs: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Header and text cells of the per-config table (terminal and report page)."""
+    rows = []
+    for _, r in configs.iterrows():
+        note = ""
+        if not r.get("n_completed"):
+            note = "no completed job"
+        elif isinstance(r.get("unstable"), (bool, np.bool_)) and r.get("unstable"):
+            cvs = [f"{NAMES.get(m, m)} CV {r[f'{m}.cv']:.1%}" for m in str(r["unstable_metrics"]).split(", ")]
+            note = "UNSTABLE: " + ", ".join(cvs)
+        if isinstance(r.get("pareto.energy"), (bool, np.bool_)) and r.get("pareto.energy"):
+            note = "; ".join(x for x in ("energy Pareto front", note) if x)
+        n = r.get(f"{THROUGHPUT}.n")
+        rows.append([str(r["config"]), str(int(n)) if _number(n) else "0",
+                     fmt_ci(r.get(f"{THROUGHPUT}.mean"), r.get(f"{THROUGHPUT}.ci95")),
+                     fmt_ci(r.get(f"{J_PER_TOKEN}.mean"), r.get(f"{J_PER_TOKEN}.ci95")),
+                     fmt_ci(r.get(f"{TTFT_P50}.mean"), r.get(f"{TTFT_P50}.ci95"), 1000),
+                     fmt_ci(r.get(f"{ITL_P50}.mean"), r.get(f"{ITL_P50}.ci95"), 1000), note])
+    return CONFIG_HEADER, rows
+
+
+def _number(v: Any) -> bool:
+    """A real number (not None, NaN or pd.NA)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, Any] | None,
+                   sweep_dir: str | Path | None = None) -> str:
+    """The compact terminal table (see module doc)."""
+    configs = table[table.get("skipped_reason", pd.Series(index=table.index, dtype=object)).isna()] \
+        if "skipped_reason" in table else table
+    n_done = int((jobs["status"] == "completed").sum()) if not jobs.empty else 0
+    failed = jobs[jobs["status"] != "completed"] if not jobs.empty else jobs
+    skipped = _skipped(manifest)
+    design = (manifest or {}).get("study_design_hash") or next(
+        (h for h in jobs.get("study_design_hash", []) if isinstance(h, str)), None)
+    head = f"llem study{' ' + design if design else ''}: {len(configs)} config(s), {len(jobs)} job(s): " \
+           f"{n_done} completed, {len(failed)} failed/interrupted"
+    if skipped:
+        head += f", {sum(len(s['indices']) for s in skipped)} skipped"
+    lines = [head]
+    energy = J_PER_TOKEN in jobs.columns and jobs[J_PER_TOKEN].notna().any()
+    header, rows = config_rows(configs)
+    if rows:
+        lines += ["  " + line for line in _table(header, rows)]
+        lines.append("  (mean ± 95 % CI half-width over cycles, Student t)")
+    if not energy and not jobs.empty and "energy.reason" in jobs.columns:
+        reason = next((x for x in jobs["energy.reason"] if isinstance(x, str) and x), None)
+        if reason:
+            lines.append(f"  energy not measured: {_short(reason)}")
+    if len(failed):
+        lines.append(f"failed ({len(failed)}):")
+        label_cols = varying_overrides(jobs)
+        for _, r in failed.iterrows():
+            err = f"{r.get('error.type') or r['status']}: {_short(r.get('error.message') or '')}"
+            if isinstance(r.get("error.reason"), str):
+                err += f" [{r['error.reason']}]"
+            where = f"job {r['job_index']}" if not pd.isna(r.get("job_index")) else Path(str(r["job_dir"])).name
+            lines.append(f"  {where}  {config_label(r, label_cols) or '(defaults)'}  {r['status']}  {err}")
+    lost = _not_run(manifest, jobs)
+    if lost:
+        lines.append(f"not run ({len(lost)}): " + ", ".join(
+            f"job {j.get('index')} ({j.get('status')})" for j in lost[:20]) + (" ..." if len(lost) > 20 else ""))
+    if skipped:
+        lines.append(f"skipped ({sum(len(s['indices']) for s in skipped)} job(s), {len(skipped)} config(s)):")
+        for s in skipped:
+            idx = ",".join(str(i) for i in s["indices"])
+            lines.append(f"  job {idx}  {' '.join(s['overrides'])}  reason: {_short(s['reason'])}")
+    if sweep_dir is not None:
+        lines.append(f"summary: {Path(sweep_dir) / (SUMMARY_STEM + '.csv')} (+ .parquet)"
+                     + (f"; plots: python -m llem.report {sweep_dir}" if n_done else ""))
+    return "\n".join(lines)
+
+
+def write_sweep_summary(sweep_dir: str | Path, cv_threshold: float = CV_THRESHOLD) -> str:
+    """Write summary.csv and summary.parquet into `sweep_dir`; return the terminal table."""
+    sweep_dir = Path(sweep_dir)
+    jobs = load(sweep_dir)
+    manifest = manifest_mod.load(sweep_dir)
+    table = summary_frame(jobs, manifest, cv_threshold)
+    write_table(table, sweep_dir, SUMMARY_STEM)
+    return render_summary(jobs, table, manifest, sweep_dir)
