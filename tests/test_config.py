@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from llem.config.overrides import check_argv, unknown_key
+from llem.config.overrides import check_argv, scope_backend_overrides, unknown_key
 from llem.config.schema import ExperimentConfig, PytorchConfig, VllmConfig
 from llem.config.validate import ConfigError, problems, validate
 from llem.study.hashing import config_hash, design_hash
@@ -66,3 +66,16 @@ def test_config_hash_ignores_study_settings_and_key_order() -> None:
     assert config_hash(_resolved(pytorch={"batch_size": 8})) != h
     assert config_hash(_resolved(precision="bf16")) != h
     assert design_hash([h, "a" * 16]) == design_hash(["a" * 16, h, h])
+
+
+def test_single_backend_keys_become_one_value_sweeps_in_multirun_only() -> None:
+    argv = ["-m", "backend=pytorch,vllm", "vllm.max_tokens=8", "vllm.max_num_seqs=4,8", "n=4"]
+    out, problem = scope_backend_overrides(argv)
+    assert problem is None
+    assert out == ["-m", "backend=pytorch,vllm", "vllm.max_tokens=choice(8)", "vllm.max_num_seqs=4,8", "n=4"]
+    assert scope_backend_overrides(["backend=vllm", "vllm.max_tokens=8"]) == (["backend=vllm", "vllm.max_tokens=8"], None)
+
+
+def test_a_knob_of_another_backend_in_a_single_run_names_both() -> None:
+    _, problem = scope_backend_overrides(["backend=pytorch", "vllm.max_tokens=8"])
+    assert problem and "'vllm.max_tokens=8'" in problem and "backend=pytorch" in problem and "backend=vllm" in problem

@@ -177,7 +177,9 @@ def test_summary_lists_manifest_jobs_that_never_ran(tmp_path: Path) -> None:
     manifest_mod.write(tmp_path, manifest_mod.new("d" * 16, [
         {"index": 0, "cycle": 0, "config_hash": "a" * 16, "overrides": ["n=4"], "status": "completed"},
         {"index": 1, "cycle": 1, "config_hash": "a" * 16, "overrides": ["n=4"], "status": "interrupted"}]))
-    assert "not run (1): job 1 (interrupted)" in write_sweep_summary(tmp_path)
+    text = write_sweep_summary(tmp_path)
+    assert "not run (1): job 1 (interrupted)" in text
+    assert text.splitlines()[0].endswith("1 job(s): 1 completed, 0 failed/interrupted, 1 not run")
 
 
 def test_log_ratio_ci_on_known_numbers() -> None:

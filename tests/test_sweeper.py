@@ -135,6 +135,17 @@ def test_backend_scoped_dry_run_plans_four_plus_four(tmp_path: Path, llem_cache:
 
 
 @pytest.mark.slow
+def test_single_valued_backend_keys_apply_to_their_backend_only(tmp_path: Path, llem_cache: Path) -> None:
+    # The base config of a multirun has the default backend only; a plain `vllm.max_tokens=8` must still
+    # reach the vllm jobs (and not crash the compose of the pytorch base config).
+    proc, sweep = _dry(["backend=pytorch,vllm", "vllm.max_tokens=8", "pytorch.batch_size=4"], tmp_path, llem_cache)
+    assert proc.returncode == 0, proc.stderr
+    by_backend = {c["backend"]: c["overrides"] for c in _json(sweep / "plan.json")["configs"]}
+    assert "vllm.max_tokens=8" in by_backend["vllm"] and not any("batch_size" in o for o in by_backend["vllm"])
+    assert "pytorch.batch_size=4" in by_backend["pytorch"] and not any("max_tokens" in o for o in by_backend["pytorch"])
+
+
+@pytest.mark.slow
 def test_saved_experiment_runs_by_name_with_shuffled_cycles(tmp_path: Path, llem_cache: Path) -> None:
     proc, sweep = _dry(["+experiment=batch_sweep", "study.max_jobs=50"], tmp_path, llem_cache)
     assert proc.returncode == 0, proc.stderr

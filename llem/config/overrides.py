@@ -11,7 +11,7 @@ import types
 import typing
 from typing import Any, Union
 
-from llem.config.schema import ExperimentConfig
+from llem.config.schema import BACKENDS, ExperimentConfig
 
 GROUPS = ("backend", "model", "dataset", "energy", "experiment")
 # Hydra flags whose next argument is a value, not an override.
@@ -65,3 +65,66 @@ def check_argv(argv: list[str]) -> str | None:
             value = arg.split("=", 1)[1]
             return f"{problem} (override '{key}={value}')"
     return None
+
+
+def _is_multirun(argv: list[str]) -> bool:
+    return any(a in ("-m", "--multirun") for a in argv)
+
+
+def _plain_backend_overrides(argv: list[str]) -> list[tuple[int, str, str]]:
+    """(index, backend, value) of plain `backend_name.key=value` overrides in argv."""
+    found, after_flag = [], False
+    for i, arg in enumerate(argv):
+        if after_flag or arg.startswith("-") or "=" not in arg or arg[0] in "+~":
+            after_flag = arg in VALUE_FLAGS
+            continue
+        key, value = arg.split("=", 1)
+        if key.split(".", 1)[0] in BACKENDS and "." in key:
+            found.append((i, key.split(".", 1)[0], value))
+    return found
+
+
+def _default_backend(argv: list[str]) -> list[str]:
+    """The backend of llem's own primary config, when nothing in argv may choose another one."""
+    if any(a.split("=", 1)[0] in ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+           or a.startswith(("+experiment", "experiment=")) for a in argv):
+        return []
+    import yaml
+
+    from llem.config.paths import conf_dir
+
+    try:
+        defaults = yaml.safe_load((conf_dir() / "config.yaml").read_text()).get("defaults", [])
+    except (OSError, AttributeError, yaml.YAMLError):
+        return []
+    return [d["backend"] for d in defaults if isinstance(d, dict) and isinstance(d.get("backend"), str)]
+
+
+def scope_backend_overrides(argv: list[str]) -> tuple[list[str], str | None]:
+    """Backend-scoped keys (`vllm.max_tokens=8`) only exist when that backend is composed, but Hydra
+    applies single-valued overrides to the study's base config, whose backend is the default one.
+
+    Multirun: a single value becomes a one-value sweep (`choice(8)`), so Hydra leaves it to llem's
+    sweeper, which applies it to that backend's jobs only. Run: a key of a backend other than the one
+    named by `backend=` is an error that says so (instead of OmegaConf's assertion)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    scoped = _plain_backend_overrides(argv)
+    if not scoped:
+        return argv, None
+    parser = OverridesParser.create()
+    out = list(argv)
+    multirun = _is_multirun(argv)
+    chosen = [a.split("=", 1)[1] for a in argv if a.startswith("backend=")] or _default_backend(argv)
+    for i, backend, value in scoped:
+        try:
+            if parser.parse_override(argv[i]).is_sweep_override():
+                continue
+        except Exception:  # Hydra reports malformed overrides itself
+            continue
+        if multirun:
+            out[i] = f"{argv[i].split('=', 1)[0]}=choice({value})"
+        elif chosen and chosen[-1] != backend:
+            return argv, (f"'{argv[i]}' sets a knob of backend {backend}, but this run uses "
+                          f"backend={chosen[-1]}. Add backend={backend}, or drop the override.")
+    return out, None

@@ -24,15 +24,15 @@ ARCHS: dict[str, dict[str, Any]] = {
     "tiny-gpt2": {
         "model_type": "gpt2",
         "n_layer": 2,
-        "n_head": 4,
+        "n_head": 2,  # head size 32: the smallest vLLM's CPU attention supports
         "n_embd": 64,
         "n_positions": 1024,
     },
     "tiny-llama": {
         "model_type": "llama",
         "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        "num_attention_heads": 2,  # head size 32 (vLLM CPU minimum)
+        "num_key_value_heads": 1,
         "hidden_size": 64,
         "intermediate_size": 128,
         "max_position_embeddings": 1024,

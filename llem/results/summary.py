@@ -161,6 +161,9 @@ def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, 
         (h for h in jobs.get("study_design_hash", []) if isinstance(h, str)), None)
     head = f"llem study{' ' + design if design else ''}: {len(configs)} config(s), {len(jobs)} job(s): " \
            f"{n_done} completed, {len(failed)} failed/interrupted"
+    lost = _not_run(manifest, jobs)
+    if lost:  # planned jobs without a result.json (an interrupted study): counted, not hidden
+        head += f", {len(lost)} not run"
     if skipped:
         head += f", {sum(len(s['indices']) for s in skipped)} skipped"
     lines = [head]
@@ -182,7 +185,6 @@ def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, 
                 err += f" [{r['error.reason']}]"
             where = f"job {r['job_index']}" if not pd.isna(r.get("job_index")) else Path(str(r["job_dir"])).name
             lines.append(f"  {where}  {config_label(r, label_cols) or '(defaults)'}  {r['status']}  {err}")
-    lost = _not_run(manifest, jobs)
     if lost:
         lines.append(f"not run ({len(lost)}): " + ", ".join(
             f"job {j.get('index')} ({j.get('status')})" for j in lost[:20]) + (" ..." if len(lost) > 20 else ""))
