@@ -19,7 +19,6 @@ Target >= 0.97.
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -145,54 +144,7 @@ class _Shared:
         pass
 
 
-def _stub_broken_amdsmi(tmp: Path) -> bool:
-    """No AMD GPU here, but amdsmi (a zeus dependency) may be installed without AMD's library: then it
-    raises KeyError on import and breaks `import ray`, which vLLM imports in every process it starts.
-    A stub raising ImportError, as a missing library should, stands in (as in tests/test_vllm_backend)."""
-    try:
-        import amdsmi  # noqa: F401
-    except ImportError:
-        return False
-    except Exception:
-        stub = tmp / "noamd"
-        (stub / "amdsmi").mkdir(parents=True, exist_ok=True)
-        (stub / "amdsmi" / "__init__.py").write_text('raise ImportError("no AMD GPU library on this machine")\n')
-        for name in [m for m in sys.modules if m == "amdsmi" or m.startswith(("amdsmi.", "ray"))]:
-            del sys.modules[name]
-        sys.path.insert(0, str(stub))  # engine processes get this process's sys.path
-        os.environ["PYTHONPATH"] = str(stub) + os.pathsep + os.environ.get("PYTHONPATH", "")
-        return True
-    return False
-
-
-def head32_variant() -> Path:
-    """llem's tiny GPT-2 with 2 attention heads instead of 4 (head size 32): vLLM's CPU attention runs
-    head sizes >= 32 only. Same tokenizer, layers and width; built once beside the tiny models."""
-    from llem.models.tiny import cache_root, ensure_tiny_model
-
-    src = ensure_tiny_model("tiny-gpt2")
-    dst = cache_root() / "bench-models" / f"{src.name}-head32"
-    if not (dst / "config.json").is_file():
-        import shutil
-
-        import torch
-        from transformers import AutoConfig, AutoModelForCausalLM
-
-        tmp = dst.with_name(dst.name + f".tmp{os.getpid()}")
-        shutil.copytree(src, tmp, dirs_exist_ok=True)
-        config = AutoConfig.from_pretrained(src)
-        config.n_head = 2
-        torch.manual_seed(1234)
-        AutoModelForCausalLM.from_config(config).save_pretrained(tmp)
-        shutil.rmtree(dst, ignore_errors=True)
-        os.rename(tmp, dst)
-    return dst
-
-
 def bench_vllm(report: Report, quick: bool, tmp: Path, model: str) -> None:
-    if _stub_broken_amdsmi(tmp):
-        report.note("vllm: amdsmi is installed without AMD's library here (breaks `import ray`); a stub raising "
-                    "ImportError stood in for it, as in tests/test_vllm_backend.py")
     try:
         from vllm import LLM  # noqa: F401
     except Exception as e:  # not installed, or broken by a package beside it: say why, measure the rest
@@ -213,17 +165,8 @@ def bench_vllm(report: Report, quick: bool, tmp: Path, model: str) -> None:
     try:
         backend = vb.VllmBackend(experiment)
     except Exception as e:
-        if model != "tiny" or "head size" not in str(e):
-            report.skip("fidelity vllm", f"llem's vLLM backend rejected model={model}: {type(e).__name__}: {e}")
-            return
-        # the tiny model's head size (16) is below what vLLM's CPU attention runs: use its 2-head twin
-        path = head32_variant()
-        model = f"model.id={path} model.builtin=null"
-        overrides = vllm_overrides(s, model)
-        experiment, _, _ = compose(overrides)
-        backend = vb.VllmBackend(experiment)
-        report.note("vllm: the tiny GPT-2 has attention head size 16, below the 32 vLLM's CPU attention "
-                    f"needs; the vLLM arms ran its 2-head twin (head size 32, same tokenizer and width): {path}")
+        report.skip("fidelity vllm", f"llem's vLLM backend rejected model={model}: {type(e).__name__}: {e}")
+        return
     report.doc["data"]["vllm_model"] = model
     try:
         backend.load()

@@ -1,8 +1,10 @@
 """Per-job fixed overhead of a study: job wall time minus (model load + warmup + window).
 
 Runs `python -m llem -m seed=1,...,N` (a study of N small pytorch jobs, gaps off) as a user does, once
-per launcher: llem's own launcher (`hydra/launcher=llem`, one fresh process per job) and Hydra's
-`basic` launcher (jobs in the sweep's process) for comparison. Every job's wall time is taken from
+per launcher: llem's own launcher (`hydra/launcher=llem`, one fresh process per job) both ways it can
+start a job's process, forked from its preloaded zygote (`study.fresh_process=fork`, the default on
+Linux) and a new interpreter per job (`study.fresh_process=spawn`), and Hydra's `basic` launcher
+(jobs in the sweep's process) for comparison, all in the same run. Every job's wall time is taken from
 the jobs' own `result.json`: the time from the previous job's `finished_at` (for the first job, from
 the moment the study command started) to its own `finished_at`, so everything the launcher, the
 sweeper and the job process do between two measured parts counts. Overhead = that wall time minus
@@ -32,11 +34,12 @@ def _ts(iso: str) -> float:
     return dt.datetime.fromisoformat(iso).timestamp()
 
 
-def study(launcher: str, jobs: int, root: Path) -> dict[str, Any]:
-    sweep = root / f"sweep-{launcher}"
+def study(arm: str, jobs: int, root: Path) -> dict[str, Any]:
+    launcher, _, start = arm.partition(":")
+    sweep = root / f"sweep-{launcher}-{start or 'none'}"
     cmd = [sys.executable, "-m", "llem", "-m", f"seed={','.join(str(i) for i in range(1, jobs + 1))}",
            "n=16", "pytorch.batch_size=4", "quiet=true", "study.gaps=false", f"hydra/launcher={launcher}",
-           f"hydra.sweep.dir={sweep}"]
+           f"hydra.sweep.dir={sweep}", *([f"study.fresh_process={start}"] if start else [])]
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     t_start = time.time()
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -60,7 +63,10 @@ def study(launcher: str, jobs: int, root: Path) -> dict[str, Any]:
                      "window_s": t["window_s"]})
         prev = end
     measured_total = sum(x["measured_s"] for x in rows)
-    return {"launcher": launcher, "jobs": rows, "study_wall_s": t_end - t_start,
+    manifest = json.loads((sweep / "manifest.json").read_text())
+    cpu = {k: [j[k] for j in manifest.get("jobs", []) if j.get(k) is not None] for k in ("parent_cpu_s", "zygote_cpu_s")}
+    return {"launcher": launcher, "fresh_process": start or None, "jobs": rows, "study_wall_s": t_end - t_start,
+            "start_methods": sorted({str(j.get("start_method")) for j in manifest.get("jobs", [])}), **cpu,
             "after_last_job_s": t_end - prev, "study_overhead_per_job_s": (t_end - t_start - measured_total) / jobs}
 
 
@@ -89,35 +95,48 @@ def main() -> None:
     report = Report("launcher", args.quick,
                     f"`python -m llem -m seed=1..{jobs}` subprocess per launcher; per-job wall = previous "
                     "job's finished_at (or study start) to this job's finished_at, from result.json")
-    launchers = []
+    arms = []
     if has_llem_launcher():
-        launchers.append("llem")
+        arms += ["llem:fork", "llem:spawn"]
     else:
         report.skip("llem launcher", "hydra/launcher=llem (issue 4) is not installed here yet; measured with "
                                      "Hydra's basic launcher only")
-    launchers.append("basic")
+    arms.append("basic")
+    labels = {"llem:fork": "llem launcher, jobs forked from its zygote (default)",
+              "llem:spawn": "llem launcher, study.fresh_process=spawn", "basic": "Hydra basic launcher (not llem's)"}
+    medians: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="llem-bench-launcher-") as tmp:
-        for launcher in launchers:
+        for arm in arms:
             try:
-                d = study(launcher, jobs, Path(tmp))
+                d = study(arm, jobs, Path(tmp))
             except RuntimeError as e:
-                report.skip(f"{launcher} launcher", str(e).splitlines()[0])
-                report.doc["data"][launcher] = {"error": str(e)}
+                report.skip(labels[arm], str(e).splitlines()[0])
+                report.doc["data"][arm] = {"error": str(e)}
                 continue
             steady = d["jobs"][1:]
             s = spread([x["overhead_s"] for x in steady])
+            medians[arm] = s["median"]
             in_job = spread([x["job_s"] - x["measured_s"] for x in steady])["median"]
             outside = spread([x["wall_s"] - x["job_s"] for x in steady])["median"]
-            label = "llem launcher" if launcher == "llem" else "Hydra basic launcher (not llem's)"
-            report.row(f"per-job fixed overhead, {label}", s["median"], "s", f"<= {TARGET_S} s",
-                       s["median"] <= TARGET_S,
+            cpu = ""
+            if d.get("parent_cpu_s"):
+                cpu = f"; CPU per job: launcher max {max(d['parent_cpu_s']):.3f} s"
+                if d.get("zygote_cpu_s"):
+                    cpu += f", zygote max {max(d['zygote_cpu_s']):.3f} s"
+            report.row(f"per-job fixed overhead, {labels[arm]}", s["median"], "s",
+                       f"<= {TARGET_S} s" if arm == "llem:fork" else None,
+                       s["median"] <= TARGET_S if arm == "llem:fork" else None,
                        f"median of {s['n']} jobs (min {s['min']:.2f}, max {s['max']:.2f}): {outside:.2f} s "
                        f"outside run_job (process start, Hydra, launcher) + {in_job:.2f} s inside it but outside "
                        f"load/warmup/window (backend imports, env snapshot, result writes); first job "
-                       f"{d['jobs'][0]['overhead_s']:.2f} s")
+                       f"{d['jobs'][0]['overhead_s']:.2f} s; started by {'/'.join(d['start_methods'])}{cpu}")
             d["overhead_s"] = s
-            report.doc["data"][launcher] = d
-            print(f"  {launcher}: overheads " + ", ".join(f"{x['overhead_s']:.2f}" for x in d["jobs"]), flush=True)
+            report.doc["data"][arm] = d
+            print(f"  {arm}: overheads " + ", ".join(f"{x['overhead_s']:.2f}" for x in d["jobs"]), flush=True)
+    if "llem:fork" in medians and "llem:spawn" in medians:
+        report.row("per-job overhead saved by forking (spawn - fork, same run)",
+                   medians["llem:spawn"] - medians["llem:fork"], "s", None, None,
+                   f"fork / spawn = {medians['llem:fork'] / medians['llem:spawn']:.2f}")
     imp = import_time("import torch, transformers; from transformers import AutoModelForCausalLM, AutoTokenizer")
     report.row("context: fresh interpreter + import torch, transformers", imp, "s", None, None,
                "paid by every job that runs in a fresh process")

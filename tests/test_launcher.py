@@ -1,5 +1,7 @@
 """llem.launch without Hydra: settings, slots, health (fake pynvml), outcome rules, and the Supervisor
-running real (tiny, torch-free) child processes: blocking waits, timeouts, tree kills, slots, gaps."""
+running real (tiny, torch-free) child processes: blocking waits, timeouts, tree kills, slots, gaps.
+Jobs are forked from a real zygote (llem.launch.zygote) by default, as in a study, with a light
+preload list so each test starts its own in well under a second; spawned jobs are tested too."""
 
 from __future__ import annotations
 
@@ -7,12 +9,14 @@ import io
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +27,31 @@ import pytest
 from llem.config.validate import ConfigError
 from llem.launch import health, outcome
 from llem.launch.console import countdown
-from llem.launch.process import Waiter, kill_tree, spawn
+from llem.launch.process import JobProcess, Waiter, child_argv, child_env, kill_tree, spawn
 from llem.launch.settings import LaunchSettings
 from llem.launch.slots import make_slots, slot_env, visible_gpus
 from llem.launch.supervisor import Finished, JobPlan, LaunchAborted, LaunchInterrupted, Supervisor
+from llem.launch.zygote import EXTRA_PRELOAD_ENV, ForkServer
 from llem.study import manifest
 from llem.study.gaps import Gaps
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # child processes cannot import tests/
+
+LIGHT_PRELOAD = ("cloudpickle", "psutil")  # the jobs here need no torch: keep each test's zygote quick
+
+
+@pytest.fixture
+def zygote() -> Iterator[ForkServer]:
+    server = ForkServer(preload=LIGHT_PRELOAD).start()
+    yield server
+    server.close()
+
+
+def supervisor(tmp_path: Path, zygote: ForkServer | None, settings: LaunchSettings | None = None,
+               slots: list[Any] | None = None, gaps: Gaps | None = None, out: Any = None,
+               probe: Callable[..., Any] | None = None) -> Supervisor:
+    return Supervisor(settings or LaunchSettings(), tmp_path, slots or [()], gaps or Gaps(0, 0), out=out or io.StringIO(),
+                      probe=probe or healthy, fork_server=zygote)
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -46,6 +67,13 @@ def test_settings_reject_bad_values_naming_key_value_and_allowed() -> None:
 def test_settings_zero_timeout_means_no_limit() -> None:
     assert LaunchSettings.from_study({"timeout_s": 0}).timeout_s is None
     assert LaunchSettings.from_study({"timeout_s": 5}).timeout_s == 5
+
+
+def test_settings_fresh_process_values() -> None:
+    assert LaunchSettings().fresh_process == "auto"
+    assert LaunchSettings.from_study({"fresh_process": "spawn"}).fresh_process == "spawn"
+    with pytest.raises(ConfigError, match="study.fresh_process=exec is invalid: allowed one of auto"):
+        LaunchSettings.from_study({"fresh_process": "exec"})
 
 
 # -- slots ---------------------------------------------------------------------------------------
@@ -159,7 +187,22 @@ def test_finalize_result_rewrites_a_dead_jobs_result_and_keeps_its_own_fields(tm
 
 
 # -- processes ---------------------------------------------------------------------------------------
-def test_kill_tree_reaches_grandchildren_that_left_the_group(tmp_path: Path) -> None:
+def start_job(kind: str, fn: Any, args: tuple[Any, ...], tmp_path: Path, zygote: ForkServer,
+              extra_env: dict[str, str] | None = None) -> JobProcess:
+    """One job process running fn(*args), forked from the zygote or spawned, as the Supervisor does."""
+    payload = tmp_path / f"{kind}.pkl"
+    payload.write_bytes(cloudpickle.dumps((fn, args, {})))
+    paths = (payload, tmp_path / f"{kind}.ret", tmp_path / f"{kind}.fault")
+    env = child_env(os.environ, {"LLEM_LAUNCH_PARENT_PID": str(os.getpid()), **(extra_env or {})})
+    return zygote.run(*paths, env) if kind == "fork" else spawn(child_argv(*paths), env)
+
+
+def run_script(script: str) -> None:
+    exec(compile(script, "job-script", "exec"), {})
+
+
+@pytest.mark.parametrize("kind", ["fork", "spawn"])
+def test_kill_tree_reaches_grandchildren_that_left_the_group(kind: str, tmp_path: Path, zygote: ForkServer) -> None:
     pidfile = tmp_path / "pids"
     script = ("import os,subprocess,sys,time\n"
               "a=subprocess.Popen(['sleep','60'])\n"
@@ -167,7 +210,7 @@ def test_kill_tree_reaches_grandchildren_that_left_the_group(tmp_path: Path) -> 
               f"open({str(pidfile)!r},'w').write(f'{{a.pid}} {{b.pid}}')\n"
               "signal_ignored=__import__('signal').signal(15, lambda *a: None)\n"  # ignores SIGTERM
               "time.sleep(60)\n")
-    proc = spawn([sys.executable, "-c", script], os.environ)
+    proc = start_job(kind, run_script, (script,), tmp_path, zygote)
     deadline = time.monotonic() + 20
     while not pidfile.exists() or not pidfile.read_text():
         assert time.monotonic() < deadline
@@ -177,12 +220,13 @@ def test_kill_tree_reaches_grandchildren_that_left_the_group(tmp_path: Path) -> 
     kill_tree(proc, grace_s=0.5)
     assert proc.returncode == -9  # ignored SIGTERM: SIGKILL after the grace
     assert time.monotonic() - t0 < 5
-    for pid in pids:
+    for pid in [proc.pid, *pids]:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
-def test_waiter_blocks_without_using_cpu() -> None:
-    proc = spawn(["sleep", "1.5"], os.environ)
+@pytest.mark.parametrize("kind", ["fork", "spawn"])
+def test_waiter_blocks_without_using_cpu(kind: str, tmp_path: Path, zygote: ForkServer) -> None:
+    proc = start_job(kind, time.sleep, (1.5,), tmp_path, zygote)
     waiter = Waiter()
     waiter.add(proc)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -192,10 +236,41 @@ def test_waiter_blocks_without_using_cpu() -> None:
         exited = waiter.wait(None)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     waiter.close()
-    proc.wait()
+    assert proc.wait() == 0
     assert time.monotonic() - t0 >= 1.0
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     assert cpu < 0.05, f"parent used {cpu:.3f} s CPU while waiting 1.5 s"
+
+
+def report_env(path: str) -> None:
+    """A job that writes what it sees of its own process."""
+    import ctypes
+
+    libc_value = ctypes.CDLL(None).getenv
+    libc_value.restype = ctypes.c_char_p
+    c_value = libc_value(b"CUDA_VISIBLE_DEVICES")
+    Path(path).write_text(json.dumps({
+        "pid": os.getpid(), "ppid": os.getppid(), "sid": os.getsid(0), "pgid": os.getpgid(0), "cwd": os.getcwd(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_visible_devices_libc": c_value.decode() if c_value else None,
+        "parent_env": os.environ.get("LLEM_LAUNCH_PARENT_PID"), "marker": os.environ.get("LLEM_TEST_MARKER")}))
+
+
+def test_a_forked_job_gets_its_own_session_environment_and_directory(tmp_path: Path, zygote: ForkServer,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    out = tmp_path / "seen.json"
+    proc = start_job("fork", report_env, (str(out),), tmp_path, zygote,
+                     {"CUDA_VISIBLE_DEVICES": "1", "LLEM_TEST_MARKER": "job-only"})
+    assert proc.wait() == 0
+    seen = json.loads(out.read_text())
+    assert seen["pid"] == proc.pid != zygote.pid and seen["ppid"] == zygote.pid
+    assert seen["sid"] == seen["pgid"] == proc.pid  # its own session: a tree kill reaches all of it
+    assert seen["cuda_visible_devices"] == seen["cuda_visible_devices_libc"] == "1"  # Python and C (CUDA) see it
+    assert seen["marker"] == "job-only" and seen["parent_env"] == str(zygote.pid)
+    assert seen["cwd"] == os.getcwd()
+    zygote_env = psutil.Process(zygote.pid).environ()
+    assert "CUDA_VISIBLE_DEVICES" not in zygote_env and "LLEM_TEST_MARKER" not in zygote_env  # the job's alone
 
 
 # -- the supervisor with real child processes -----------------------------------------------------
@@ -207,6 +282,7 @@ def job_writes_result(job_dir: str, sleep_s: float = 0.0, status: str = "complet
     time.sleep(sleep_s)
     Path(job_dir, "result.json").write_text(json.dumps({
         "status": status, "identity": ident, "t0": t0, "t1": time.time(),
+        "ppid": os.getppid(),
         "environment": {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
                         "health": json.loads(os.environ.get(health.HEALTH_ENV, "null"))}}))
 
@@ -230,23 +306,125 @@ def healthy(refs: Any) -> tuple[list[health.GpuState], None]:
     return [health.GpuState(ref=r, memory_used_mib=10.0) for r in (refs or ["0"])], None
 
 
-def test_parent_stays_idle_and_each_job_gets_its_own_process(tmp_path: Path) -> None:
-    sup = Supervisor(LaunchSettings(), tmp_path, [()], Gaps(0, 0), out=io.StringIO(), probe=healthy)
+def test_parent_stays_idle_and_each_job_gets_its_own_forked_process(tmp_path: Path, zygote: ForkServer) -> None:
+    sup = supervisor(tmp_path, zygote)
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     done = sup.run(plans(tmp_path, [(job_writes_result, (1.5,)), (job_writes_result, (0.0,))]))
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     assert [f.outcome.status for f in done] == ["completed", "completed"]
-    assert done[0].pid != done[1].pid != os.getpid()
+    assert len({done[0].pid, done[1].pid, os.getpid(), zygote.pid}) == 4
+    res = [json.loads((tmp_path / str(i) / "result.json").read_text()) for i in range(2)]
+    assert [r["ppid"] for r in res] == [zygote.pid, zygote.pid]  # forked from the zygote
     m = manifest.load(tmp_path)
     assert m is not None and [j["status"] for j in m["jobs"]] == ["completed", "completed"]
+    assert [j["start_method"] for j in m["jobs"]] == ["fork", "fork"]
     assert m["jobs"][0]["parent_cpu_s"] < 0.05  # the parent's CPU time while job 0 ran 1.5 s
+    assert m["jobs"][0]["zygote_cpu_s"] < 0.05  # and the zygote's
     cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     assert cpu < 1.0, f"launcher used {cpu:.2f} s CPU for two tiny jobs"
+    assert zygote.ready()  # still serving: one zygote for the whole study
+    for f in done:
+        assert not psutil.pid_exists(f.pid)  # reaped: no zombie left behind by the zygote
 
 
-def test_timeout_kills_and_records_reason(tmp_path: Path) -> None:
-    sup = Supervisor(LaunchSettings(timeout_s=1.0, kill_grace_s=1.0), tmp_path, [()], Gaps(0, 0),
-                     out=io.StringIO(), probe=healthy)
+def test_spawn_setting_starts_each_job_in_a_new_interpreter(tmp_path: Path, zygote: ForkServer) -> None:
+    sup = supervisor(tmp_path, zygote, LaunchSettings(fresh_process="spawn"))
+    done = sup.run(plans(tmp_path, [(job_writes_result, ()), (job_writes_result, ())]))
+    assert [f.outcome.status for f in done] == ["completed", "completed"]
+    res = [json.loads((tmp_path / str(i) / "result.json").read_text()) for i in range(2)]
+    assert [r["ppid"] for r in res] == [os.getpid(), os.getpid()]
+    m = manifest.load(tmp_path)
+    assert m is not None and [j["start_method"] for j in m["jobs"]] == ["spawn", "spawn"]
+    assert "zygote_cpu_s" not in m["jobs"][0]
+
+
+def test_without_a_given_zygote_the_supervisor_starts_and_ends_its_own(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("llem.launch.zygote.DEFAULT_PRELOAD", LIGHT_PRELOAD)
+    sup = supervisor(tmp_path, None)
+    done = sup.run(plans(tmp_path, [(job_writes_result, ())]))
+    res = json.loads((tmp_path / "0" / "result.json").read_text())
+    assert done[0].outcome.status == "completed" and res["ppid"] != os.getpid()
+    assert not psutil.pid_exists(res["ppid"]) or psutil.Process(res["ppid"]).status() == psutil.STATUS_ZOMBIE
+
+
+FAKE_DRIVER = """import ctypes, os
+ctypes.CDLL(os.path.join(os.path.dirname(os.path.abspath(__file__)), "libcuda.so.1"))
+"""
+
+
+def test_zygote_refuses_to_serve_once_the_cuda_driver_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capfd: pytest.CaptureFixture[str]) -> None:
+    """A preload that loads libcuda.so (a stand-in: this machine has no CUDA driver) makes forking
+    unsafe: the zygote refuses, and the study runs every job spawned, with one warning."""
+    import _json
+
+    fake = tmp_path / "fake_driver"
+    fake.mkdir()
+    shutil.copy(_json.__file__, fake / "libcuda.so.1")  # any real shared library, named as the driver
+    (fake / "load_fake_cuda_driver.py").write_text(FAKE_DRIVER)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(EXTRA_PRELOAD_ENV, "load_fake_cuda_driver")
+    server = ForkServer(preload=LIGHT_PRELOAD).start()
+    try:
+        assert not server.ready()
+        assert server.problem is not None and "libcuda.so" in server.problem
+        sup = supervisor(tmp_path / "study", server)
+        (tmp_path / "study").mkdir()
+        done = sup.run(plans(tmp_path / "study", [(job_writes_result, ()), (job_writes_result, ())]))
+    finally:
+        server.close()
+    assert [f.outcome.status for f in done] == ["completed", "completed"]
+    m = manifest.load(tmp_path / "study")
+    assert m is not None and [j["start_method"] for j in m["jobs"]] == ["spawn", "spawn"]
+    err = capfd.readouterr().err
+    assert err.count("llem: warning: the fork server (zygote) is unavailable") == 1 and "libcuda.so" in err
+
+
+def test_text_the_zygote_buffered_while_preloading_is_not_repeated_by_each_job(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]) -> None:
+    chatty = tmp_path / "chatty"
+    chatty.mkdir()
+    (chatty / "chatty_preload.py").write_text('print("hello from a preloaded library", end="")\n')
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(chatty), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(EXTRA_PRELOAD_ENV, "chatty_preload")
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # stdout to a file: block-buffered, as users have it
+    server = ForkServer(preload=LIGHT_PRELOAD).start()
+    try:
+        for _ in range(3):
+            assert start_job("fork", time.sleep, (0,), tmp_path, server).wait() == 0
+    finally:
+        server.close()
+    assert capfd.readouterr().out.count("hello from a preloaded library") == 1
+
+
+def job_kills_its_zygote(job_dir: str) -> None:
+    """Job 0 of the zygote-death test: SIGKILLs its parent, then waits to be stopped."""
+    Path(job_dir, "result.json").write_text(json.dumps({"status": "running", "identity": {"pid": os.getpid()}}))
+    parent = psutil.Process(os.getppid())
+    assert "llem.launch.zygote" in parent.cmdline(), f"not forked: parent is {parent.cmdline()}"
+    parent.kill()
+    time.sleep(30)  # PR_SET_PDEATHSIG: SIGTERM ends this
+
+
+def test_zygote_death_stops_its_job_and_the_study_goes_on_by_spawn(tmp_path: Path, zygote: ForkServer,
+                                                                    capfd: pytest.CaptureFixture[str]) -> None:
+    sup = supervisor(tmp_path, zygote)
+    t0 = time.monotonic()
+    done = sup.run(plans(tmp_path, [(job_kills_its_zygote, ()), (job_writes_result, ()), (job_writes_result, ())]))
+    assert time.monotonic() - t0 < 20
+    assert [f.outcome.status for f in done] == ["failed", "completed", "completed"]
+    assert done[0].outcome.exit_signal == "SIGTERM"  # what PR_SET_PDEATHSIG sent it
+    res = [json.loads((tmp_path / str(i) / "result.json").read_text()) for i in (1, 2)]
+    assert [r["ppid"] for r in res] == [os.getpid(), os.getpid()]  # spawned by the launcher
+    m = manifest.load(tmp_path)
+    assert m is not None and [j["start_method"] for j in m["jobs"]] == ["fork", "spawn", "spawn"]
+    err = capfd.readouterr().err
+    assert err.count("llem: warning: the fork server (zygote) is unavailable: it died") == 1
+
+
+def test_timeout_kills_and_records_reason(tmp_path: Path, zygote: ForkServer) -> None:
+    sup = supervisor(tmp_path, zygote, LaunchSettings(timeout_s=1.0, kill_grace_s=1.0))
     t0 = time.monotonic()
     done = sup.run(plans(tmp_path, [(job_writes_result, (60.0,)), (job_writes_result, (0.0,))]))
     assert time.monotonic() - t0 < 15
@@ -257,28 +435,27 @@ def test_timeout_kills_and_records_reason(tmp_path: Path) -> None:
     assert not psutil.pid_exists(done[0].pid)
 
 
-def test_gpu_slots_run_jobs_side_by_side_each_pinned(tmp_path: Path) -> None:
+def test_gpu_slots_run_jobs_side_by_side_each_pinned(tmp_path: Path, zygote: ForkServer) -> None:
     seen: list[Any] = []
 
     def probe(refs: Any) -> Any:
         seen.append(refs)
         return healthy(refs)
 
-    sup = Supervisor(LaunchSettings(gpus_per_job=1), tmp_path, [("0",), ("1",)], Gaps(0, 0),
-                     out=io.StringIO(), probe=probe)
+    sup = supervisor(tmp_path, zygote, LaunchSettings(gpus_per_job=1), [("0",), ("1",)], probe=probe)
     done = sup.run(plans(tmp_path, [(job_writes_result, (2.0,)), (job_writes_result, (2.0,))]))
     assert all(f.outcome.status == "completed" for f in done)
     res = [json.loads((tmp_path / str(i) / "result.json").read_text()) for i in range(2)]
     assert sorted(r["environment"]["cuda_visible_devices"] for r in res) == ["0", "1"]
+    assert [r["ppid"] for r in res] == [zygote.pid, zygote.pid]  # both forked, each with its own slot's env
     assert res[0]["t0"] < res[1]["t1"] and res[1]["t0"] < res[0]["t1"]  # they overlapped
     assert sorted(map(tuple, seen)) == [("0",), ("1",)]  # each health check looked at its own GPU
     assert res[0]["environment"]["health"]["gpus"][0]["ref"] in ("0", "1")
 
 
-def test_gap_is_waited_between_jobs_with_a_countdown(tmp_path: Path) -> None:
+def test_gap_is_waited_between_jobs_with_a_countdown(tmp_path: Path, zygote: ForkServer) -> None:
     out = io.StringIO()
-    sup = Supervisor(LaunchSettings(), tmp_path, [()], Gaps(config_gap_s=0.5, cycle_gap_s=1.0), out=out,
-                     probe=healthy)
+    sup = supervisor(tmp_path, zygote, gaps=Gaps(config_gap_s=0.5, cycle_gap_s=1.0), out=out)
     sup.run(plans(tmp_path, [(job_writes_result, ()), (job_writes_result, ()), (job_writes_result, ())],
                   cycles=[0, 0, 1]))
     res = [json.loads((tmp_path / str(i) / "result.json").read_text()) for i in range(3)]
@@ -288,12 +465,11 @@ def test_gap_is_waited_between_jobs_with_a_countdown(tmp_path: Path) -> None:
     assert "waiting 1s (config gap)" in text and "waiting 1s (cycle gap)" in text
 
 
-def test_on_unhealthy_abort_starts_nothing(tmp_path: Path) -> None:
+def test_on_unhealthy_abort_starts_nothing(tmp_path: Path, zygote: ForkServer) -> None:
     def busy(refs: Any) -> Any:
         return [health.GpuState(ref="0", memory_used_mib=30000.0)], None
 
-    sup = Supervisor(LaunchSettings(on_unhealthy="abort"), tmp_path, [()], Gaps(0, 0), out=io.StringIO(),
-                     probe=busy)
+    sup = supervisor(tmp_path, zygote, LaunchSettings(on_unhealthy="abort"), probe=busy)
     with pytest.raises(LaunchAborted) as e:
         sup.run(plans(tmp_path, [(job_writes_result, ())]))
     assert e.value.code == 3 and "30000 MiB in use" in e.value.message
@@ -302,7 +478,7 @@ def test_on_unhealthy_abort_starts_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "0" / "result.json").exists()
 
 
-def test_on_unhealthy_wait_rechecks_then_runs_and_records_what_it_saw(tmp_path: Path) -> None:
+def test_on_unhealthy_wait_rechecks_then_runs_and_records_what_it_saw(tmp_path: Path, zygote: ForkServer) -> None:
     calls = []
 
     def clears(refs: Any) -> Any:
@@ -311,7 +487,7 @@ def test_on_unhealthy_wait_rechecks_then_runs_and_records_what_it_saw(tmp_path: 
         return [health.GpuState(ref="0", memory_used_mib=used)], None
 
     settings = LaunchSettings(on_unhealthy="wait", health_poll_s=0.3, health_wait_max_s=10)
-    sup = Supervisor(settings, tmp_path, [()], Gaps(0, 0), out=io.StringIO(), probe=clears)
+    sup = supervisor(tmp_path, zygote, settings, probe=clears)
     done = sup.run(plans(tmp_path, [(job_writes_result, ())]))
     assert done[0].outcome.status == "completed" and len(calls) == 3
     assert calls[2] - calls[0] >= 0.5
@@ -319,12 +495,12 @@ def test_on_unhealthy_wait_rechecks_then_runs_and_records_what_it_saw(tmp_path: 
     assert res["environment"]["health"]["ok"] is True
 
 
-def test_on_unhealthy_wait_is_bounded_and_warn_is_recorded(tmp_path: Path) -> None:
+def test_on_unhealthy_wait_is_bounded_and_warn_is_recorded(tmp_path: Path, zygote: ForkServer) -> None:
     def busy(refs: Any) -> Any:
         return [health.GpuState(ref="0", memory_used_mib=30000.0, processes=[{"pid": 1, "used_mib": 1.0}])], None
 
     settings = LaunchSettings(on_unhealthy="wait", health_poll_s=0.2, health_wait_max_s=0.5)
-    sup = Supervisor(settings, tmp_path, [()], Gaps(0, 0), out=io.StringIO(), probe=busy)
+    sup = supervisor(tmp_path, zygote, settings, probe=busy)
     t0 = time.monotonic()
     done = sup.run(plans(tmp_path, [(job_writes_result, ())]))
     assert 0.5 <= time.monotonic() - t0 < 10 and done[0].outcome.status == "completed"
@@ -335,8 +511,8 @@ def test_on_unhealthy_wait_is_bounded_and_warn_is_recorded(tmp_path: Path) -> No
     assert m is not None and m["jobs"][0]["health"]["ok"] is False
 
 
-def test_sigterm_on_the_launcher_stops_the_job_and_exits_130(tmp_path: Path) -> None:
-    sup = Supervisor(LaunchSettings(kill_grace_s=5), tmp_path, [()], Gaps(0, 0), out=io.StringIO(), probe=healthy)
+def test_sigterm_on_the_launcher_stops_the_job_and_exits_130(tmp_path: Path, zygote: ForkServer) -> None:
+    sup = supervisor(tmp_path, zygote, LaunchSettings(kill_grace_s=5))
 
     def terminate_when_running() -> None:
         deadline = time.monotonic() + 20
@@ -360,10 +536,10 @@ def test_sigterm_on_the_launcher_stops_the_job_and_exits_130(tmp_path: Path) -> 
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handlers restored
 
 
-def test_a_job_that_cannot_be_prepared_fails_alone(tmp_path: Path) -> None:
+def test_a_job_that_cannot_be_prepared_fails_alone(tmp_path: Path, zygote: ForkServer) -> None:
     ok = plans(tmp_path, [(job_writes_result, ()), (job_writes_result, ())])
     bad = Finished(0, 0, outcome.Outcome("failed", "config", {"type": "X"}, None, None, False))
-    sup = Supervisor(LaunchSettings(), tmp_path, [()], Gaps(0, 0), out=io.StringIO(), probe=healthy)
+    sup = supervisor(tmp_path, zygote)
     done = sup.run([lambda: bad, ok[1]])
     assert [f.outcome.status for f in done] == ["failed", "completed"]
 
@@ -381,26 +557,31 @@ def test_countdown_rewrites_one_line_on_a_terminal() -> None:
     assert "\n" not in text and text.count("\r") >= 2 and "config gap: next job in 2s" in text
 
 
-def test_child_dies_with_its_parent(tmp_path: Path) -> None:
-    """kill -9 of the launcher: the job process gets SIGTERM (PR_SET_PDEATHSIG), no orphan measures on."""
+@pytest.mark.parametrize("kind", ["fork", "spawn"])
+def test_child_dies_with_its_parent(kind: str, tmp_path: Path) -> None:
+    """kill -9 of the launcher: the job process gets SIGTERM (PR_SET_PDEATHSIG), no orphan measures on;
+    a forked job's zygote dies with the launcher, and the job with its zygote."""
     pidfile = tmp_path / "child"
     payload = tmp_path / "p.pkl"
     payload.write_bytes(cloudpickle.dumps((time.sleep, (60,), {})))
+    paths = f"*map(__import__('pathlib').Path, {[str(payload), str(tmp_path / 'r'), str(tmp_path / 'f')]!r})"
+    start = (f"z=ForkServer(preload={LIGHT_PRELOAD!r}).start()\np=z.run({paths}, env)\nzpid=z.pid\n" if kind == "fork"
+             else f"p=spawn(child_argv({paths}), env)\nzpid=p.pid\n")
     script = ("import os,sys,time\n"
               "from llem.launch.process import spawn, child_argv, child_env\n"
-              f"p=spawn(child_argv(__import__('pathlib').Path({str(payload)!r}), "
-              f"__import__('pathlib').Path({str(tmp_path / 'r')!r}), __import__('pathlib').Path({str(tmp_path / 'f')!r})),"
-              " child_env(os.environ, {'LLEM_LAUNCH_PARENT_PID': str(os.getpid())}))\n"
-              f"open({str(pidfile)!r},'w').write(str(p.pid))\n"
+              "from llem.launch.zygote import ForkServer\n"
+              "env=child_env(os.environ, {'LLEM_LAUNCH_PARENT_PID': str(os.getpid())})\n"
+              + start +
+              f"open({str(pidfile)!r},'w').write(f'{{p.pid}} {{zpid}}')\n"
               "time.sleep(60)\n")
     parent = subprocess.Popen([sys.executable, "-c", script])
     deadline = time.monotonic() + 20
     while not pidfile.exists() or not pidfile.read_text():
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    child = psutil.Process(int(pidfile.read_text()))
+    procs = [psutil.Process(int(pid)) for pid in set(pidfile.read_text().split())]
     time.sleep(0.5)  # let the child install its death signal
     parent.kill()
     parent.wait()
-    gone, alive = psutil.wait_procs([child], timeout=10)
-    assert not alive, "job process survived its launcher"
+    gone, alive = psutil.wait_procs(procs, timeout=10)
+    assert not alive, "job process (or its zygote) survived its launcher"

@@ -1,5 +1,6 @@
 """llem's launcher in real multiruns (`python -m llem -m ...` subprocesses, llem's sweeper): crashes,
-timeouts, Ctrl-C, kill -9 + resume, GPU slots (fake pynvml), submitit_local and Ray."""
+timeouts, Ctrl-C, kill -9 + resume, GPU slots (fake pynvml), submitit_local and Ray. Jobs are forked
+from the launcher's zygote (the default), except where a test asks for study.fresh_process=spawn."""
 
 from __future__ import annotations
 
@@ -55,6 +56,13 @@ def wait_for(cond: Callable[[], Any], timeout: float, what: str, proc: subproces
     raise AssertionError(f"timed out waiting for: {what}")
 
 
+def zygote_of(pid: int) -> psutil.Process:
+    """The fork server a running job was forked from (its parent)."""
+    parent = psutil.Process(pid).parent()
+    assert parent is not None and "llem.launch.zygote" in parent.cmdline(), parent
+    return parent
+
+
 def job_running(sweep: Path, index: int) -> int | None:
     """The job's pid once its process has started and written result.json (status running)."""
     entry = manifest_of(sweep)["jobs"][index]
@@ -78,6 +86,7 @@ def test_crashing_jobs_are_recorded_and_the_study_goes_on(tmp_path: Path, llem_c
     results = {k: read_result(Path(j["job_dir"])) for k, j in jobs.items()}
     pids = [r["identity"]["pid"] for r in results.values()]
     assert len(set(pids)) == 5  # a fresh process per job
+    assert {j["start_method"] for j in m["jobs"]} == {"fork"}  # forked from the zygote
     assert {k: r["status"] for k, r in results.items()} == {k: j["status"] for k, j in jobs.items()}
     err = {k: r["error"] for k, r in results.items()}
     assert err["debug.fault=raise"]["type"] == "RuntimeError" and "injected" in err["debug.fault=raise"]["traceback"]
@@ -92,11 +101,12 @@ def test_crashing_jobs_are_recorded_and_the_study_goes_on(tmp_path: Path, llem_c
 
 def test_under_hydras_basic_sweeper_the_launcher_writes_its_own_manifest(tmp_path: Path, llem_cache: Path) -> None:
     sweep = tmp_path / "sweep"
-    p = run_llem(["-m", "hydra/sweeper=basic", "debug.fault=raise,exit", *FAST, f"hydra.sweep.dir={sweep}"],
-                 tmp_path, llem_cache, timeout=120)
+    p = run_llem(["-m", "hydra/sweeper=basic", "debug.fault=raise,exit", "study.fresh_process=spawn", *FAST,
+                  f"hydra.sweep.dir={sweep}"], tmp_path, llem_cache, timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr
     m = manifest_of(sweep)
     assert m["created_by"] == "llem launcher" and m["status"] == "failed" and len(m["study_design_hash"]) == 16
+    assert [j["start_method"] for j in m["jobs"]] == ["spawn", "spawn"]  # a new interpreter per job, as asked
     assert [(j["index"], j["status"], j["error"]["reason"]) for j in m["jobs"]] == [
         (0, "failed", "exception"), (1, "failed", "crash")]
     assert "2 of 2 jobs failed" in p.stderr
@@ -109,12 +119,14 @@ def test_timeout_kills_the_job_while_the_parent_sleeps(tmp_path: Path, llem_cach
     try:
         child = wait_for(lambda: job_running(sweep, 0), 60, "job 0 running", proc)
         time.sleep(0.5)  # inside debug.fault=sleep now
-        parent = psutil.Process(proc.pid)
-        c0, t0 = parent.cpu_times(), time.monotonic()
+        parent, zygote = psutil.Process(proc.pid), zygote_of(child)
+        c0, z0, t0 = parent.cpu_times(), zygote.cpu_times(), time.monotonic()
         time.sleep(2.0)
-        c1, t1 = parent.cpu_times(), time.monotonic()
+        c1, z1, t1 = parent.cpu_times(), zygote.cpu_times(), time.monotonic()
         cpu = (c1.user - c0.user) + (c1.system - c0.system)
         assert cpu < 0.05 * (t1 - t0), f"launcher used {cpu:.3f} s CPU in {t1 - t0:.1f} s while the job slept"
+        zcpu = (z1.user - z0.user) + (z1.system - z0.system)
+        assert zcpu < 0.05 * (t1 - t0), f"zygote used {zcpu:.3f} s CPU in {t1 - t0:.1f} s while the job slept"
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()
@@ -124,7 +136,7 @@ def test_timeout_kills_the_job_while_the_parent_sleeps(tmp_path: Path, llem_cach
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
     entry = manifest_of(sweep)["jobs"][0]
     assert entry["status"] == "failed" and entry["error"]["type"] == "Timeout"
-    assert 7 < entry["duration_s"] < 30 and entry["parent_cpu_s"] < 0.2
+    assert 7 < entry["duration_s"] < 30 and entry["parent_cpu_s"] < 0.2 and entry["zygote_cpu_s"] < 0.2
 
 
 def test_ctrl_c_stops_the_running_job_and_keeps_what_was_written(tmp_path: Path, llem_cache: Path,
@@ -158,13 +170,15 @@ def test_kill_9_then_resume_completes_every_job_exactly_once(tmp_path: Path, lle
     proc = start_llem(args, tmp_path, llem_cache)
     try:
         child = wait_for(lambda: job_running(sweep, 1), 120, "job 1 running", proc)
+        zygote = zygote_of(child)
         job0 = (sweep / "0" / "result.json").read_bytes()
         proc.kill()  # kill -9: no cleanup in the parent at all
         proc.wait()
     finally:
         proc.kill()
-    gone, alive = psutil.wait_procs([psutil.Process(child)] if psutil.pid_exists(child) else [], timeout=20)
-    assert not alive, "the job outlived its launcher"
+    gone, alive = psutil.wait_procs([zygote, *([psutil.Process(child)] if psutil.pid_exists(child) else [])],
+                                    timeout=20)
+    assert not alive, f"outlived their launcher: {alive}"  # the job and the zygote it was forked from
     assert manifest_of(sweep)["jobs"][1]["status"] == "running"  # what the dead parent left
     assert read_result(sweep / "1")["status"] in ("running", "interrupted")
 

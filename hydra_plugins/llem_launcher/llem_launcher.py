@@ -3,11 +3,14 @@
 A thin adapter over `llem.launch`: for each Hydra job it composes the job's config (as Hydra's
 BasicLauncher does), pickles Hydra's own `run_job` call for it (as hydra-submitit-launcher does), and
 hands that to the Supervisor, which runs it in a fresh process and survives whatever the job does.
+The fork server (zygote) those processes are forked from starts in `setup`, so its imports overlap
+the sweeper's planning.
 
 No `from __future__ import annotations` here: Hydra's plugin scan executes this module outside
 sys.modules, where dataclasses cannot resolve string annotations.
 """
 
+import atexit
 import copy
 import logging
 import pickle
@@ -67,11 +70,30 @@ class LlemLauncher(Launcher):
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
         self._configs: dict[int, Any] = {}  # job num -> (overrides, job_dir, job name) for JobReturns
+        self._fork_server: Any = None  # llem.launch.zygote.ForkServer, for every launch() of this sweep
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
+        self._start_fork_server()
+
+    def _start_fork_server(self) -> None:
+        """Start the zygote's imports now, in the background (not for a dry run or study.fresh_process=spawn;
+        bad study settings are reported by launch())."""
+        from llem.config.validate import ConfigError
+        from llem.launch.settings import LaunchSettings
+        from llem.launch.zygote import ForkServer, supported
+
+        assert self.config is not None
+        study: Any = self.config.get("study") or {}
+        try:
+            settings = LaunchSettings.from_study(OmegaConf.to_container(study, resolve=True) if study else {})  # type: ignore[arg-type]
+        except ConfigError:
+            return
+        if self._fork_server is None and settings.fresh_process != "spawn" and supported() and not study.get("dry_run"):
+            self._fork_server = ForkServer().start()
+            atexit.register(self._fork_server.close)
 
     def _prepare(self, num: int, overrides: list[str]) -> Any:
         """Compose job `num` and pickle its run; a job that cannot be composed fails alone."""
@@ -182,7 +204,7 @@ class LlemLauncher(Launcher):
 
         self._configs = {}
         requests = [partial(self._prepare, initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
-        finished = Supervisor(settings, sweep_dir, slots, gaps).run(requests)
+        finished = Supervisor(settings, sweep_dir, slots, gaps, fork_server=self._fork_server).run(requests)
         finished.sort(key=lambda f: f.num)
 
         failed = [f for f in finished if f.outcome.status != "completed"]

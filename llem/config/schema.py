@@ -161,6 +161,7 @@ class StudyConfig:
     health_poll_s: float = 10.0  # on_unhealthy=wait: re-check interval
     gpus_per_job: int = 0  # launcher GPU slots; 0 = one job at a time, no pinning
     progress: bool = True
+    fresh_process: str = "auto"  # launcher: fork each job from a preloaded zygote | spawn a new interpreter | auto (fork on Linux)
 
 
 @dataclass

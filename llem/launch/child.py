@@ -1,4 +1,5 @@
-"""Entry of every job process: `python -m llem.launch.child PAYLOAD RETURN FAULT_LOG`.
+"""Entry of every job process: `python -m llem.launch.child PAYLOAD RETURN FAULT_LOG` (spawn), or
+`run_job_process` in a process forked by the zygote (llem.launch.zygote): both run the same code.
 
 PAYLOAD is a (cloud)pickled `(function, args, kwargs)` written by the launcher; the function's
 return value is pickled to RETURN. The process dies with its parent (no orphan keeps measuring after
@@ -24,11 +25,12 @@ PR_SET_PDEATHSIG = 1
 EXIT_INTERRUPTED = 130
 
 
-def die_with_parent() -> None:
-    """Linux: get SIGTERM when the launcher dies, even by SIGKILL. Exits at once if it already has."""
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """Linux: get `sig` when the parent dies, even by SIGKILL. Exits at once if it already has
+    (the parent's pid is in PARENT_PID_ENV: after the parent died, getppid() is someone else)."""
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
     expected = os.environ.get(PARENT_PID_ENV)
     if expected and os.getppid() != int(expected):
         os._exit(EXIT_INTERRUPTED)
@@ -38,7 +40,8 @@ def _interrupt(signum: int, frame: Any) -> NoReturn:
     raise KeyboardInterrupt(f"job stopped by {signal.Signals(signum).name}")
 
 
-_exit_code = 1  # what the process exits with unless main() returns normally
+_exit_code = 1  # what the process exits with unless the job returns normally
+_hook_installed = False
 
 
 def _skip_finalization() -> None:
@@ -51,10 +54,19 @@ def _skip_finalization() -> None:
     os._exit(_exit_code)
 
 
-def main(argv: list[str]) -> int:
+def install_exit_hook() -> None:
+    """Call before anything heavy is imported (the zygote calls it before preloading, so its
+    forked jobs inherit the hook at the bottom of the atexit stack, as a spawned job has it)."""
+    global _hook_installed
+    if not _hook_installed:
+        atexit.register(_skip_finalization)
+        _hook_installed = True
+
+
+def run_job_process(payload: Path, returned: Path, fault_log: Path) -> int:
+    """The job process's whole life after start-up: the exit code it ends with."""
     global _exit_code
-    payload, returned, fault_log = (Path(a) for a in argv[:3])
-    atexit.register(_skip_finalization)
+    install_exit_hook()
     die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
     fault_file = open(fault_log, "w")  # noqa: SIM115 (must stay open for faulthandler)
@@ -76,6 +88,11 @@ def main(argv: list[str]) -> int:
         print(f"llem: job return value not sent to the launcher: {type(e).__name__}: {e}", file=sys.stderr)
     _exit_code = 0
     return 0
+
+
+def main(argv: list[str]) -> int:
+    payload, returned, fault_log = (Path(a) for a in argv[:3])
+    return run_job_process(payload, returned, fault_log)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The parent must stay idle while a job measures (its CPU time would pollute CPU energy), so waiting
 blocks in the kernel on pidfds (Linux >= 5.3: `os.pidfd_open` + epoll); the only fallback, for
-systems without pidfds, wakes every `FALLBACK_POLL_S`.
+systems without pidfds, wakes every `FALLBACK_POLL_S`. A job is a `JobProcess`: a Popen (spawned) or
+a llem.launch.zygote.ForkedJob (forked by the zygote); pidfds work for both, children or not.
 """
 
 from __future__ import annotations
@@ -16,11 +17,22 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 import psutil
 
 FALLBACK_POLL_S = 0.5
+
+
+class JobProcess(Protocol):
+    """What the launcher needs of a job process (subprocess.Popen has it)."""
+
+    pid: int
+    returncode: Optional[int]
+
+    def poll(self) -> Optional[int]: ...
+
+    def wait(self, timeout: Optional[float] = None) -> int: ...
 
 
 def spawn(argv: Sequence[str], env: Mapping[str, str], cwd: Optional[Path] = None) -> subprocess.Popen[bytes]:
@@ -53,9 +65,9 @@ class Waiter:
         self._pidfd = hasattr(os, "pidfd_open")
         self._selector = selectors.DefaultSelector() if self._pidfd else None
         self._fds: dict[int, int] = {}  # pid -> pidfd
-        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._procs: dict[int, JobProcess] = {}
 
-    def add(self, proc: subprocess.Popen[bytes]) -> None:
+    def add(self, proc: JobProcess) -> None:
         self._procs[proc.pid] = proc
         if self._selector is not None:
             try:
@@ -65,14 +77,14 @@ class Waiter:
             self._fds[proc.pid] = fd
             self._selector.register(fd, selectors.EVENT_READ, proc.pid)
 
-    def remove(self, proc: subprocess.Popen[bytes]) -> None:
+    def remove(self, proc: JobProcess) -> None:
         self._procs.pop(proc.pid, None)
         fd = self._fds.pop(proc.pid, None)
         if fd is not None and self._selector is not None:
             self._selector.unregister(fd)
             os.close(fd)
 
-    def wait(self, timeout_s: Optional[float]) -> list[subprocess.Popen[bytes]]:
+    def wait(self, timeout_s: Optional[float]) -> list[JobProcess]:
         """Processes that have exited (not yet reaped: their pid and group stay valid until `reap`).
         Returns early, possibly empty, when `timeout_s` passes."""
         if not self._procs:
@@ -106,15 +118,23 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _signal_tree(pid: int, procs: list[psutil.Process], sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)  # the job's process group (its pid: it was started in a new session)
+def pid_held(proc: JobProcess) -> bool:
+    """True while the job's pid (and so its process group id) cannot have passed to another process:
+    not yet reaped. A forked job says so itself (its zygote reaps it, unless the zygote died)."""
+    held = getattr(proc, "pid_held", None)
+    return bool(held()) if held is not None else proc.returncode is None
+
+
+def _signal_tree(proc: JobProcess, procs: list[psutil.Process], sig: int) -> None:
+    if pid_held(proc):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)  # the job's process group (its pid: it was started in a new session)
     for p in procs:  # descendants that left the group (setsid) are still ours
         with contextlib.suppress(psutil.Error):
             p.send_signal(sig)
 
 
-def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+def _wait_exit(proc: JobProcess, timeout_s: float) -> bool:
     """Blocking wait (pidfd) for the job's main process to exit, without reaping it."""
     waiter = Waiter()
     try:
@@ -129,23 +149,26 @@ def _wait_exit(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
         waiter.close()
 
 
-def kill_tree(proc: subprocess.Popen[bytes], grace_s: float) -> None:
-    """SIGTERM the job and all its descendants; SIGKILL whatever is left after `grace_s`; reap."""
-    tree = _descendants(proc.pid)
-    _signal_tree(proc.pid, tree, signal.SIGTERM)
-    if grace_s > 0:
-        _wait_exit(proc, grace_s)
-        _, alive = psutil.wait_procs(tree, timeout=0.1)
-        tree = alive + _descendants(proc.pid)
-    _signal_tree(proc.pid, tree, signal.SIGKILL)
+def kill_tree(proc: JobProcess, grace_s: float) -> None:
+    """SIGTERM the job and all its descendants; SIGKILL whatever is left after `grace_s`; reap.
+    Nothing is signalled by pid once the job was reaped: its pid may belong to another process."""
+    if pid_held(proc):
+        tree = _descendants(proc.pid)
+        _signal_tree(proc, tree, signal.SIGTERM)
+        if grace_s > 0:
+            _wait_exit(proc, grace_s)
+            _, alive = psutil.wait_procs(tree, timeout=0.1)
+            tree = alive + (_descendants(proc.pid) if pid_held(proc) else [])
+        _signal_tree(proc, tree, signal.SIGKILL)
     reap(proc)
 
 
-def reap(proc: subprocess.Popen[bytes]) -> int:
+def reap(proc: JobProcess) -> int:
     """Kill stragglers left in the job's group (a worker the job did not stop), then collect the
     exit status. Runs while the exited job is still a zombie, so its group id cannot be reused."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+    if pid_held(proc):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
     return proc.wait()
 
 

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from llem.config.validate import ConfigError
 
 ON_UNHEALTHY = ("warn", "wait", "abort")
+FRESH_PROCESS = ("auto", "fork", "spawn")
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class LaunchSettings:
     health_poll_s: float = 10.0
     gpus_per_job: int = 0
     progress: bool = True
+    fresh_process: str = "auto"  # how each job's process starts: fork (from the zygote) | spawn | auto
 
     @classmethod
     def from_study(cls, study: Mapping[str, Any]) -> LaunchSettings:
@@ -47,6 +49,9 @@ class LaunchSettings:
         number("health_poll_s", 0, lo_open=True)
         if values["on_unhealthy"] not in ON_UNHEALTHY:
             problems.append(("study.on_unhealthy", values["on_unhealthy"], f"one of {', '.join(ON_UNHEALTHY)}"))
+        if values["fresh_process"] not in FRESH_PROCESS:
+            problems.append(("study.fresh_process", values["fresh_process"],
+                             "one of auto (fork on Linux, else spawn), fork, spawn"))
         g = values["gpus_per_job"]
         if isinstance(g, bool) or not isinstance(g, int) or g < 0:
             problems.append(("study.gpus_per_job", g, "an integer >= 0 (0 = one job at a time, no pinning)"))

@@ -3,6 +3,8 @@
 No Hydra here: the plugin (hydra_plugins/llem_launcher) turns each Hydra job into a `JobPlan` (its
 folder, manifest index, cycle and a pickled callable the child process runs) and this loop does the
 rest. Between jobs it prints and waits; while a job runs it blocks in the kernel (process.Waiter).
+Jobs are forked by a zygote that has torch & co. imported (llem.launch.zygote; study.fresh_process),
+or spawned as `python -m llem.launch.child` where forking is off or the zygote cannot serve.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from subprocess import Popen
 from typing import Any, Optional, TextIO, Union
 
 import psutil
@@ -29,9 +30,10 @@ from llem.launch import health as health_mod
 from llem.launch.child import PARENT_PID_ENV
 from llem.launch.console import countdown, fmt_s, progress_text
 from llem.launch.outcome import EXIT_INTERRUPTED, Outcome, classify, finalize_result, read_result
-from llem.launch.process import Waiter, child_argv, child_env, kill_tree, reap, signal_name, spawn
+from llem.launch.process import JobProcess, Waiter, child_argv, child_env, kill_tree, reap, signal_name, spawn
 from llem.launch.settings import LaunchSettings
 from llem.launch.slots import Slot, parse_visible, slot_env
+from llem.launch.zygote import ForkServer, ForkServerGone, supported
 from llem.result import now_iso
 from llem.study import manifest
 from llem.study.gaps import Gaps, gap_before
@@ -100,12 +102,13 @@ class _SlotState:
 @dataclass
 class _Running:
     plan: JobPlan
-    proc: Popen[bytes]
+    proc: JobProcess
     slot: _SlotState
     t0: float
     deadline: Optional[float]
     cpu0: float
     work: Path
+    zygote_cpu0: Optional[float] = None  # None: spawned
 
 
 def _cpu_s() -> float:
@@ -113,12 +116,25 @@ def _cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _process_cpu_s(pid: Optional[int]) -> Optional[float]:
+    if pid is None:
+        return None
+    try:
+        t = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return None
+    return t.user + t.system
+
+
 PrepareFn = Callable[[], Union[JobPlan, Finished]]
 
 
 class Supervisor:
     def __init__(self, settings: LaunchSettings, sweep_dir: Path, slots: Sequence[Slot], gaps: Gaps,
-                 out: Optional[TextIO] = None, probe: Callable[..., Any] = health_mod.probe) -> None:
+                 out: Optional[TextIO] = None, probe: Callable[..., Any] = health_mod.probe,
+                 fork_server: Optional[ForkServer] = None) -> None:
+        """`fork_server`: a zygote started earlier (the plugin starts it before planning); without
+        one, `run` starts its own when settings.fresh_process allows forking, and closes it."""
         self.settings = settings
         self.sweep_dir = Path(sweep_dir)
         self.slots = [_SlotState(tuple(s)) for s in slots]
@@ -129,6 +145,8 @@ class Supervisor:
         self.running: dict[int, _Running] = {}
         self.waiter = Waiter()
         self._health_since: Optional[float] = None
+        self.fork_server = fork_server if settings.fresh_process != "spawn" else None
+        self._fork_warned = False
 
     # -- manifest ----------------------------------------------------------------------------------
     def _mark(self, index: int, status: str, **fields: Any) -> None:
@@ -145,6 +163,8 @@ class Supervisor:
     def _health(self, slot: _SlotState) -> dict[str, Any]:
         refs: Optional[list[str]] = list(slot.gpus) if slot.gpus else parse_visible(os.environ.get("CUDA_VISIBLE_DEVICES"))
         own = {os.getpid()}
+        if self.fork_server is not None and self.fork_server.pid is not None:
+            own.add(self.fork_server.pid)
         for r in self.running.values():
             own.add(r.proc.pid)
             with suppress(psutil.Error):
@@ -168,20 +188,48 @@ class Supervisor:
                                 [f.duration_s for f in self.finished if f.plan is not None]))
         for problem in report["problems"]:
             print(f"llem: warning: job {plan.index}: {problem}", file=sys.stderr, flush=True)
-        proc = spawn(child_argv(payload, work / "return.pkl", work / "fault.txt"), env)
+        proc, zygote_pid = self._launch(plan, payload, work, env)
         t0 = time.monotonic()
         timeout = self.settings.timeout_s
         self.waiter.add(proc)
         slot.busy = True
-        self.running[proc.pid] = _Running(plan, proc, slot, t0, t0 + timeout if timeout else None, _cpu_s(), work)
+        self.running[proc.pid] = _Running(plan, proc, slot, t0, t0 + timeout if timeout else None, _cpu_s(), work,
+                                          _process_cpu_s(zygote_pid))
         stamp = now_iso()  # launched_at survives the sweeper's rebuild (started_at becomes the job's own)
         self._mark(plan.index, "running", started_at=stamp, launched_at=stamp, pid=proc.pid, job_dir=str(plan.job_dir),
+                   start_method="fork" if zygote_pid is not None else "spawn",
                    num=plan.num, cycle=plan.cycle, gpus=list(slot.gpus) or None, finished_at=None, error=None,
                    health={"ok": report["ok"], "checked": report["checked"], "problems": report["problems"]},
                    **plan.fields)
 
+    def _launch(self, plan: JobPlan, payload: Path, work: Path, env: dict[str, str]) -> tuple[JobProcess, Optional[int]]:
+        """Fork the job from the zygote, or spawn it: (process, zygote pid or None)."""
+        server = self.fork_server
+        if server is not None and server.ready():
+            try:
+                return server.run(payload, work / "return.pkl", work / "fault.txt", env), server.pid
+            except ForkServerGone as e:
+                if server.problem is None:  # this fork failed; the zygote still serves the next job
+                    print(f"llem: warning: job {plan.index}: fork failed ({e}): spawning it instead",
+                          file=sys.stderr, flush=True)
+        if server is not None and server.problem is not None:
+            self._fork_unavailable(f"the fork server (zygote) is unavailable: {server.problem}")
+        return spawn(child_argv(payload, work / "return.pkl", work / "fault.txt"), env), None
+
+    def _fork_unavailable(self, why: str) -> None:
+        """One warning, then spawn every remaining job (each re-imports torch & co.: slower, same results)."""
+        self.fork_server = None
+        if not self._fork_warned:
+            self._fork_warned = True
+            print(f"llem: warning: {why}; each job now starts a fresh Python interpreter "
+                  "(as with study.fresh_process=spawn)", file=sys.stderr, flush=True)
+
     def _finish(self, run: _Running, timed_out: bool = False, interrupted: Optional[str] = None) -> Finished:
         proc, plan = run.proc, run.plan
+        zygote_cpu = None
+        if run.zygote_cpu0 is not None and self.fork_server is not None:
+            now_cpu = _process_cpu_s(self.fork_server.pid)
+            zygote_cpu = None if now_cpu is None else round(now_cpu - run.zygote_cpu0, 4)
         if proc.returncode is None:
             if timed_out or interrupted:
                 kill_tree(proc, self.settings.kill_grace_s)
@@ -200,10 +248,12 @@ class Supervisor:
         outcome = classify(proc.returncode, result, timed_out=timed_out, interrupted=interrupted is not None,
                            timeout_s=self.settings.timeout_s, grace_s=self.settings.kill_grace_s,
                            fault_text=fault, interrupt_signal=interrupted or "SIGINT")
+        if getattr(proc, "orphaned", False) and outcome.error is not None:
+            outcome.error["message"] += " (its parent, the fork server, died first: the job got SIGTERM)"
         finalize_result(plan.job_dir, outcome, result, {**plan.identity, "pid": proc.pid})
         self._mark(plan.index, outcome.status, finished_at=now_iso(), duration_s=round(duration, 3),
                    error=outcome.error, exit_code=outcome.exit_code, exit_signal=outcome.exit_signal,
-                   parent_cpu_s=round(cpu, 4))
+                   parent_cpu_s=round(cpu, 4), **({"zygote_cpu_s": zygote_cpu} if zygote_cpu is not None else {}))
         returned = None
         with suppress(OSError):
             returned = (run.work / "return.pkl").read_bytes()
@@ -236,6 +286,7 @@ class Supervisor:
         nxt: Optional[JobPlan] = None
         t_study = time.monotonic()
         work_root = Path(tempfile.mkdtemp(prefix="llem-launch-"))
+        own_server = self._own_fork_server()
         try:
             with self._signals():
                 try:
@@ -254,6 +305,8 @@ class Supervisor:
                             if at > now:
                                 wake = (at, label)
                                 break
+                            if self.fork_server is not None:
+                                self.fork_server.ready()  # first job only: the zygote's imports, never during a job
                             report = self._health(slot)
                             if not self._healthy_enough(report, slot, nxt):
                                 wake = self._ready_at(slot, nxt.cycle)
@@ -280,8 +333,22 @@ class Supervisor:
                     raise
         finally:
             self.waiter.close()
+            if own_server is not None:
+                own_server.close()
+                self.fork_server = None
             shutil.rmtree(work_root, ignore_errors=True)
         return self.finished
+
+    def _own_fork_server(self) -> Optional[ForkServer]:
+        """Start a zygote now (preloading overlaps the first job's preparation) unless one was given."""
+        if self.settings.fresh_process == "spawn" or self.fork_server is not None:
+            return None
+        if not supported():
+            if self.settings.fresh_process == "fork":
+                self._fork_unavailable(f"study.fresh_process=fork needs Linux with pidfds (this is {sys.platform})")
+            return None
+        self.fork_server = ForkServer().start()
+        return self.fork_server
 
     def _healthy_enough(self, report: dict[str, Any], slot: _SlotState, plan: JobPlan) -> bool:
         """Apply study.on_unhealthy; True when the job may start now."""
