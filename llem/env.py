@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import socket
@@ -55,7 +56,28 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def gpu_driver() -> tuple[str | None, str | None]:
+    """(driver version, CUDA version the driver supports) from NVML; (None, None) without NVIDIA GPUs."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:
+        return None, None
+    try:
+        driver = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
+        driver = driver.decode() if isinstance(driver, bytes) else str(driver)
+        return driver, f"{cuda // 1000}.{cuda % 1000 // 10}"
+    except Exception:
+        return None, None
+    finally:
+        with contextlib.suppress(Exception):
+            pynvml.nvmlShutdown()
+
+
 def snapshot() -> dict[str, Any]:
+    driver, cuda = gpu_driver()
     return {
         "host": socket.gethostname(),
         "os": platform.platform(),
@@ -67,6 +89,6 @@ def snapshot() -> dict[str, Any]:
         "packages": {p: v for p in PACKAGES if (v := _version(p))},
         "llem_git_commit": git_commit(),
         "gpus": [],  # filled by the backend/meters where GPUs exist
-        "driver_version": None,
-        "cuda_version": None,
+        "driver_version": driver,
+        "cuda_version": cuda,  # the highest CUDA version the driver supports (NVML)
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,8 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         result.warnings.extend(result.energy.get("warnings", []))
         result.memory = backend.memory()
         result.environment["gpus"] = backend.devices()
+        torch = sys.modules.get("torch")  # the CUDA version torch was built for (None: CPU build)
+        result.environment["torch_cuda_version"] = getattr(getattr(torch, "version", None), "cuda", None)
         result.identity["files"] = _write_side_files(out_dir, cfg, out, window.readings)
         result.status = "completed"
     except KeyboardInterrupt as e:

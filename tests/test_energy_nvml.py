@@ -233,3 +233,11 @@ def test_llem_with_fake_nvml_reports_gpu_energy_phases_and_thermal(tmp_path, lle
     ts = pd.read_parquet(folder / "timeseries.parquet")
     assert {"t_s", "power_w", "energy_j", "temperature_c", "sm_clock_mhz", "throttle"} <= set(ts.columns)
     assert set(ts["device"]) == {"gpu:0"} and (ts["power_w"] == 150.0).all()
+
+
+def test_environment_records_the_gpu_driver_and_cuda_version(fake_nvml: Callable[..., FakePynvml]) -> None:
+    from llem.env import snapshot
+
+    fake_nvml([FakeGpu("GPU-a")])
+    env = snapshot()
+    assert (env["driver_version"], env["cuda_version"]) == ("550.54.15", "12.4")

@@ -117,8 +117,8 @@ def test_llem_with_rapl_writes_energy_block_and_timeseries(tmp_path: Path, llem_
     tree = intel_tree(root, package_w=30.0, dram_w=5.0)
     tree.period_s = 0.005  # light on the CPU the llem subprocess needs
     with tree:
-        proc = run_llem(["energy=rapl", f"energy.rapl_root={root}", "energy.sample_hz=100", "energy.baseline_s=0.5",
-                         "energy.baseline_ttl_s=0", "n=2", "pytorch.max_output_tokens=24"], work, llem_cache)
+        proc = run_llem(["energy=rapl", f"energy.rapl_root={root}", "energy.sample_hz=100", "energy.baseline_s=1.0",
+                         "energy.baseline_ttl_s=0", "n=4", "pytorch.max_output_tokens=128"], work, llem_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (folder,) = [p.parent for p in work.rglob("result.json")]
     r = read_result(folder)
@@ -126,7 +126,7 @@ def test_llem_with_rapl_writes_energy_block_and_timeseries(tmp_path: Path, llem_
     assert r["status"] == "completed" and e["measured"] and e["meters"] == ["rapl"] and e["basis"] == "cpu"
     assert e["cpu_j"] > 0 and e["dram_j"] > 0
     assert e["j_per_output_token"] == pytest.approx(e["cpu_j"] / r["workload"]["output_tokens"])
-    assert e["wh_per_1000_queries"] == pytest.approx(e["cpu_j"] / 2 * 1000 / 3600)
+    assert e["wh_per_1000_queries"] == pytest.approx(e["cpu_j"] / 4 * 1000 / 3600)
     assert e["mean_power_w"] == pytest.approx(30.0, rel=0.1)  # the fake package's power
     # baseline measured before model load: the same 30 W, so the workload "added" ~nothing
     base = e["baseline"]["devices"]["cpu:package-0"]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from llem.config.schema import StudyConfig
 from llem.study.estimate import config_estimates, human_seconds, load_history, wall_time
-from llem.study.gaps import Gaps
+from llem.study.gaps import Gaps, resolve_gaps
 from llem.study.hashing import config_hash, design_hash
 from llem.study.plan import (
     Candidate,
@@ -160,6 +160,20 @@ def test_plan_estimate_and_per_job_gaps() -> None:
     assert [j.gap_before_s for j in plan.to_launch] == [0.0, 5.0, 100.0, 5.0]
     assert plan.estimate.total_s == pytest.approx(4 * 8.0 + 110)  # b has no history: the study median
     assert "1 of 2 configs estimated from earlier results" in plan.estimate_note
+
+
+def test_sequential_order_waits_the_cycle_gap_between_repeats_and_the_config_gap_between_configs() -> None:
+    plan = plan_of([cand("a"), cand("b")], gaps=Gaps(5, 100), n_cycles=3, order="sequential")
+    assert [(j.config, j.cycle, j.gap_before_s) for j in plan.to_launch] == [
+        (0, 0, 0.0), (0, 1, 100.0), (0, 2, 100.0), (1, 0, 5.0), (1, 1, 100.0), (1, 2, 100.0)]
+    assert plan.estimate.gaps_s == 405.0
+
+
+def test_gaps_default_to_gpu_values_on_gpu_hosts_none_on_cpu_and_switch_off() -> None:
+    assert resolve_gaps(StudyConfig(), gpu_host=True) == Gaps(60.0, 300.0)
+    assert resolve_gaps(StudyConfig(), gpu_host=False) == Gaps(0.0, 0.0)
+    assert resolve_gaps(StudyConfig(config_gap_seconds=2, cycle_gap_seconds=7), gpu_host=False) == Gaps(2.0, 7.0)
+    assert resolve_gaps(StudyConfig(gaps=False, config_gap_seconds=2), gpu_host=True) == Gaps(0.0, 0.0)
 
 
 def test_load_history_reads_manifest_durations_and_results(tmp_path: Path) -> None:

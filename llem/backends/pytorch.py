@@ -14,6 +14,7 @@ from typing import Any
 
 from llem.backends.base import Backend, RunOutput, Workload
 from llem.config.schema import Decoding, ExperimentConfig, PytorchConfig
+from llem.config.validate import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 from llem.models import parameter_counts, resolve_model_path
 
@@ -48,9 +49,12 @@ class PytorchBackend(Backend):
         self.tokenizer: Any = None
         self.device: str = "cpu"
         # Imports and a first-time tiny-model build happen here, so `timing.load_s` is the load alone.
-        import torch  # noqa: F401
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
+        quant = "pytorch.load_in_4bit" if self.pt.load_in_4bit else "pytorch.load_in_8bit" if self.pt.load_in_8bit else None
+        if quant and not torch.cuda.is_available():  # device=cpu/mps is refused by validation already
+            raise ConfigError([(quant, True, "false on a host without a CUDA GPU (bitsandbytes quantization)")])
         self.path = resolve_model_path(cfg)
 
     # -- load -------------------------------------------------------------------------------------
@@ -79,9 +83,6 @@ class PytorchBackend(Backend):
         if self.pt.attn_implementation:
             kwargs["attn_implementation"] = self.pt.attn_implementation
         if self.pt.load_in_4bit or self.pt.load_in_8bit:
-            if not torch.cuda.is_available():
-                raise RuntimeError("pytorch.load_in_4bit/load_in_8bit need a CUDA GPU (bitsandbytes); "
-                                   "none is available on this host")
             from transformers import BitsAndBytesConfig
 
             kwargs["quantization_config"] = BitsAndBytesConfig(

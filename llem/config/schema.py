@@ -208,3 +208,5 @@ BACKENDS: dict[str, type] = {"pytorch": PytorchConfig, "vllm": VllmConfig}
 
 # Top-level keys that do not change what is measured: excluded from config_hash.
 NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests")
+# Nested settings that do not change what is measured either (where files are cached).
+NON_MEASUREMENT_SUBKEYS: tuple[tuple[str, str], ...] = (("model", "cache_dir"),)

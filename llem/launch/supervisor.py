@@ -36,7 +36,7 @@ from llem.launch.slots import Slot, parse_visible, slot_env
 from llem.launch.zygote import ForkServer, ForkServerGone, supported
 from llem.result import now_iso
 from llem.study import manifest
-from llem.study.gaps import Gaps, gap_before
+from llem.study.gaps import Gaps, gap_before, starts_cycle
 
 EXIT_ABORTED = 3
 
@@ -274,7 +274,7 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------------------------
     def _ready_at(self, slot: _SlotState, cycle: int) -> tuple[float, str]:
         gap = gap_before(slot.prev_cycle, cycle, self.gaps)
-        label = "cycle gap" if slot.prev_cycle is not None and cycle != slot.prev_cycle else "config gap"
+        label = "cycle gap" if starts_cycle(slot.prev_cycle, cycle) else "config gap"
         at = slot.free_at + gap if slot.prev_cycle is not None else 0.0
         if slot.retry_at > at:
             return slot.retry_at, "waiting for the GPU to become healthy"

@@ -28,12 +28,19 @@ def resolve_gaps(study: Any, gpu_host: bool) -> Gaps:
     )
 
 
+def starts_cycle(prev_cycle: Optional[int], cycle: int) -> bool:
+    """A job begins a new repetition when its cycle number is above the previous job's: between the
+    rounds of interleaved/shuffled orders (AB|AB), between the repeats of one config in sequential
+    order (A|A|A B|B|B); not where sequential order moves on to the next config (A2 → B0)."""
+    return prev_cycle is not None and cycle > prev_cycle
+
+
 def gap_before(prev_cycle: Optional[int], cycle: int, gaps: Gaps) -> float:
-    """Seconds to wait before a job: none before the first, the cycle gap when a new cycle starts,
+    """Seconds to wait before a job: none before the first, the cycle gap before a new repetition,
     else the config gap."""
     if prev_cycle is None:
         return 0.0
-    return gaps.cycle_gap_s if cycle != prev_cycle else gaps.config_gap_s
+    return gaps.cycle_gap_s if starts_cycle(prev_cycle, cycle) else gaps.config_gap_s
 
 
 def gpu_host() -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
-from llem.config.schema import NON_MEASUREMENT_KEYS
+from llem.config.schema import NON_MEASUREMENT_KEYS, NON_MEASUREMENT_SUBKEYS
 
 HASH_LEN = 16
 
@@ -37,7 +37,8 @@ def digest(obj: Any) -> str:
 def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
     """The resolved experiment config minus settings that do not change what is measured.
 
-    Drops hydra/study/job bookkeeping, and the section of every backend the job does not use.
+    Drops hydra/study/job bookkeeping, cache locations, and the section of every backend the job does
+    not use.
     """
     backend = config.get("backend")
     out: dict[str, Any] = {}
@@ -47,6 +48,9 @@ def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
         if key in ("pytorch", "vllm") and key != backend:
             continue
         out[key] = value
+    for key, sub in NON_MEASUREMENT_SUBKEYS:
+        if isinstance(out.get(key), Mapping) and sub in out[key]:
+            out[key] = {k: v for k, v in out[key].items() if k != sub}
     return out
 
 
