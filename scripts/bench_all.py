@@ -31,8 +31,16 @@ PLAN_TARGET_S, RESULTS_TARGET_S = 5.0, 5.0
 
 
 def run_ours(name: str, quick: bool, threads: int, tmp: Path, timeout: float) -> dict[str, Any]:
-    out = tmp / f"{name}.json"
-    cmd = [sys.executable, str(SCRIPTS / f"bench_{name}.py"), "--json", str(out), "--threads", str(threads)]
+    if name == "fidelity":  # one process per engine: nothing of the pytorch arms left in the vLLM ones
+        parts = [_run_one(name, quick, threads, tmp, timeout, ["--backend", b]) for b in ("pytorch", "vllm")]
+        return {"benchmark": name, "rows": [r for p in parts for r in p.get("rows", [])],
+                "skipped": [s for p in parts for s in p.get("skipped", [])], "parts": parts}
+    return _run_one(name, quick, threads, tmp, timeout, [])
+
+
+def _run_one(name: str, quick: bool, threads: int, tmp: Path, timeout: float, extra: list[str]) -> dict[str, Any]:
+    out = tmp / f"{name}{''.join(extra).replace('-', '_')}.json"
+    cmd = [sys.executable, str(SCRIPTS / f"bench_{name}.py"), "--json", str(out), "--threads", str(threads), *extra]
     cmd += ["--quick"] if quick else []
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)

@@ -160,6 +160,7 @@ def bench_vllm(report: Report, quick: bool, tmp: Path, model: str) -> None:
 
     s = _shape(quick)
     s["n"] = 128 if quick else 256
+    s["reps"] = 5 if quick else 15  # a 0.5 s window on a CPU engine core: more pairs to tame the noise
     overrides = vllm_overrides(s, model)
     experiment, _, _ = compose(overrides)
     try:

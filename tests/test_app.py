@@ -92,6 +92,22 @@ def test_help_and_cfg_job(tmp_path: Path, llem_cache: Path) -> None:
     assert not list(tmp_path.glob("outputs/*"))  # printing the config runs nothing
 
 
+def test_info_lists_llems_own_sweeper_and_launcher(tmp_path: Path, llem_cache: Path) -> None:
+    proc = run_llem(["--info"], tmp_path, llem_cache, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "LlemSweeper" in proc.stdout and "LlemLauncher" in proc.stdout  # plugin discovery works
+    assert f"file://{REPO / 'conf'}" in proc.stdout  # the checkout's conf/ is the main config source
+    assert "backend: pytorch" in proc.stdout  # the defaults tree: the default backend
+
+
+def test_slurm_preset_composes_with_the_users_partition(tmp_path: Path, llem_cache: Path) -> None:
+    proc = run_llem(["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.account=lab",
+                     "--cfg", "hydra", "-p", "hydra.launcher"], tmp_path, llem_cache, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "SlurmLauncher" in proc.stdout and "partition: gpu" in proc.stdout and "account: lab" in proc.stdout
+    assert "gpus_per_node: 1" in proc.stdout and "array_parallelism: 4" in proc.stdout
+
+
 def test_users_own_config_folder(tmp_path: Path, llem_cache: Path) -> None:
     mine = tmp_path / "myconf" / "model"
     mine.mkdir(parents=True)

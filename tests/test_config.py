@@ -32,6 +32,14 @@ def test_valid_default_passes() -> None:
         (_cfg(pytorch=PytorchConfig(attn_implementation="flash")), "pytorch.attn_implementation", "sdpa"),
         (_cfg(vllm=VllmConfig()), "vllm.*", "only with backend=vllm"),
         (_cfg(backend="vllm", pytorch=None), "vllm", "section"),
+        (_cfg(backend="vllm", pytorch=None, vllm=VllmConfig(top_p=0.0)), "vllm.top_p", "1"),
+        (_cfg(backend="vllm", pytorch=None, vllm=VllmConfig(block_size=7)), "vllm.block_size", "16"),
+        (_cfg(backend="vllm", pytorch=None, vllm=VllmConfig(max_tokens=8, min_tokens=9)), "vllm.min_tokens",
+         "vllm.max_tokens=8"),
+        (_cfg(backend="vllm", pytorch=None, vllm=VllmConfig(max_input_tokens=64, max_tokens=64, max_model_len=100)),
+         "vllm.max_model_len", "128"),
+        (_cfg(backend="vllm", pytorch=None, vllm=VllmConfig(gpu_memory_utilization=1.5)),
+         "vllm.gpu_memory_utilization", "1"),
     ],
 )
 def test_invalid_values_name_key_value_and_allowed(cfg: ExperimentConfig, key: str, fragment: str) -> None:

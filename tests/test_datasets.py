@@ -65,3 +65,17 @@ def test_synthetic_prompts_have_the_requested_token_count(tiny_model: Path) -> N
     assert len(prompts) == 6 and len(set(prompts)) == 6
     assert [len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts] == [24] * 6
     assert prompts == load_prompts(DatasetConfig(name="synthetic", input_tokens=24), 6, seed=3, tokenizer=tok)
+
+
+def test_hf_loader_reads_a_local_dataset_folder_like_a_hub_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("datasets")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "my-prompts"
+    folder.mkdir()
+    rows = [{"id": i, "instruction": f"Summarise report {i}.", "output": "x"} for i in range(6)]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DatasetConfig(name="hf", hub_id=str(folder), split="train")
+    assert load_prompts(cfg, 4, 0) == [f"Summarise report {i}." for i in range(4)]  # column detected
+    with pytest.raises(DatasetError, match=r"n=7 but the dataset has only 6"):
+        load_prompts(cfg, 7, 0)

@@ -139,15 +139,16 @@ def test_timeout_kills_the_job_while_the_parent_sleeps(tmp_path: Path, llem_cach
     assert 7 < entry["duration_s"] < 30 and entry["parent_cpu_s"] < 0.2 and entry["zygote_cpu_s"] < 0.2
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_stops_the_running_job_and_keeps_what_was_written(tmp_path: Path, llem_cache: Path,
-                                                                  tiny_model: Path) -> None:
+                                                                  tiny_model: Path, sig: signal.Signals) -> None:
     sweep = tmp_path / "sweep"
     proc = start_llem(["-m", "debug.fault=none,sleep", "debug.sleep_s=120", *FAST, f"hydra.sweep.dir={sweep}"],
                       tmp_path, llem_cache)
     try:
         child = wait_for(lambda: job_running(sweep, 1), 120, "job 1 running", proc)
         before = (sweep / "0" / "result.json").read_bytes()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, _ = proc.communicate(timeout=60)
     finally:
         proc.kill()

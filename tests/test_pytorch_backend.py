@@ -67,3 +67,19 @@ def test_sampling_is_seeded_and_model_facts(llem_cache: Path) -> None:
     facts = b.model_facts()
     assert facts["parameters"] > facts["non_embedding_parameters"] > 0
     assert facts["dtype"] == "float32" and facts["device"] == "cpu"
+
+
+def test_cv_warmup_stops_once_latency_settles_and_never_past_its_bound(llem_cache: Path) -> None:
+    from llem.config.schema import WarmupConfig
+    from llem.job import warmup
+    from llem.measure.stats import cv
+
+    b = _backend(llem_cache, batch_size=4, max_output_tokens=8)
+    wl = b.prepare(PROMPTS)
+    loose = WarmupConfig(mode="cv", n_batches=3, max_batches=8, cv_threshold=10.0, cv_window=3)
+    assert len(warmup(b, wl, dataclasses.replace(b.cfg, warmup=loose))) == 3  # settled at the minimum
+    never = dataclasses.replace(loose, cv_threshold=1e-12)  # real latencies never agree to 1e-12
+    lat = warmup(b, wl, dataclasses.replace(b.cfg, warmup=never))
+    assert len(lat) == 8 and cv(lat[-3:]) >= 1e-12  # bounded by max_batches
+    fixed = dataclasses.replace(loose, mode="fixed", n_batches=2)
+    assert len(warmup(b, wl, dataclasses.replace(b.cfg, warmup=fixed))) == 2

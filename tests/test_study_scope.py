@@ -49,9 +49,9 @@ def test_backend_key_after_scoped_keys_keeps_hydra_product_order() -> None:
 
 
 def test_prefixed_keys_are_scoped_too() -> None:
-    keys = [k("backend", "pytorch", "vllm"), k("++vllm.engine_args.seed", "1", "2")]
+    keys = [k("backend", "pytorch", "vllm"), k("++vllm.engine_args.max_logprobs", "1", "2")]
     assert expand(keys, BACKENDS, None).configs == [
-        ["backend=pytorch"], ["backend=vllm", "++vllm.engine_args.seed=1"], ["backend=vllm", "++vllm.engine_args.seed=2"]]
+        ["backend=pytorch"], ["backend=vllm", "++vllm.engine_args.max_logprobs=1"], ["backend=vllm", "++vllm.engine_args.max_logprobs=2"]]
 
 
 def test_scope_of() -> None:

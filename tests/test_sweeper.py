@@ -10,9 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
-from conftest import read_result, run_llem
+from conftest import REPO, read_result, run_llem
 from hydra import initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
@@ -54,7 +55,7 @@ def _hydra_compose(loader: Any, master: Any, overrides: list[str]) -> dict[str, 
 JOBS = [
     ["pytorch.batch_size=3", "precision=fp16"],
     ["model=tiny-llama", "pytorch.batch_size=2", "++n=3"],
-    ["backend=vllm", "vllm.max_num_seqs=8", "precision=bf16", "++vllm.engine_args.seed=1"],
+    ["backend=vllm", "vllm.max_num_seqs=8", "precision=bf16", "++vllm.engine_args.max_logprobs=1"],
     ["+experiment=batch_sweep", "pytorch.batch_size=4"],
     ["+energy.extra.site=lab", "warmup.max_output_tokens=null", "study.n_cycles=4"],
     ["dataset=jsonl", "dataset.path=/data/p.jsonl", "dataset.column=prompt"],
@@ -167,6 +168,17 @@ def test_saved_experiment_runs_by_name_with_shuffled_cycles(tmp_path: Path, llem
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(("experiment", "configs", "jobs"), [("precision_backend", 8, 24), ("dataset_compare", 4, 12)])
+def test_shipped_example_studies_plan_what_their_comments_say(tmp_path: Path, llem_cache: Path, experiment: str,
+                                                              configs: int, jobs: int) -> None:
+    proc, sweep = _dry([f"+experiment={experiment}"], tmp_path, llem_cache)
+    assert proc.returncode == 0, proc.stderr
+    plan = _json(sweep / "plan.json")
+    assert plan["counts"]["valid_configs"] == configs and plan["counts"]["jobs"] == jobs
+    assert f"{configs} configs" in (REPO / "conf" / "experiment" / f"{experiment}.yaml").read_text()
+
+
+@pytest.mark.slow
 def test_invalid_sweeps_warn_or_refuse_before_anything_runs(tmp_path: Path, llem_cache: Path) -> None:
     proc, sweep = _dry(["pytorch.decoding=sample", "pytorch.num_beams=1,2,3"], tmp_path, llem_cache)
     assert proc.returncode == 0, proc.stderr
@@ -224,6 +236,11 @@ def test_study_runs_the_plan_in_order_and_every_result_knows_its_place(study: tu
     assert mr["study_design_hash"] == dhash and (mr["configs"], mr["cycles"], mr["jobs"]) == (2, 2, 4)
     assert [line.split()[:2] for line in mr["jobs_in_order"]] == [["0", "cycle=0"], ["1", "cycle=0"],
                                                                   ["2", "cycle=1"], ["3", "cycle=1"]]
+    # the sweeper's own end-of-study summary: one row per config, statistics over its 2 cycles
+    summary = pd.read_csv(sweep / "summary.csv")
+    assert sorted(summary["config"]) == ["pytorch.batch_size=1", "pytorch.batch_size=2"]
+    assert (summary["n_completed"] == 2).all() and (summary["throughput.output_tok_s.mean"] > 0).all()
+    assert f"llem study {dhash}: 2 config(s), 4 job(s): 4 completed, 0 failed/interrupted" in proc.stdout
 
 
 @pytest.mark.slow
@@ -241,6 +258,8 @@ def test_resume_runs_only_what_did_not_complete_and_refuses_another_design(
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 already completed, 1 to run" in proc.stdout
     assert "0:c0/0✓ 1:c1/0✓ 2:c0/1 3:c1/1✓" in proc.stdout  # the plan marks what is already done
+    assert "[llem] [----------] 0/1 jobs · job 2: pytorch.batch_size=1" in proc.stdout  # progress between jobs
+    assert "[llem] job 2 completed in" in proc.stdout
     assert {i: read_result(copy / str(i))["started_at"] for i in (0, 1, 3)} == kept  # not run again
     r2 = read_result(copy / "2")
     assert r2["status"] == "completed" and r2["identity"]["cycle"] == 1 and r2["workload"]["batch_size"] == 1

@@ -50,7 +50,7 @@ def engine(llem_cache: Path) -> Iterator[Any]:
     from llem.backends.vllm import VllmBackend
 
     before = {p.pid for p in _engine_procs()}
-    backend = VllmBackend(_cfg(llem_cache, steady_state=True))
+    backend = VllmBackend(_cfg(llem_cache, steady_state=True, engine_args={"max_logprobs": 3}))
     backend.load()
     backend.started_pids = {p.pid for p in _engine_procs()} - before
     yield backend
@@ -81,6 +81,25 @@ def test_every_request_gets_fixed_length_output_and_per_token_engine_times(engin
     ss = out.extra["steady_state"]
     assert ss is not None and t0 < ss["t_start"] < ss["t_end"] <= t1
     assert 0 < ss["output_tokens"] <= 96 and ss["batch_size"] == 4
+
+
+def test_valid_engine_args_reach_the_engine(engine: Any) -> None:
+    assert engine.llm.llm_engine.model_config.max_logprobs == 3  # vllm.engine_args passthrough (default 20)
+
+
+def test_without_token_timestamps_latency_comes_from_vllm_request_stats(engine: Any) -> None:
+    off = dataclasses.replace(engine.v, token_timestamps=False)
+    engine.v, on = off, engine.v
+    try:
+        t0 = time.perf_counter()
+        out = engine.run(engine.prepare(PROMPTS[:4]))
+        t1 = time.perf_counter()
+    finally:
+        engine.v = on
+    recs = sorted(out.records, key=lambda r: r.index)
+    assert [r.output_tokens for r in recs] == [8] * 4  # counted from vLLM's stats, not from a stream
+    assert all(r.token_times == [] and t0 <= r.t_submit < r.t_first_token < r.t_end <= t1 for r in recs)
+    assert out.extra["token_timestamps"] is False and "per-step ITL unavailable" in out.extra["latency_note"]
 
 
 def test_prompts_are_truncated_with_the_model_tokenizer(engine: Any) -> None:
