@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
-from llem.config.schema import NON_MEASUREMENT_KEYS, NON_MEASUREMENT_SUBKEYS
+from llem.config.schema import BACKENDS, NON_MEASUREMENT_KEYS, NON_MEASUREMENT_SUBKEYS
 
 HASH_LEN = 16
 
@@ -45,7 +45,7 @@ def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in config.items():
         if key in NON_MEASUREMENT_KEYS:
             continue
-        if key in ("pytorch", "vllm") and key != backend:
+        if key in BACKENDS and key != backend:
             continue
         out[key] = value
     for key, sub in NON_MEASUREMENT_SUBKEYS:
