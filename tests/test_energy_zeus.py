@@ -1,0 +1,47 @@
+"""The real Zeus package (ZeusMonitor) behind llem's `zeus` meter, reading a fake powercap tree.
+
+This machine has no GPU and no RAPL; Zeus's own RAPL reader is pointed at the tree the RAPL tests use
+(its module constant `RAPL_DIR`, the path it globs for `intel-rapl:N`), so everything from Zeus's
+window API to llem's EnergyReading is the real code.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from energy_fakes import intel_tree
+
+zeus_rapl = pytest.importorskip("zeus.device.cpu.rapl")
+
+
+def test_zeus_meter_reports_package_and_dram_energy_of_the_window(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import zeus.device.cpu as zeus_cpu
+
+    from llem.energy.zeus import ZeusMeter
+
+    tree = intel_tree(tmp_path, package_w=30.0, dram_w=5.0)
+    tree.period_s = 0.002
+    monkeypatch.setattr(zeus_rapl, "RAPL_DIR", str(tmp_path))
+    zeus_rapl.rapl_is_available.cache_clear()
+    monkeypatch.setattr(zeus_cpu, "_cpus", None)  # Zeus caches the CPUs it found; restored after the test
+    try:
+        with tree:
+            meter = ZeusMeter()
+            meter.probe()
+            assert meter.describe() == "zeus: GPUs [], CPU packages [0]"
+            meter.start()
+            threading.Event().wait(1.0)
+            reading = meter.stop()
+            meter.close()
+    finally:
+        zeus_rapl.rapl_is_available.cache_clear()
+    by = {d.device: d for d in reading.devices}
+    assert reading.measured and set(by) == {"cpu:package-0", "dram:package-0"}
+    assert reading.duration_s == pytest.approx(1.0, abs=0.1)
+    # Zeus reports mJ; llem's reading is in J: known power × Zeus's own window time
+    assert by["cpu:package-0"].energy_j == pytest.approx(30.0 * reading.duration_s, rel=0.05)
+    assert by["dram:package-0"].energy_j == pytest.approx(5.0 * reading.duration_s, rel=0.05)
+    assert {d.method for d in reading.devices} == {"zeus"}
