@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 from energy_fakes import intel_tree
 
@@ -27,6 +28,7 @@ def test_zeus_meter_reports_package_and_dram_energy_of_the_window(tmp_path: Path
     monkeypatch.setattr(zeus_rapl, "RAPL_DIR", str(tmp_path))
     zeus_rapl.rapl_is_available.cache_clear()
     monkeypatch.setattr(zeus_cpu, "_cpus", None)  # Zeus caches the CPUs it found; restored after the test
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
     try:
         with tree:
             meter = ZeusMeter()
@@ -38,6 +40,15 @@ def test_zeus_meter_reports_package_and_dram_energy_of_the_window(tmp_path: Path
             meter.close()
     finally:
         zeus_rapl.rapl_is_available.cache_clear()
+        # Zeus keeps a wraparound-tracker process per RAPL file until interpreter exit (atexit); in a
+        # llem job that is the job's end, here it would outlive the test and pollute later process checks.
+        from multiprocessing import resource_tracker
+
+        shared = getattr(resource_tracker._resource_tracker, "_pid", None)  # multiprocessing's, not Zeus's
+        mine = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.pid != shared]
+        for p in mine:
+            p.kill()
+        psutil.wait_procs(mine, timeout=5)
     by = {d.device: d for d in reading.devices}
     assert reading.measured and set(by) == {"cpu:package-0", "dram:package-0"}
     assert reading.duration_s == pytest.approx(1.0, abs=0.1)
