@@ -83,7 +83,7 @@ class LlemLauncher(Launcher):
         bad study settings are reported by launch())."""
         from llem.config.validate import ConfigError
         from llem.launch.settings import LaunchSettings
-        from llem.launch.zygote import ForkServer, supported
+        from llem.launch.zygote import ForkServer, wanted
 
         assert self.config is not None
         study: Any = self.config.get("study") or {}
@@ -91,7 +91,7 @@ class LlemLauncher(Launcher):
             settings = LaunchSettings.from_study(OmegaConf.to_container(study, resolve=True) if study else {})  # type: ignore[arg-type]
         except ConfigError:
             return
-        if self._fork_server is None and settings.fresh_process != "spawn" and supported() and not study.get("dry_run"):
+        if self._fork_server is None and wanted(settings.fresh_process) and not study.get("dry_run"):
             self._fork_server = ForkServer().start()
             atexit.register(self._fork_server.close)
 

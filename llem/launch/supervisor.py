@@ -33,7 +33,7 @@ from llem.launch.outcome import EXIT_INTERRUPTED, Outcome, classify, finalize_re
 from llem.launch.process import JobProcess, Waiter, child_argv, child_env, kill_tree, reap, signal_name, spawn
 from llem.launch.settings import LaunchSettings
 from llem.launch.slots import Slot, parse_visible, slot_env
-from llem.launch.zygote import ForkServer, ForkServerGone, supported
+from llem.launch.zygote import ForkServer, ForkServerGone, wanted
 from llem.result import now_iso
 from llem.study import manifest
 from llem.study.gaps import Gaps, gap_before, starts_cycle
@@ -341,9 +341,9 @@ class Supervisor:
 
     def _own_fork_server(self) -> Optional[ForkServer]:
         """Start a zygote now (preloading overlaps the first job's preparation) unless one was given."""
-        if self.settings.fresh_process == "spawn" or self.fork_server is not None:
+        if self.fork_server is not None:
             return None
-        if not supported():
+        if not wanted(self.settings.fresh_process):
             if self.settings.fresh_process == "fork":
                 self._fork_unavailable(f"study.fresh_process=fork needs Linux with pidfds (this is {sys.platform})")
             return None

@@ -66,6 +66,11 @@ def supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(os, "pidfd_open") and hasattr(os, "fork")
 
 
+def wanted(fresh_process: str) -> bool:
+    """Whether jobs are to be forked from a zygote: study.fresh_process=auto|fork on a system that can."""
+    return fresh_process != "spawn" and supported()
+
+
 # -- the zygote process ----------------------------------------------------------------------------
 def preload(entries: Sequence[str]) -> None:
     """Import each entry; what fails (an optional plugin not installed) is left to the job, which
