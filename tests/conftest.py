@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-AIENERGYSCORE = SHARED / "datasets" / "aienergyscore.jsonl"
+# The 1,000 AIEnergyScore text-generation prompts (Apache-2.0; provenance on line 1), kept in the
+# repo so the dataset tests run offline on any clone.
+AIENERGYSCORE = REPO / "tests" / "data" / "aienergyscore.jsonl"
 
 
 @pytest.fixture(scope="session")

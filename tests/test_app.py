@@ -46,7 +46,6 @@ def test_default_job_writes_a_complete_result(tmp_path: Path, llem_cache: Path) 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not AIENERGYSCORE.is_file(), reason="shared dataset missing")
 def test_aienergyscore_prompts_are_the_ones_measured(tmp_path: Path, llem_cache: Path) -> None:
     proc = run_llem(["dataset=aienergyscore", f"dataset.path={AIENERGYSCORE}", "n=3",
                      "pytorch.max_output_tokens=2", "pytorch.max_input_tokens=32", "warmup.n_batches=0",

@@ -1,4 +1,4 @@
-"""Dataset loaders on real files: the shared AIEnergyScore prompts and files the test writes."""
+"""Dataset loaders on real files: the AIEnergyScore prompts kept in tests/data and files the test writes."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from llem.config.schema import DatasetConfig
 from llem.datasets import DatasetError, load_prompts
 
 
-@pytest.mark.skipif(not AIENERGYSCORE.is_file(), reason="shared/datasets/aienergyscore.jsonl not present")
 def test_aienergyscore_offline_copy_skips_provenance_and_keeps_order() -> None:
     cfg = DatasetConfig(name="aienergyscore", path=str(AIENERGYSCORE))
     prompts = load_prompts(cfg, 1000, seed=0)
@@ -25,7 +24,6 @@ def test_aienergyscore_offline_copy_skips_provenance_and_keeps_order() -> None:
         load_prompts(cfg, 1001, seed=0)
 
 
-@pytest.mark.skipif(not AIENERGYSCORE.is_file(), reason="shared/datasets/aienergyscore.jsonl not present")
 def test_shuffle_is_seeded() -> None:
     cfg = DatasetConfig(name="aienergyscore", path=str(AIENERGYSCORE), shuffle=True)
     a, b, c = (load_prompts(cfg, 50, seed=s) for s in (1, 1, 2))
