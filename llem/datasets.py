@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from llem.config.schema import DatasetConfig
+from llem.errors import UserError
 
 PROMPT_COLUMNS = ("prompt", "text", "instruction", "input", "question")
 NAMES = ("synthetic", "aienergyscore", "jsonl", "csv", "hf")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     pass
 
 

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from llem.config.schema import BACKENDS, Decoding, ExperimentConfig
+from llem.config.schema import BACKENDS, Decoding, ExperimentConfig, import_target
+from llem.errors import UserError
 
 ATTN = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -24,7 +25,7 @@ KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """One or more invalid settings; `problems` lists (key, value, allowed)."""
 
     def __init__(self, problems: list[tuple[str, Any, str]]) -> None:
@@ -82,8 +83,10 @@ def problems(cfg: ExperimentConfig) -> list[tuple[str, Any, str]]:
             c.add(name, None, f"a `{name}:` section (select it with backend={name})")
         elif name != cfg.backend and section is not None:
             c.add(f"{name}.*", "(set)", f"only with backend={name}; this job has backend={cfg.backend}")
-    _check_pytorch(c, cfg)
-    _check_vllm(c, cfg)
+    spec = BACKENDS.get(cfg.backend)
+    if spec is not None and spec.checks and getattr(cfg, cfg.backend, None) is not None:
+        import_target(spec.checks)(c, cfg)  # the backend's own range checks (registry: BackendSpec.checks)
+    _check_scenario(c, cfg)
     _check_dataset(c, cfg)
     _check_rest(c, cfg)
     return c.problems
@@ -144,6 +147,29 @@ def _check_vllm(c: _Checks, cfg: ExperimentConfig) -> None:
     c.num_range("vllm.top_p", v.top_p, 0.0, 1.0, lo_open=True)
     if v.top_k != -1 and v.top_k < 1:
         c.add("vllm.top_k", v.top_k, "-1 (off) or an integer >= 1")
+
+
+def _check_scenario(c: _Checks, cfg: ExperimentConfig) -> None:
+    s = cfg.scenario
+    c.one_of("scenario", s.name, ("offline", "serving"))
+    spec = BACKENDS.get(cfg.backend)
+    if spec is not None and s.name in ("offline", "serving") and s.name not in spec.scenarios():
+        c.add("scenario", s.name, f"{' or '.join(spec.scenarios())} with backend={cfg.backend} "
+              f"(backends with scenario={s.name}: {', '.join(n for n, b in BACKENDS.items() if s.name in b.scenarios())})")
+    if s.name != "serving":
+        return
+    rate = s.request_rate
+    if rate is None or rate != rate or rate <= 0:  # nan != nan
+        c.add("scenario.request_rate", rate, "a number of requests/s > 0, or inf (all at once)")
+    if s.burstiness is None or not 0 < s.burstiness < float("inf"):
+        c.add("scenario.burstiness", s.burstiness, "a number > 0 (1 = Poisson, < 1 burstier, > 1 more regular)")
+    if s.max_concurrency is not None:
+        c.int_min("scenario.max_concurrency", s.max_concurrency, 1)
+    c.int_min("scenario.warmup_requests", s.warmup_requests, 0)
+    for key in ("ttft_s", "itl_s"):
+        value = getattr(s.slo, key)
+        if value is None or value != value or value <= 0:
+            c.add(f"scenario.slo.{key}", value, "a number of seconds > 0 (inf = no limit)")
 
 
 def _check_dataset(c: _Checks, cfg: ExperimentConfig) -> None:

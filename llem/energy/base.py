@@ -10,6 +10,8 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from llem.errors import UserError
+
 
 @dataclass
 class DeviceEnergy:
@@ -46,7 +48,7 @@ class EnergyReading:
         return d
 
 
-class MeterUnavailable(RuntimeError):
+class MeterUnavailable(UserError, RuntimeError):
     """This meter cannot measure on this host; the message says why and how to fix it."""
 
 

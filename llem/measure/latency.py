@@ -22,7 +22,9 @@ class RequestRecord:
     t_first_token: float | None  # None where the engine streams no tokens (e.g. beam search)
     t_end: float
     batch: int | None = None  # static batch it ran in (pytorch: shares step times); None: own schedule
-    token_times: list[float] = field(default_factory=list)  # optional: each output token's time
+    token_times: list[float] = field(default_factory=list)  # optional: each output token's (or streamed chunk's) time
+    t_scheduled: float | None = None  # serving: the arrival time the arrival process gave it (perf_counter)
+    error: str | None = None  # serving: why the request failed (None: it succeeded)
 
     @property
     def ttft_s(self) -> float | None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from llem.config.schema import BACKENDS
+from llem.errors import UserError
 from llem.results import (
     J_PER_TOKEN,
     THROUGHPUT,
@@ -33,10 +35,11 @@ from llem.results.tables import write_table
 from llem.study import manifest as manifest_mod
 
 PAGE = "report.md"
-BATCH_KEYS = ("batch_size", "max_num_seqs")  # swept settings that are the batch axis, not a line
+# swept settings that are the batch axis, not a line: each backend's batch knob (the registry)
+BATCH_KEYS = tuple(sorted({s.batch_knob for s in BACKENDS.values() if s.batch_knob}))
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Bad input to the report (no results, unknown folder): the message says what and where."""
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llem.config.schema import StudyConfig
+from llem.errors import UserError
 from llem.result import now_iso
 from llem.study.estimate import Estimate, WallTime, config_estimates, human_seconds, wall_time
 from llem.study.gaps import Gaps, gap_before
@@ -27,7 +28,7 @@ PRINT_ROWS = 40  # rows of the config table printed to the terminal (plan.txt ha
 PRINT_ORDER_TOKENS = 200
 
 
-class StudyError(Exception):
+class StudyError(UserError):
     """A study that must not start (all invalid, over max_jobs, wrong resume folder); exit code 2."""
 
 

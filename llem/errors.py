@@ -1,0 +1,19 @@
+"""One error root for llem (as Zeus's `ZeusBaseError`).
+
+`LlemError` is anything llem raises on purpose; `UserError` is a problem with what the user asked for
+(a setting, a file, a folder, a host that cannot do it). `python -m llem` maps every `UserError` to
+one line on stderr and exit code 2, before any model loads; anything else is a bug and keeps its
+traceback. Subclasses say where the problem lies (ConfigError, DatasetError, MeterUnavailable, ...).
+"""
+
+from __future__ import annotations
+
+
+class LlemError(Exception):
+    """Root of every error llem raises on purpose."""
+
+
+class UserError(LlemError):
+    """Bad input or an unusable host: one clear line (key or file, value, what is allowed), exit 2."""
+
+    exit_code = 2

@@ -1,0 +1,1 @@
+"""The serving scenario: requests that arrive over time (arrival process, client, managed server, metrics)."""

@@ -1,0 +1,260 @@
+"""A server llem starts for one job, waits for, and stops with its whole process tree.
+
+The server runs in its own session (process group), so a terminal's Ctrl-C reaches only the job,
+which then stops the server in order; `stop()` SIGTERMs the group, SIGKILLs whatever is left after a
+grace period (also processes that were re-parented after their parent died: they keep the group id)
+and reaps the leader. The job may die without running `stop()` (SIGKILL, a crash): the server's
+leader asks the kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG, kept across exec), and
+llem's launcher kills every descendant of a job it stops. No server outlives its job.
+
+Pure stdlib: no HTTP client library, no vLLM import (the server is a separate program).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from llem.errors import LlemError
+
+PR_SET_PDEATHSIG = 1
+POLL_S = 0.25  # readiness poll period while the server starts (before any measurement)
+LOG_TAIL_LINES = 15
+
+
+class ServerError(LlemError):
+    """The server could not be started, did not become ready, or died: the job fails with this line."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def fill(command: Sequence[str], values: dict[str, str]) -> list[str]:
+    """`{port}`, `{model}`, `{host}`, `{served_model_name}` in each argument replaced; other braces kept."""
+    out = []
+    for arg in command:
+        arg = str(arg)
+        for key, value in values.items():
+            arg = arg.replace("{" + key + "}", value)
+        out.append(arg)
+    return out
+
+
+def redact(text: str, secrets: Sequence[str]) -> str:
+    for s in secrets:
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+def _pdeathsig_preexec(sig: int) -> Any:
+    """preexec_fn: the child gets `sig` when this process dies. libc is resolved here, in the parent,
+    so the forked child only makes one system call (no dynamic loading between fork and exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def http_get(url: str, timeout_s: float, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+    """(status, body) of a GET; status 0 when nothing answered (refused, reset, timeout)."""
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as r:  # noqa: S310 (http to a server we name)
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read() or b""
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, b""
+
+
+def server_root(base_url: str) -> str:
+    """http://h:p/v1 -> http://h:p (where /health lives)."""
+    root = base_url.rstrip("/")
+    return root[: -len("/v1")] if root.endswith("/v1") else root
+
+
+def served_models(base_url: str, headers: dict[str, str], timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """The model entries of GET {base_url}/models; ServerError naming the URL when none answer."""
+    status, body = http_get(base_url.rstrip("/") + "/models", timeout_s, headers)
+    if status == 0:
+        raise ServerError(f"openai.base_url={base_url}: nothing answers there (connection refused or timed "
+                          f"out after {timeout_s:g} s); start the server or fix the URL")
+    if status in (401, 403):
+        raise ServerError(f"openai.base_url={base_url}: the server refused the API key (HTTP {status}); set "
+                          f"openai.api_key_env to the name of an environment variable holding a valid key")
+    if status != 200:
+        raise ServerError(f"openai.base_url={base_url}: GET /models answered HTTP {status}: {body[:200]!r}")
+    try:
+        return list(json.loads(body)["data"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ServerError(f"openai.base_url={base_url}: GET /models is not an OpenAI model list: {body[:200]!r}") from e
+
+
+def wait_ready(base_url: str, timeout_s: float, headers: dict[str, str],
+               alive: Any = None, poll_s: float = POLL_S) -> float:
+    """Block until the server answers (/health 200, or /v1/models 200 where /health does not exist);
+    returns the seconds waited. `alive()` False (the process exited) or the timeout: ServerError."""
+    t0 = time.monotonic()
+    root = server_root(base_url)
+    while True:
+        status, _ = http_get(root + "/health", 2.0, headers)
+        if status == 200:
+            return time.monotonic() - t0
+        if status in (404, 405):  # a server without /health: its model list says it is up
+            if http_get(base_url.rstrip("/") + "/models", 2.0, headers)[0] == 200:
+                return time.monotonic() - t0
+        if alive is not None and not alive():
+            raise ServerError("exited")
+        if time.monotonic() - t0 > timeout_s:
+            raise ServerError("timeout")
+        time.sleep(poll_s)
+
+
+@dataclass
+class ManagedServer:
+    """One server process llem starts: `start()` → `wait_ready()` → job → `stop()` (always)."""
+
+    command: list[str]  # argv, placeholders already filled
+    base_url: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # added to the job's environment
+    secrets: list[str] = field(default_factory=list)  # values never shown (redacted in logs and errors)
+    stop_grace_s: float = 5.0
+    proc: subprocess.Popen[bytes] | None = None
+    ready_s: float | None = None
+    exit_code: int | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child keeps its copy; ours closes below)
+        try:
+            self.proc = subprocess.Popen(
+                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, **self.env}, start_new_session=True, close_fds=True,
+                preexec_fn=_pdeathsig_preexec(signal.SIGTERM))  # noqa: PLW1509 (one prctl call, libc preloaded)
+        except OSError as e:
+            raise ServerError(f"openai.server.command: cannot start {self.shown_command()}: {e}") from e
+        finally:
+            log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_ready(self, timeout_s: float, headers: dict[str, str]) -> float:
+        try:
+            self.ready_s = wait_ready(self.base_url, timeout_s, headers, alive=self.alive)
+        except ServerError as e:
+            if str(e) == "exited":
+                raise ServerError(f"the server exited with code {self.proc.returncode if self.proc else None} "
+                                  f"before it answered at {self.base_url} ({self.shown_command()}); "
+                                  f"{self.log_tail()}") from None
+            raise ServerError(f"the server did not answer at {self.base_url} within openai.server.ready_timeout_s="
+                              f"{timeout_s:g} s ({self.shown_command()}); {self.log_tail()}") from None
+        return self.ready_s
+
+    def check_alive(self, during: str) -> None:
+        """ServerError when the server has exited (e.g. killed mid-run)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise ServerError(f"the server (pid {self.proc.pid}) exited with code {self.proc.returncode} "
+                              f"{during}; {self.log_tail()}")
+
+    def shown_command(self) -> str:
+        return redact(" ".join(self.command), self.secrets)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return f"no log at {self.log_path}"
+        text = redact(" | ".join(x.strip() for x in tail if x.strip()), self.secrets)
+        return f"last lines of {self.log_path}: {text[-1500:]}" if text else f"{self.log_path} is empty"
+
+    def stop(self) -> int | None:
+        """SIGTERM the server's process group, SIGKILL what is left after `stop_grace_s`, reap. Idempotent.
+
+        Members are found by process group as well as by parentage: after the leader died (killed
+        mid-run), its workers are re-parented but keep the group id, which the kernel does not hand
+        to a new process while any member lives."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return self.exit_code
+        import psutil
+
+        members = _members(proc.pid)
+        _signal(proc, members, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=self.stop_grace_s)
+        _, alive = psutil.wait_procs(members, timeout=0.5)
+        alive += [p for p in _members(proc.pid) if p not in alive]
+        _signal(proc, alive, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=self.stop_grace_s)
+        psutil.wait_procs(alive, timeout=self.stop_grace_s)
+        self.exit_code = proc.returncode
+        self._scrub_log()
+        return self.exit_code
+
+    def _scrub_log(self) -> None:
+        """A server may echo its arguments (vLLM logs them): no secret stays in the job folder."""
+        if not any(self.secrets) or not self.log_path.exists():
+            return
+        text = self.log_path.read_text(errors="replace")
+        clean = redact(text, self.secrets)
+        if clean != text:
+            from llem.io import atomic_write_text
+
+            atomic_write_text(self.log_path, clean)
+
+
+def _members(pgid: int) -> list[Any]:
+    """Processes of the server's group or below its leader (psutil handles: safe against pid reuse)."""
+    import psutil
+
+    found: dict[int, Any] = {}
+    with contextlib.suppress(psutil.Error):
+        leader = psutil.Process(pgid)
+        found.update({p.pid: p for p in leader.children(recursive=True)})
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if p.pid != pgid and os.getpgid(p.pid) == pgid:
+                found.setdefault(p.pid, p)
+    return list(found.values())
+
+
+def _signal(proc: subprocess.Popen[bytes], members: list[Any], sig: int) -> None:
+    import psutil
+
+    if proc.returncode is None:  # leader not reaped: its pid is still the group's id
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, sig)
+    for p in members:  # members that left the group, or outlived a reaped leader
+        with contextlib.suppress(psutil.Error):
+            p.send_signal(sig)
