@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import socket
@@ -58,22 +57,9 @@ def git_commit() -> str | None:
 
 def gpu_driver() -> tuple[str | None, str | None]:
     """(driver version, CUDA version the driver supports) from NVML; (None, None) without NVIDIA GPUs."""
-    try:
-        import pynvml
+    from llem.device import driver_versions
 
-        pynvml.nvmlInit()
-    except Exception:
-        return None, None
-    try:
-        driver = pynvml.nvmlSystemGetDriverVersion()
-        cuda = pynvml.nvmlSystemGetCudaDriverVersion()
-        driver = driver.decode() if isinstance(driver, bytes) else str(driver)
-        return driver, f"{cuda // 1000}.{cuda % 1000 // 10}"
-    except Exception:
-        return None, None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+    return driver_versions()
 
 
 def snapshot() -> dict[str, Any]:
@@ -86,6 +72,7 @@ def snapshot() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "ram_bytes": _ram_bytes(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cuda_device_order": os.environ.get("CUDA_DEVICE_ORDER"),
         "packages": {p: v for p in PACKAGES if (v := _version(p))},
         "llem_git_commit": git_commit(),
         "gpus": [],  # filled by the backend/meters where GPUs exist

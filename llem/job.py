@@ -16,11 +16,13 @@ from typing import Any
 
 from llem import __version__
 from llem.backends.base import Backend, RunOutput, Workload, make_backend
-from llem.config.schema import ExperimentConfig
+from llem.config.preflight import preflight
+from llem.config.schema import BACKENDS, ExperimentConfig
 from llem.config.validate import validate
 from llem.datasets import load_prompts, needs_tokenizer
+from llem.device import use_pci_order
 from llem.energy import build_meters
-from llem.energy.baseline import baseline_for
+from llem.energy.baseline import baseline_for, context_baseline
 from llem.energy.summary import energy_block
 from llem.energy.thermal import warmup_for
 from llem.env import snapshot
@@ -28,7 +30,9 @@ from llem.io import atomic_write_json, atomic_write_text
 from llem.measure.latency import latency_block
 from llem.measure.stats import cv
 from llem.measure.window import MeasurementWindow
+from llem.models import identity_fields, locate_all
 from llem.result import REQUESTS_FILE, RESULT_FILE, TIMESERIES_FILE, Result, flops_block, now_iso
+from llem.study.jobfiles import set_aside_torn
 
 
 def inject_fault(cfg: ExperimentConfig) -> None:
@@ -50,6 +54,8 @@ def warmup(backend: Backend, workload: Workload, cfg: ExperimentConfig) -> list[
     """Fixed count, or until the CV of the last `cv_window` latencies < cv_threshold (bounded)."""
     w = cfg.warmup
     latencies: list[float] = []
+    if cfg.scenario.name == "serving":  # one unit = scenario.warmup_requests requests through the scheduler
+        return [backend.warmup_step(workload)] if cfg.scenario.warmup_requests else []
     limit = w.n_batches if w.mode == "fixed" else w.max_batches
     while len(latencies) < limit:
         latencies.append(backend.warmup_step(workload))
@@ -63,27 +69,36 @@ def _workload_block(cfg: ExperimentConfig, workload: Workload, out: RunOutput) -
     n_in = sum(r.input_tokens for r in out.records)
     n_out = sum(r.output_tokens for r in out.records)
     n = len(out.records)
+    spec = BACKENDS[cfg.backend]  # the registry names each backend's batch / token-limit knobs
     section = getattr(cfg, cfg.backend)
-    continuous = workload.batch_size == 0  # the engine schedules: its batch cap is max_num_seqs
+
+    def knob(name: str | None) -> Any:
+        return getattr(section, name, None) if name else None
+
+    continuous = workload.batch_size == 0  # the engine schedules: its batch cap is the batch knob
     return {
         "prompts": n,
-        "batch_size": getattr(section, "max_num_seqs", 0) if continuous else workload.batch_size,
+        "batch_size": knob(spec.batch_knob) if continuous else workload.batch_size,
         "batching": "continuous" if continuous else "static",
+        "scenario": cfg.scenario.name,
         "input_tokens": n_in,
         "output_tokens": n_out,
         "input_tokens_mean": n_in / n if n else None,
         "output_tokens_mean": n_out / n if n else None,
         "truncated_prompts": workload.truncated,
-        "max_input_tokens": section.max_input_tokens,
-        "max_output_tokens": getattr(section, "max_output_tokens", None) or getattr(section, "max_tokens", None),
+        "max_input_tokens": knob(spec.input_tokens_knob),
+        "max_output_tokens": knob(spec.output_tokens_knob),
         "dataset": cfg.dataset.name,
     }
 
 
-def _write_side_files(out_dir: Path, cfg: ExperimentConfig, out: RunOutput, readings: list[Any]) -> list[str]:
+def _write_side_files(out_dir: Path, cfg: ExperimentConfig, out: RunOutput, readings: list[Any],
+                      request_extra: dict[int, dict[str, Any]] | None = None) -> list[str]:
     written = []
+    extra = request_extra or {}
     if cfg.save_requests:
-        lines = "".join(json.dumps(r.as_row()) + "\n" for r in sorted(out.records, key=lambda r: r.index))
+        lines = "".join(json.dumps({**r.as_row(), **extra.get(r.index, {})}) + "\n"
+                        for r in sorted(out.records, key=lambda r: r.index))
         atomic_write_text(out_dir / REQUESTS_FILE, lines)
         written.append(REQUESTS_FILE)
     rows = [row for r in readings if r.timeseries for row in r.timeseries]
@@ -117,22 +132,34 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         "pid": os.getpid(),
         "job_dir": str(out_dir),
     }
+    set_aside_torn(out_dir)  # a torn result of an earlier run here is kept as result.json.torn-<time>
     atomic_write_json(out_dir / RESULT_FILE, result.as_dict())  # status=running: the job has begun
     backend: Backend | None = None
     selection = None
     try:
+        use_pci_order()  # before CUDA starts: CUDA numbers GPUs as NVML does, unless the user chose an order
         validate(cfg)
+        locate_all(cfg)  # model.id / revision / tokenizer problems: exit 2 before meters, baseline and load
+        prompts = None if needs_tokenizer(cfg.dataset) else load_prompts(cfg.dataset, cfg.n, cfg.seed)
+        preflight(cfg, prompts)  # device, Hub reachable, prompt + output within the model's context
         result.environment = snapshot()
         if os.environ.get("LLEM_HEALTH"):  # GPU health seen by llem's launcher before this job
             result.environment["health"] = json.loads(os.environ["LLEM_HEALTH"])
         inject_fault(cfg)
         selection = build_meters(cfg.energy)
         baseline = baseline_for(selection.meters, cfg.energy, cfg.model.cache_dir)  # idle power, before model load
-        prompts = None if needs_tokenizer(cfg.dataset) else load_prompts(cfg.dataset, cfg.n, cfg.seed)
         backend = make_backend(cfg)
+        backend.job_dir = out_dir  # where a backend keeps side files (openai: the managed server's server.log)
+        if getattr(backend, "sources", None) is not None:  # what loads: path, pinned Hub commit, tokenizer
+            result.identity.update(identity_fields(backend.sources))
         t0 = time.perf_counter()
         backend.load()
         load_s = time.perf_counter() - t0
+        if getattr(backend, "sources", None) is not None:  # again: a Hub snapshot folder exists once downloaded
+            result.identity.update(identity_fields(backend.sources))
+        for m in selection.meters:  # now the model is loaded: which GPUs run this job's processes (nvml)
+            getattr(m, "attribute", lambda: None)()
+        baseline = context_baseline(selection.meters, cfg.energy, baseline)  # GPU idle with the job's context
         if prompts is None:
             prompts = load_prompts(cfg.dataset, cfg.n, cfg.seed, getattr(backend, "tokenizer", None))
         workload = backend.prepare(prompts)
@@ -147,6 +174,10 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
             out = backend.run(workload)
 
         result.workload = _workload_block(cfg, workload, out)
+        compiled = getattr(backend, "compile_report", lambda: None)()  # shapes warmed, recompiles in window
+        if compiled:
+            result.workload["compile"] = compiled
+            result.warnings.extend(compiled["warnings"])
         n_out = result.workload["output_tokens"]
         n_in = result.workload["input_tokens"]
         n_req = result.workload["prompts"]
@@ -164,6 +195,9 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         result.latency = latency_block(out.records)
         result.warnings.extend(out.extra[k] for k in ("latency_note", "steady_state_note") if out.extra.get(k))
         result.model = backend.model_facts()
+        check = result.model.get("parameters_check") or {}
+        if check.get("warning"):
+            result.warnings.append(check["warning"])
         result.flops = flops_block(result.model.get("non_embedding_parameters"), n_in, n_out)
         result.energy = energy_block(window.readings, selection.notes, win, n_out, n_req,
                                      result.flops.get("total_flop"), input_tokens=n_in,
@@ -171,11 +205,19 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                                      steady_state=out.extra.get("steady_state"), baseline=baseline,
                                      thermal_warmup=thermal)
         result.warnings.extend(result.energy.get("warnings", []))
+        request_extra = None
+        if cfg.scenario.name == "serving":  # rate, SLO, goodput, steady state, per-request energy (README "Serving")
+            from llem.serving.metrics import serving_block
+
+            result.serving, request_extra = serving_block(out.records, window.t_start, window.t_end, cfg.scenario,
+                                                          window.readings, result.energy, out.extra.get("serving_info"))
+            if result.serving["steady_state_note"]:
+                result.warnings.append(result.serving["steady_state_note"])
         result.memory = backend.memory()
         result.environment["gpus"] = backend.devices()
         torch = sys.modules.get("torch")  # the CUDA version torch was built for (None: CPU build)
         result.environment["torch_cuda_version"] = getattr(getattr(torch, "version", None), "cuda", None)
-        result.identity["files"] = _write_side_files(out_dir, cfg, out, window.readings)
+        result.identity["files"] = _write_side_files(out_dir, cfg, out, window.readings, request_extra)
         result.status = "completed"
     except KeyboardInterrupt as e:
         result.fail(e, status="interrupted")

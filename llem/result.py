@@ -11,7 +11,7 @@ import traceback as _tb
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.0.0"
+SCHEMA_VERSION = "1.1.0"  # 1.1: `serving` block, serving rows in requests.jsonl
 RESULT_FILE = "result.json"
 REQUESTS_FILE = "requests.jsonl"
 TIMESERIES_FILE = "timeseries.parquet"
@@ -42,6 +42,9 @@ class Result:
     latency: dict[str, Any] = field(default_factory=dict)
     # measured, reason, meters, selection, gpu_j, cpu_j, dram_j, devices, per-token figures
     energy: dict[str, Any] = field(default_factory=dict)
+    # scenario=serving only (else empty): offered/achieved rate, throughput, TTFT/ITL/e2e/lateness, slo
+    # (met, fraction, goodput_rate_s), steady_state, energy (per request, per SLO-meeting request, attribution)
+    serving: dict[str, Any] = field(default_factory=dict)
     # total_flop, flop_per_output_token, method
     flops: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)  # peak_rss_bytes, peak_allocated_bytes{}

@@ -41,5 +41,15 @@ def render(result: dict[str, Any], out_dir: str) -> str:
     if steady:
         lines.append(f"  steady     {steady['output_tok_s']:.1f} output tok/s over {steady['duration_s']:.3f} s "
                      f"with a full batch of {steady['batch_size']}")
+    sv = result.get("serving") or {}
+    if sv:  # scenario=serving: offered vs achieved rate, SLO attainment, J per request
+        offered = "inf" if sv.get("request_rate_inf") else f"{sv['request_rate']:g}"
+        slo = sv["slo"]
+        jpr = (sv.get("energy") or {}).get("j_per_request")
+        lines.append(f"  serving    {offered} req/s offered, {sv['achieved_rate_s'] or 0:.2f} achieved; "
+                     f"{slo['met']}/{sv['requests']['sent']} within the SLO (TTFT <= {slo['ttft_s']:g} s, "
+                     f"ITL <= {slo['itl_s']:g} s), goodput {slo['goodput_rate_s'] or 0:.2f} req/s"
+                     + (f"; {jpr:.4g} J/request" if jpr is not None else "")
+                     + (f"; {sv['requests']['failed']} failed" if sv["requests"]["failed"] else ""))
     lines.append(f"  result     {out_dir}/result.json")
     return "\n".join(lines)

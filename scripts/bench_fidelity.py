@@ -96,7 +96,7 @@ class NativeTransformers:
 
 
 def bench_pytorch(report: Report, quick: bool, tmp: Path) -> None:
-    from llem.backends.pytorch import resolve_model_path
+    from llem.models import resolve_model_path
     from llem.datasets import load_prompts
 
     s = _shape(quick)
@@ -257,7 +257,7 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--backend", choices=["pytorch", "vllm", "all"], default="all")
     ap.add_argument("--vllm-model", default="tiny", help="model group for the vLLM arm (default tiny), or overrides such as "
-                         "'model.id=/path/to/model model.builtin=null'")
+                         "'model.id=/path/to/model'")
     args = parse(ap)
     report = Report("fidelity", args.quick,
                     "llem = llem.job.run_job in-process (result throughput.output_tok_s); native = the engine "

@@ -26,7 +26,7 @@ if [ "${1:-}" = "--test" ]; then
   # Optional meters and launchers, so their tests run for real: Zeus, CodeCarbon, Ray (a local
   # cluster) with Hydra's Ray launcher (its ray[default]/cloudpickle<3 pins are skipped: --no-deps).
   if ! .venv/bin/python -c "import zeus, codecarbon, ray, hydra_plugins.hydra_ray_launcher" 2>/dev/null; then
-    pip install -q "zeus>=0.10" "codecarbon>=2.8" "ray>=2.9" "aiohttp<4"
+    pip install -q "zeus>=0.10" "codecarbon>=3.2.8" "ray>=2.9" "aiohttp<4"
     pip install -q --no-deps "hydra-ray-launcher>=1.2"
   fi
   # amdsmi (pulled in by zeus) raises KeyError at import on a host without AMD's library, which breaks

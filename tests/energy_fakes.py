@@ -5,6 +5,8 @@
   power at any moment with `set_power`.
 - `FakeRaplTree`: a powercap folder whose `energy_uj` files a thread advances at known powers,
   wrapping at `max_energy_range_uj`.
+- The GPU simulator (`tests/gpu_sim.py`, re-exported here): real pynvml exceptions and structs, per-model
+  power reporting, 100 ms counter ticks, MIG, mixed-model hosts, handle errors, old drivers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from gpu_sim import MODELS, SimClock, SimGpu, SimNvml, add_migs, gpu_uuid, host  # noqa: F401  (re-exported)
 
 NOT_SUPPORTED = 3
 FUNCTION_NOT_FOUND = 13
@@ -179,8 +183,9 @@ class FakePynvml(types.ModuleType):
     def nvmlDeviceGetEnforcedPowerLimit(self, h: FakeGpu) -> int:
         return h.power_limit_mw
 
-    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeGpu) -> list[_Proc]:
-        return [_Proc(p) for p in h.pids]
+    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeGpu | tuple[str, FakeGpu]) -> list[_Proc]:
+        g = h[1] if isinstance(h, tuple) else h  # a MIG handle lists its parent's processes here
+        return [_Proc(p) for p in g.pids]
 
 
 def uuid(n: int) -> str:

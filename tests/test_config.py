@@ -55,7 +55,8 @@ def test_unknown_key_suggests_the_close_one() -> None:
     assert msg is not None and "pytorch.batch_size" in msg and "max_output_tokens" in msg
     assert unknown_key("pytorch.batch_size") is None
     assert unknown_key("vllm.engine_args.anything") is None  # free-form passthrough dict
-    assert check_argv(["-m", "backend=vllm", "hydra.run.dir=x", "+foo=1", "n=3"]) is None
+    assert check_argv(["-m", "backend=vllm", "hydra.run.dir=x", "+vllm.engine_args.foo=1", "n=3"]) is None
+    assert "unknown key 'foo'" in (check_argv(["+foo=1"]) or "")  # `+` names a real field too
     assert "did you mean 'n'" in (check_argv(["nn=3"]) or "").lower()
 
 

@@ -12,7 +12,7 @@ from energy_fakes import FakeGpu, FakePynvml, uuid
 
 from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
-from llem.energy.nvml import NvmlMeter, resolve_visible
+from llem.energy.nvml import NvmlMeter
 from llem.energy.summary import energy_block
 
 
@@ -133,18 +133,6 @@ def test_mig_instance_is_measured_as_its_whole_gpu_with_a_warning(fake_nvml, mon
     assert gpu.device == "gpu:0" and gpu.extra["uuid"] == uuid(1) and gpu.extra["mig"] == mig
     assert gpu.energy_j == pytest.approx(90.0 * reading.duration_s, rel=0.01)
     assert any("MIG instance" in w and "whole GPU" in w for w in reading.warnings)
-
-
-def test_resolve_visible_follows_cuda_parsing_rules() -> None:
-    uuids = [uuid(i) for i in range(3)]
-    assert resolve_visible(None, uuids) == ([0, 1, 2], [])
-    assert resolve_visible("1,1,0", uuids)[0] == [1, 0]
-    got, notes = resolve_visible("1,7,0", uuids)  # CUDA ignores an invalid entry and everything after it
-    assert got == [1] and "'7'" in notes[0]
-    got, notes = resolve_visible("GPU-00000002,GPU-deadbeef,0", uuids)
-    assert got == [2] and "matches no GPU UUID" in notes[0]
-    assert resolve_visible("MIG-abc", uuids)[0] == ["MIG-abc"]
-    assert resolve_visible("GPU-0000000", uuids)[1][0].endswith("every entry after it")  # ambiguous prefix
 
 
 def test_gpu_indices_out_of_range_is_a_clear_error(fake_nvml) -> None:

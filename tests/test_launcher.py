@@ -98,7 +98,8 @@ def test_visible_gpus_respect_an_existing_allocation() -> None:
     assert visible_gpus({}, nvml_count=2) == ["0", "1"]
     assert visible_gpus({}, nvml_count=None) == []
     assert slot_env(("2", "3"), {}) == {"CUDA_VISIBLE_DEVICES": "2,3", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
-    assert slot_env((), {}) == {}
+    assert slot_env((), {}) == {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}  # every job numbers GPUs as NVML does
+    assert slot_env((), {"CUDA_DEVICE_ORDER": "FASTEST_FIRST"}) == {}  # unless the user chose an order
 
 
 # -- health (fake pynvml where the real one is imported) ------------------------------------------

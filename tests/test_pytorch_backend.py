@@ -17,7 +17,7 @@ PROMPTS = ["Energy per token", "The river and the stone city music history scien
 
 
 def _backend(cache: Path, **pt) -> PytorchBackend:
-    cfg = ExperimentConfig(model=ModelConfig(builtin="tiny-gpt2", cache_dir=str(cache)),
+    cfg = ExperimentConfig(model=ModelConfig(cache_dir=str(cache)),
                            pytorch=dataclasses.replace(PytorchConfig(), **pt))
     backend = PytorchBackend(cfg)
     backend.load()

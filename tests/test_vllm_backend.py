@@ -33,7 +33,7 @@ def _cfg(cache: Path, **vllm: Any) -> Any:
     from llem.config.schema import ExperimentConfig, ModelConfig, VllmConfig
 
     knobs = {"max_num_seqs": 4, "max_tokens": 8, "enforce_eager": True, **vllm}
-    return ExperimentConfig(backend="vllm", pytorch=None, model=ModelConfig(builtin="tiny-gpt2", cache_dir=str(cache)),
+    return ExperimentConfig(backend="vllm", pytorch=None, model=ModelConfig(cache_dir=str(cache)),
                             vllm=dataclasses.replace(VllmConfig(), **knobs))
 
 
@@ -131,12 +131,17 @@ def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) ->
     from llem.backends.pytorch import PytorchBackend
     from llem.config.schema import ExperimentConfig, ModelConfig, PytorchConfig
 
-    pt = PytorchBackend(ExperimentConfig(model=ModelConfig(builtin="tiny-gpt2", cache_dir=str(llem_cache)),
+    pt = PytorchBackend(ExperimentConfig(model=ModelConfig(cache_dir=str(llem_cache)),
                                          pytorch=PytorchConfig(device="cpu")))
     pt.load()
     facts, ref = engine.model_facts(), pt.model_facts()
     assert facts["parameters"] == ref["parameters"] and facts["non_embedding_parameters"] == ref["non_embedding_parameters"]
     assert facts["dtype"] == "float32" and facts["device"] == "cpu"
+    # what ran, named: the builtin's folder (the engine loaded exactly that), the applied SamplingParams
+    assert facts["source"]["kind"] == "builtin" and facts["source"]["path"] == ref["source"]["path"]
+    assert facts["engine_model"]["model"] == facts["source"]["path"] and facts["parameters_check"]["ok"]
+    applied = facts["generation"]["applied"]
+    assert facts["generation"]["mode"] == "greedy" and (applied["max_tokens"], applied["ignore_eos"]) == (8, True)
     assert engine.memory()["engine_peak_rss_bytes"]  # the engine's processes, by name
 
 

@@ -4,15 +4,25 @@ Hydra composes each job from scratch (~60–90 ms: defaults list, YAML loads, sc
 group overrides (`model=...`, `+experiment=...`) change the defaults list; every other override is
 applied afterwards to the composed config by `ConfigLoaderImpl._apply_overrides_to_config`, in order.
 So: compose once per distinct set of group overrides with Hydra's loader, then for each job copy that
-config and apply the job's key overrides with that same Hydra function (~2 ms). tests/test_sweeper.py
+config and apply the job's key overrides with that same Hydra function. tests/test_sweeper.py
 checks the result equals a full compose, `+`/`++` keys and group overrides included.
+
+Turning a job's config into plain values is the other cost (OmegaConf walks every node). Top-level
+sections that no override of the job touches and that hold no interpolation resolve the same for
+every job of a base: they are resolved once per base and reused. The typed schema object validation
+needs is built from those plain values (`to_typed`), not by a second OmegaConf walk.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
+import types
+import typing
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from enum import Enum
 from typing import Any
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
@@ -20,9 +30,9 @@ from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, Node, OmegaConf, open_dict
+from omegaconf import Container, DictConfig, ListConfig, Node, OmegaConf, ValueNode, open_dict
 
-from llem.config.schema import BACKENDS
+from llem.config.schema import BACKENDS, ExperimentConfig
 from llem.config.validate import ConfigError, problems
 from llem.study.hashing import config_hash
 from llem.study.plan import Candidate
@@ -72,6 +82,7 @@ class FastComposer:
         self._parsed: dict[str, Override] = {}
         self._is_group: dict[str, bool] = {}
         self._bases: dict[tuple[str, ...], DictConfig | Exception] = {}
+        self._static: dict[tuple[str, ...], dict[str, Any]] = {}  # per base: resolved interpolation-free sections
         self.composes = 0  # full Hydra composes done (one per distinct group-override set)
 
     def _parse(self, line: str) -> Override:
@@ -94,6 +105,7 @@ class FastComposer:
                 with open_dict(cfg):
                     del cfg["hydra"]
                 self._bases[group_lines] = cfg
+                self._static[group_lines] = {k: _resolve_key(cfg, k) for k in cfg if _static(cfg._get_node(k))}
             except Exception as e:  # a missing group option, a bad experiment file, ...
                 self._bases[group_lines] = e
         base = self._bases[group_lines]
@@ -124,22 +136,33 @@ class FastComposer:
         groups, key_overrides = self._split(overrides)
         base = self._base(groups)
         saved: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
+        values: list[tuple[ValueNode, Any]] = []
         try:
             for o in key_overrides:
-                saved += _isolate(base, o.key_or_group.split("."))
+                saved += _isolate(base, o.key_or_group.split("."), values)
             ConfigLoaderImpl._apply_overrides_to_config(key_overrides, base)
             yield base
         finally:
+            for node, value in reversed(values):
+                node.__dict__["_val"] = value
             for content, original in reversed(saved):
                 content.clear()
                 content.update(original)
 
+    def resolved(self, overrides: Sequence[str]) -> dict[str, Any]:
+        """The job's config as plain values (= OmegaConf.to_container(resolve=True, enum_to_str=True)
+        of its full compose); sections shared with the base are shared objects: read only."""
+        groups, key_overrides = self._split(overrides)
+        touched = {o.key_or_group.split(".", 1)[0] for o in key_overrides}
+        with self.composed(overrides) as cfg:
+            static = self._static[groups]
+            return {k: static[k] if k in static and k not in touched else _resolve_key(cfg, k) for k in cfg}
+
     def candidate(self, overrides: Sequence[str]) -> Candidate:
         """Compose, convert to the typed schema, validate and hash one config; never raises."""
         try:
-            with self.composed(overrides) as cfg:
-                resolved: Any = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-                typed = OmegaConf.to_object(cfg)
+            resolved: Any = self.resolved(overrides)
+            typed = to_typed(ExperimentConfig, resolved)
         except Exception as e:
             return Candidate(list(overrides), None, [f"cannot compose: {_message(e)}"])
         found = problems(typed)  # type: ignore[arg-type]
@@ -149,10 +172,13 @@ class FastComposer:
                          backend if backend in BACKENDS else None)
 
 
-def _isolate(root: DictConfig, path: list[str]) -> list[tuple[dict[Any, Any], dict[Any, Any]]]:
+def _isolate(root: DictConfig, path: list[str], values: list[tuple[ValueNode, Any]]
+             ) -> list[tuple[dict[Any, Any], dict[Any, Any]]]:
     """Make the node at `path` private before an override sets it: snapshot the children of every
     container on the way (keys added or deleted are undone from these) and swap the target — or the
-    first non-dict container on the way, e.g. a null section or a list — for a private copy."""
+    first non-dict container on the way, e.g. a null section or a list — for a private copy. A value
+    node (the usual target) is set in place by OmegaConf (`_val` only): its value is noted in
+    `values` to be put back, which is much cheaper than copying the node."""
     saved = []
     node: Node = root
     for i, part in enumerate(path):
@@ -163,6 +189,9 @@ def _isolate(root: DictConfig, path: list[str]) -> list[tuple[dict[Any, Any], di
         child = content.get(part)
         if child is None:
             break  # a key the override adds: the snapshot removes it again
+        if i == len(path) - 1 and isinstance(child, ValueNode):
+            values.append((child, child.__dict__["_val"]))
+            break
         if i == len(path) - 1 or not isinstance(child.__dict__.get("_content"), dict):
             content[part] = _private_copy(child)
             break
@@ -180,3 +209,62 @@ def _private_copy(node: Node) -> Node:
         node.__dict__["_parent"] = parent
     clone.__dict__["_parent"] = parent
     return clone
+
+
+def _static(node: Node) -> bool:
+    """No interpolation and no missing value anywhere below: resolves the same in every job."""
+    if node._is_interpolation() or node._is_missing():
+        return False
+    if isinstance(node, DictConfig) and not node._is_none():
+        return all(_static(node._get_node(k)) for k in node)  # type: ignore[arg-type]
+    if isinstance(node, ListConfig) and not node._is_none():
+        return all(_static(node._get_node(i)) for i in range(len(node)))  # type: ignore[arg-type]
+    return True
+
+
+def _resolve_key(cfg: DictConfig, key: Any) -> Any:
+    """One top-level entry as OmegaConf.to_container(cfg, resolve=True, enum_to_str=True) gives it."""
+    value = cfg[key]
+    if isinstance(value, Container):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return value.name if isinstance(value, Enum) else value
+
+
+def to_typed(cls: type, data: Any) -> Any:
+    """The schema dataclass for plain resolved values, as OmegaConf.to_object builds it (values are
+    already of their field's type: OmegaConf converted them when the overrides were applied)."""
+    return _converter(cls)(data)
+
+
+@functools.cache
+def _converter(tp: Any) -> Any:
+    """A function plain value -> typed value for one annotation (built once per type)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _converter(inner[0]) if len(inner) == 1 else _same
+    if dataclasses.is_dataclass(tp):
+        hints = typing.get_type_hints(tp)
+        fields = [(f.name, _converter(hints[f.name])) for f in dataclasses.fields(tp)]
+
+        def dataclass_of(data: Any) -> Any:
+            if data is None:
+                return None
+            if not isinstance(data, dict):
+                raise ValueError(f"{tp.__name__}: expected a mapping, got {data!r}")
+            return tp(**{name: conv(data[name]) for name, conv in fields if name in data})
+        return dataclass_of
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return lambda v: None if v is None else tp[v] if isinstance(v, str) else tp(v)
+    args = typing.get_args(tp)
+    if origin is list and args:
+        item = _converter(args[0])
+        return lambda v: None if v is None else [item(x) for x in v]
+    if origin is dict and len(args) == 2:
+        val = _converter(args[1])
+        return lambda v: None if v is None else {k: val(x) for k, x in v.items()}
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value

@@ -10,6 +10,7 @@ sys.modules, where dataclasses cannot resolve string annotations.
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -26,11 +27,14 @@ from hydra_plugins.llem_sweeper.compose import FastComposer, sweep_keys
 from llem.config.schema import BACKENDS, ExperimentConfig, StudyConfig
 from llem.config.validate import ConfigError, problems
 from llem.io import atomic_write_json, atomic_write_text, read_json
+from llem.launch.settings import is_llem_app
 from llem.result import now_iso
 from llem.study import manifest
 from llem.study.estimate import load_history
+from llem.study.exits import StudyFailed, exit_or_raise
 from llem.study.gaps import GPU_CONFIG_GAP_S, GPU_CYCLE_GAP_S, Gaps, gpu_host, resolve_gaps
-from llem.study.plan import PLAN_TEXT_FILE, Plan, StudyError, build_plan, check_startable
+from llem.study.lock import hold
+from llem.study.plan import PLAN_TEXT_FILE, Plan, StudyError, build_plan, check_job_count, check_startable
 from llem.study.resume import (
     check_design,
     check_fresh_folder,
@@ -46,6 +50,13 @@ from llem.study.scope import expand
 class LlemSweeperConf:
     _target_: str = "hydra_plugins.llem_sweeper.llem_sweeper.LlemSweeper"
     params: Optional[dict[str, str]] = None  # sweep saved in YAML, like BasicSweeper's params
+    # at most this many jobs per launcher.launch() call (as BasicSweeper's); null = all at once
+    max_batch_size: Optional[int] = None
+
+
+NOT_LLEM_APP = ("llem's sweeper (hydra/sweeper=llem) plans studies of llem's own app, and this app has no "
+                "`study`/`study_job` config (llem's schema); use hydra/sweeper=basic (with hydra/launcher=llem "
+                "for a fresh process per job)")
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="llem", node=LlemSweeperConf, provider="llem")
@@ -73,9 +84,27 @@ def _gaps(study: StudyConfig, config: DictConfig) -> tuple[Gaps, str]:
     return gaps, "CPU-only host: no gaps unless set; study.gaps=false turns them off"
 
 
+JOBLIB_NOTE = ("hydra/launcher=joblib: jobs run in joblib's worker processes, hydra.launcher.n_jobs at once, "
+               "and a worker runs job after job: no fresh process per job, no gaps, no health checks, no "
+               "study.timeout_s (llem's launcher gives these); fine for quick CPU-only sweeps, not for "
+               "energy figures you compare")
+
+
+def _launcher_note(config: DictConfig) -> Optional[str]:
+    """What a launcher other than llem's does not give, for the plan."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    if "joblib" in target:
+        return JOBLIB_NOTE
+    if target.endswith("BasicLauncher"):
+        return ("hydra/launcher=basic: jobs run inside this process, one after another: no fresh process per "
+                "job, no gaps, no health checks, no study.timeout_s")
+    return None
+
+
 class LlemSweeper(Sweeper):
-    def __init__(self, params: Optional[dict[str, str]] = None) -> None:
+    def __init__(self, params: Optional[dict[str, str]] = None, max_batch_size: Optional[int] = None) -> None:
         self.params = dict(params or {})
+        self.max_batch_size = max_batch_size
         self.hydra_context: Optional[HydraContext] = None
         self.config: Optional[DictConfig] = None
         self.launcher: Optional[Launcher] = None
@@ -90,17 +119,26 @@ class LlemSweeper(Sweeper):
             hydra_context=hydra_context, task_function=task_function, config=config)
 
     # -- planning ---------------------------------------------------------------------------------
-    def plan(self, arguments: list[str]) -> Plan:
-        """Expand, compose, validate, hash and order every job; nothing is written or launched."""
+    def plan(self, arguments: list[str], before_compose: Optional[Callable[[], None]] = None) -> Plan:
+        """Expand, compose, validate, hash and order every job; nothing is written or launched.
+        A study over study.max_jobs is refused from its job count, before any config is composed;
+        `before_compose` runs once the study may start (the sweep starts the launcher's zygote there)."""
         assert self.config is not None and self.hydra_context is not None
         config, loader = self.config, self.hydra_context.config_loader
         study = _study(config)
         bad = _study_problems(study)
         if bad:
             raise StudyError("invalid study settings:\n  " + "\n  ".join(bad))
+        if self.max_batch_size is not None and (isinstance(self.max_batch_size, bool) or self.max_batch_size < 1):
+            raise StudyError(f"hydra.sweeper.max_batch_size={self.max_batch_size} is invalid: allowed an "
+                             "integer >= 1, or null (all jobs in one launch)")
         lines = [f"{k}={v}" for k, v in self.params.items()] + list(arguments)
         parsed = OverridesParser.create(config_loader=loader).parse_overrides(lines)
         expansion = expand(sweep_keys(parsed), BACKENDS, OmegaConf.select(config, "backend"))
+        if not study.resume:  # on resume completed jobs do not count: checked on the plan instead
+            check_job_count(len(expansion.configs), study)
+        if before_compose is not None:
+            before_compose()
         composer = FastComposer(loader, config)
         candidates = [composer.candidate(o) for o in expansion.configs]
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -112,6 +150,9 @@ class LlemSweeper(Sweeper):
         check_fresh_folder(saved_manifest is not None, study.resume, str(sweep_dir))
         saved, seen = _read_plan(sweep_dir), manifest.scan_job_dirs(sweep_dir) if study.resume else []
         notes = list(expansion.notes)
+        launcher_note = _launcher_note(config)
+        if launcher_note:
+            notes.append(launcher_note)
         previous: dict[tuple[str, int], int] = {}
         if study.resume:
             previous = previous_indices(saved, saved_manifest, seen)
@@ -132,21 +173,48 @@ class LlemSweeper(Sweeper):
     # -- the study --------------------------------------------------------------------------------
     def sweep(self, arguments: list[str]) -> Any:
         assert self.config is not None and self.launcher is not None
+        if not is_llem_app(self.config):
+            exit_or_raise(StudyError(NOT_LLEM_APP))
+        try:
+            with hold(self.config.hydra.sweep.dir, on_refused=exit_or_raise):  # one running study per folder (llem.study.lock)
+                return self._sweep(arguments)
+        finally:  # the launcher's zygote ends with the study: also on failure and when the caller catches
+            close = getattr(self.launcher, "close", None)
+            if callable(close):
+                close()
+
+    def _check_launcher(self) -> None:
+        """llem's launcher settings (hydra.launcher.* and their study.* aliases), before planning."""
+        settings = getattr(self.launcher, "launch_settings", None)
+        if callable(settings):
+            try:
+                settings()
+            except ConfigError as e:
+                exit_or_raise(e)
+
+    def _prestart(self) -> None:
+        """Let llem's launcher start its zygote now (its imports overlap planning) and keep it for
+        every batch of this study; other launchers have no such hook."""
+        prestart = getattr(self.launcher, "prestart", None)
+        if callable(prestart):
+            prestart()
+
+    def _sweep(self, arguments: list[str]) -> Any:
+        assert self.config is not None and self.launcher is not None
         t0 = time.perf_counter()
         study = _study(self.config)
         sweep_dir = Path(self.config.hydra.sweep.dir)
+        self._check_launcher()
         try:
-            plan = self.plan(arguments)
+            plan = self.plan(arguments, before_compose=self._prestart)
         except StudyError as e:
-            print(f"llem: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            exit_or_raise(e)
         plan_s = time.perf_counter() - t0
         try:
             check_startable(plan, study)
         except StudyError as e:
             print(plan.render(), flush=True)
-            print(f"llem: {e}", file=sys.stderr, flush=True)
-            sys.exit(2)
+            exit_or_raise(e)
 
         sweep_dir.mkdir(parents=True, exist_ok=True)
         self._save_multirun_yaml(sweep_dir, plan)
@@ -168,14 +236,16 @@ class LlemSweeper(Sweeper):
         errors: list[BaseException] = []
         try:
             for block in contiguous_blocks([j.index for j in launch]):
-                batch = [by_index[i].overrides for i in block]
-                try:
-                    rets = list(self.launcher.launch(batch, initial_job_idx=block[0]))
-                except Exception as e:  # a launcher that raises when jobs failed: go on with the next block
-                    errors.append(e)
-                    continue
-                launched.update(zip(block, rets))
-                returns.append(rets)
+                size = self.max_batch_size or len(block)
+                for batch_indices in (block[k:k + size] for k in range(0, len(block), size)):
+                    batch = [by_index[i].overrides for i in batch_indices]
+                    try:
+                        rets = list(self.launcher.launch(batch, initial_job_idx=batch_indices[0]))
+                    except Exception as e:  # a launcher that raises when jobs failed: go on with the next batch
+                        errors.append(e)
+                        continue
+                    launched.update(zip(batch_indices, rets))
+                    returns.append(rets)
         finally:
             failed, summarized = self._finish(sweep_dir, launched)
         if failed:
@@ -183,9 +253,12 @@ class LlemSweeper(Sweeper):
                   + ("" if summarized else ":"), file=sys.stderr)
             for job in [] if summarized else failed[:20]:
                 err = job.get("error") or {}
-                print(f"  job {job['index']} ({' '.join(job['overrides'][:-4])}): "
+                user = [o for o in job["overrides"] if not o.startswith("study_job.")]
+                print(f"  job {job['index']} ({' '.join(user)}): "
                       f"{err.get('type', 'failed')}: {err.get('message', '')}", file=sys.stderr)
-            sys.exit(1)
+            exit_or_raise(StudyFailed(f"{len(failed)} of {len(launch)} jobs failed (manifest: "
+                                      f"{sweep_dir / manifest.MANIFEST_FILE})", len(failed), len(launch)),
+                          printed=True)
         if errors:
             raise errors[0]
         return returns
@@ -203,7 +276,7 @@ class LlemSweeper(Sweeper):
                 "order": plan.settings["order"],
                 "jobs_in_order": [f"{j.index} cycle={j.cycle} config=c{j.config} {j.config_hash}"
                                   for j in plan.jobs if j.status != "skipped"]}
-        OmegaConf.save(cfg, sweep_dir / "multirun.yaml")
+        atomic_write_text(sweep_dir / "multirun.yaml", OmegaConf.to_yaml(cfg))  # as OmegaConf.save, atomically
 
     def _write_manifest(self, sweep_dir: Path, plan: Plan, study: StudyConfig) -> None:
         m = manifest.new(plan.study_design_hash, plan.manifest_jobs(), sweep_dir=str(sweep_dir),

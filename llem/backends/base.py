@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from llem.config.schema import ExperimentConfig
+from llem.config.schema import BACKENDS, ExperimentConfig, import_target
+from llem.config.validate import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 
 
@@ -72,13 +73,12 @@ class Backend(ABC):
 
 
 def make_backend(cfg: ExperimentConfig) -> Backend:
-    """Import only the backend in use (torch/vllm are heavy)."""
-    if cfg.backend == "pytorch":
-        from llem.backends.pytorch import PytorchBackend
-
-        return PytorchBackend(cfg)
-    if cfg.backend == "vllm":
-        from llem.backends.vllm import VllmBackend
-
-        return VllmBackend(cfg)
-    raise ValueError(f"backend={cfg.backend!r}: allowed pytorch, vllm")
+    """The Backend class the registry names for this backend and scenario (imported only now: heavy)."""
+    spec = BACKENDS.get(cfg.backend)
+    if spec is None:
+        raise ConfigError([("backend", cfg.backend, f"one of {', '.join(BACKENDS)}")])
+    scenario = cfg.scenario.name
+    target = spec.serving_target if scenario == "serving" else spec.target
+    if target is None:
+        raise ConfigError([("scenario", scenario, f"{' or '.join(spec.scenarios())} with backend={cfg.backend}")])
+    return import_target(target)(cfg)

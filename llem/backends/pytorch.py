@@ -7,6 +7,7 @@ TTFT of a request is measured from the start of its batch (static batching).
 
 from __future__ import annotations
 
+import json
 import resource
 import sys
 import time
@@ -16,9 +17,22 @@ from llem.backends.base import Backend, RunOutput, Workload
 from llem.config.schema import Decoding, ExperimentConfig, PytorchConfig
 from llem.config.validate import ConfigError
 from llem.measure.latency import Phase, RequestRecord
-from llem.models import parameter_counts, resolve_model_path
+from llem.models import (
+    config_parameter_counts,
+    dtype_counts,
+    parameter_counts,
+    parameters_check,
+    resolve_sources,
+)
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+STATIC_CACHES = ("static", "offloaded_static")  # transformers' STATIC_CACHE_IMPLEMENTATIONS (compileable)
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile (dynamo) has built in this process so far."""
+    dynamo_utils = sys.modules.get("torch._dynamo.utils")  # not imported: nothing was compiled
+    return 0 if dynamo_utils is None else int(dynamo_utils.counters["stats"]["unique_graphs"])
 
 
 class _TokenTimes:
@@ -55,7 +69,11 @@ class PytorchBackend(Backend):
         quant = "pytorch.load_in_4bit" if self.pt.load_in_4bit else "pytorch.load_in_8bit" if self.pt.load_in_8bit else None
         if quant and not torch.cuda.is_available():  # device=cpu/mps is refused by validation already
             raise ConfigError([(quant, True, "false on a host without a CUDA GPU (bitsandbytes quantization)")])
-        self.path = resolve_model_path(cfg)
+        self.sources = resolve_sources(cfg)  # builtin built, Hub revision pinned to a commit: what loads
+        self.path = self.sources.model.path
+        self._shape_batches: dict[tuple[int, int], int] = {}  # (batch size, padded length) -> first batch
+        self._warmed_shapes: list[tuple[int, int]] = []
+        self._graphs_before_window: int | None = None
 
     # -- load -------------------------------------------------------------------------------------
     def load(self) -> None:
@@ -66,17 +84,18 @@ class PytorchBackend(Backend):
         hf_logging.disable_progress_bar()
         path = self.path
         m = self.cfg.model
+        tok = self.sources.tokenizer
         self.device = self.pt.device
         if self.device == "auto":
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = AutoTokenizer.from_pretrained(
-            m.tokenizer_id or path, revision=m.revision, trust_remote_code=m.trust_remote_code
+            tok.path, revision=tok.load_revision, trust_remote_code=m.trust_remote_code
         )
         self.tokenizer.padding_side = "left"  # decoder-only: new tokens follow the prompt directly
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         kwargs: dict[str, Any] = {
-            "revision": m.revision,
+            "revision": self.sources.model.load_revision,  # the resolved commit (Hub), None for folders
             "trust_remote_code": m.trust_remote_code,
             "dtype": getattr(torch, DTYPES[self.cfg.precision.value]),
         }
@@ -110,6 +129,7 @@ class PytorchBackend(Backend):
             chunk = ids[start : start + bs]
             padded = self.tokenizer.pad({"input_ids": chunk}, padding=True, return_tensors="pt")
             batches.append((start, padded["input_ids"].to(self.device), padded["attention_mask"].to(self.device)))
+        self._plan_compile_shapes(batches)
         return Workload(prompts=prompts, input_tokens=[len(x) for x in ids], batch_size=bs,
                         truncated=truncated, payload=batches)
 
@@ -144,9 +164,62 @@ class PytorchBackend(Backend):
         _, ids, mask = workload.payload[0]
         n_new = self.cfg.warmup.max_output_tokens or self.pt.max_output_tokens
         t0 = time.perf_counter()
+        self._warm_compiled_shapes(workload)
         self._generate(ids, mask, n_new, None)
         self.sync()
+        self._graphs_before_window = _compiled_graphs()  # read outside the window, compared after it
         return time.perf_counter() - t0
+
+    # -- compilation: every shape the window runs is compiled before it ---------------------------
+    def compile_reason(self) -> str | None:
+        """Why generate() runs compiled code, so each new input shape would compile (None: eager)."""
+        if self.pt.torch_compile:
+            return "pytorch.torch_compile=true"
+        if self.pt.cache_implementation in STATIC_CACHES and self.device.startswith("cuda"):
+            # transformers' _valid_auto_compile_criteria: a compileable cache on CUDA compiles decode
+            return f"pytorch.cache_implementation={self.pt.cache_implementation} on CUDA (transformers compiles decode)"
+        return None
+
+    def _plan_compile_shapes(self, batches: list[Any]) -> None:
+        """The distinct (batch size, padded length) the window will run, first batch of each."""
+        self._shape_batches = {}
+        for b, (_, ids, _) in enumerate(batches):
+            self._shape_batches.setdefault((int(ids.shape[0]), int(ids.shape[1])), b)
+        self._warmed_shapes = []
+
+    def _warm_compiled_shapes(self, workload: Workload) -> None:
+        """Compiled runs: one generate per not-yet-warmed shape, with the window's own arguments
+        (max_output_tokens sizes a static cache), so no graph is compiled inside the window."""
+        if self.compile_reason() is None:
+            return
+        for shape, b in self._shape_batches.items():
+            if shape in self._warmed_shapes:
+                continue
+            _, ids, mask = workload.payload[b]
+            self._generate(ids, mask, self.pt.max_output_tokens, None)
+            self._warmed_shapes.append(shape)
+
+    def compile_report(self) -> dict[str, Any] | None:
+        """After the window: the shapes warmed and graphs compiled inside the window (should be 0)."""
+        reason = self.compile_reason()
+        if reason is None:
+            return None
+        after = _compiled_graphs()
+        before = self._graphs_before_window
+        inside = None if before is None else after - before
+        block: dict[str, Any] = {
+            "reason": reason, "mode": self.pt.torch_compile_mode,
+            "shapes_in_window": [list(s) for s in self._shape_batches],
+            "shapes_warmed": [list(s) for s in self._warmed_shapes],
+            "graphs_compiled_in_window": inside, "warnings": [],
+        }
+        if before is None:
+            block["warnings"].append(f"{reason}: no warmup ran (warmup.n_batches=0), so compilation happened "
+                                     "inside the measurement window; time and energy include it")
+        elif inside:
+            block["warnings"].append(f"{reason}: {inside} graph(s) compiled inside the measurement window "
+                                     "(a recompile: time and energy include compilation)")
+        return block
 
     def _output_lengths(self, new_tokens: Any) -> list[int]:
         """Generated tokens per row, up to and including the first EOS (the rest is padding)."""
@@ -200,12 +273,68 @@ class PytorchBackend(Backend):
             torch.cuda.synchronize()
 
     def model_facts(self) -> dict[str, Any]:
+        """What ran: the weights' and tokenizer's resolved sources, the dtypes the parameters hold, the
+        attention implementation, the generation settings generate() applied, torch's CPU threads, and
+        the loaded parameter count checked against a meta-device build from the source's config."""
+        import torch
+
+        counts = parameter_counts(self.model)
+        dtypes = dtype_counts(self.model)
+        src = self.sources.model  # the claim, built from the source's own config.json on the meta device
+        try:
+            check = parameters_check(counts, config_parameter_counts(src.path, src.load_revision,
+                                                                     self.cfg.model.trust_remote_code),
+                                     f"a meta-device build of {src.id}'s config")
+        except Exception as e:  # after the window: recorded, never a failed job
+            check = {"ok": None, "note": f"{src.id}'s config not countable on the meta device: {e}"}
         return {
-            **parameter_counts(self.model),
-            "dtype": str(next(self.model.parameters()).dtype).replace("torch.", ""),
+            **counts,
+            "dtype": next(iter(dtypes)),  # the dtype holding the most parameters
+            "dtypes": dtypes,
             "device": self.device,
             "architecture": type(self.model).__name__,
+            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+            "source": self.sources.model.record(),
+            "tokenizer": {**self.sources.tokenizer.record(), "class": type(self.tokenizer).__name__},
+            "generation": self.applied_generation(),
+            "torch_threads": torch.get_num_threads(),
+            "parameters_check": check,
         }
+
+    # Generation settings that decide what generate() computes (recorded as applied, after the merge).
+    GENERATION_KEYS = ("max_new_tokens", "min_new_tokens", "max_length", "min_length", "do_sample", "num_beams",
+                       "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+                       "repetition_penalty", "no_repeat_ngram_size", "length_penalty", "early_stopping",
+                       "bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "forced_bos_token_id",
+                       "forced_eos_token_id", "sequence_bias", "renormalize_logits", "stop_strings",
+                       "eos_token_id", "pad_token_id", "bos_token_id", "use_cache", "cache_implementation",
+                       "num_return_sequences")
+    SAMPLING_ONLY = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")
+
+    def applied_generation(self) -> dict[str, Any]:
+        """The GenerationConfig generate() builds for the measured call (llem's kwargs over the model's
+        generation_config over transformers' defaults), its decoding mode, and what the model's own
+        generation_config asked for (`model_defaults`); sampling knobs are null when not sampling."""
+        kwargs = self._gen_kwargs(self.pt.max_output_tokens)
+        model_defaults = {k: v for k, v in self.model.generation_config.to_diff_dict().items()
+                          if k != "transformers_version"}
+        try:
+            gc, _ = self.model._prepare_generation_config(None, **kwargs)  # the call generate() makes
+            mode = str(getattr(gc.get_generation_mode(), "value", gc.get_generation_mode()))
+        except Exception as e:  # a transformers without these internals: llem's kwargs, marked as such
+            return {"mode": None, "applied": dict(kwargs), "model_defaults": model_defaults,
+                    "note": f"merged settings unavailable ({type(e).__name__}: {e}); `applied` = llem's kwargs only"}
+        applied = {k: getattr(gc, k, None) for k in self.GENERATION_KEYS}
+        for new, total in (("max_new_tokens", "max_length"), ("min_new_tokens", "min_length")):
+            if applied[new] is not None:  # generate() uses the *_new_tokens limit; the total is unused
+                applied[total] = None
+        if not gc.do_sample:
+            applied.update(dict.fromkeys(self.SAMPLING_ONLY))
+        out = {"mode": mode, "applied": applied, "model_defaults": model_defaults}
+        try:  # as result.json will hold it (lists, not tuples; objects as text)
+            return json.loads(json.dumps(out, default=str))
+        except (TypeError, ValueError):  # a dict with non-string keys (e.g. sequence_bias): those keys go
+            return json.loads(json.dumps(out, default=str, skipkeys=True))
 
     def memory(self) -> dict[str, Any]:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

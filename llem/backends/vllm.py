@@ -39,14 +39,14 @@ from llem.backends.base import Backend, RunOutput, Workload
 from llem.config.schema import ExperimentConfig, VllmConfig
 from llem.config.validate import ConfigError
 from llem.measure.latency import Phase, RequestRecord
-from llem.models import config_parameter_counts, resolve_model_path
+from llem.models import config_parameter_counts, parameters_check, resolve_sources
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 # Engine arguments llem sets itself; `vllm.engine_args` may not override them.
 RESERVED = {
-    "model": "model.id / model.builtin", "tokenizer": "model.tokenizer_id", "revision": "model.revision",
-    "tokenizer_revision": "model.revision", "trust_remote_code": "model.trust_remote_code",
+    "model": "model.id", "tokenizer": "model.tokenizer_id", "revision": "model.revision",
+    "tokenizer_revision": "model.tokenizer_revision", "trust_remote_code": "model.trust_remote_code",
     "dtype": "precision", "seed": "seed",
     "disable_log_stats": "nothing: llem needs vLLM's per-request stats for latency",
 }
@@ -96,7 +96,7 @@ class RequestTiming:
     t_end: float
     token_times: list[float] = field(default_factory=list)
     cached_tokens: int = 0
-    preemptions: int = 0
+    preemptions: int | None = 0  # None: this vLLM's stats have no num_preemptions
     finish_reason: str | None = None
 
     def record(self) -> RequestRecord:
@@ -270,7 +270,8 @@ class VllmBackend(Backend):
 
         self.vllm_version = vllm.__version__
         self.device = current_platform.device_type or "cpu"
-        self.path = resolve_model_path(cfg)
+        self.sources = resolve_sources(cfg)  # builtin built, Hub revision pinned to a commit: what loads
+        self.path = self.sources.model.path
         self.engine_kwargs = self._engine_kwargs()
         if current_platform.is_cpu():
             self._check_cpu_head_size()
@@ -291,8 +292,8 @@ class VllmBackend(Backend):
         accepted = self._accepted_engine_args()
         problems = check_engine_args(dict(v.engine_args), accepted, self.vllm_version)
         kw: dict[str, Any] = {
-            "model": self.path, "tokenizer": m.tokenizer_id or self.path, "revision": m.revision,
-            "tokenizer_revision": m.revision if not m.tokenizer_id else None,
+            "model": self.path, "tokenizer": self.sources.tokenizer.path,
+            "revision": self.sources.model.load_revision, "tokenizer_revision": self.sources.tokenizer.load_revision,
             "trust_remote_code": m.trust_remote_code, "dtype": DTYPES[self.cfg.precision.value],
             "seed": self.cfg.seed, "disable_log_stats": False,
         }
@@ -316,7 +317,7 @@ class VllmBackend(Backend):
             from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
 
             supported = CPUAttentionBackend.get_supported_head_sizes()
-            c = AutoConfig.from_pretrained(self.path, revision=self.cfg.model.revision,
+            c = AutoConfig.from_pretrained(self.path, revision=self.sources.model.load_revision,
                                            trust_remote_code=self.cfg.model.trust_remote_code)
             head = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         except Exception:  # an unusual config or another vLLM layout: let vLLM decide
@@ -336,7 +337,8 @@ class VllmBackend(Backend):
             for key, value in CPU_ENV_DEFAULTS.items():
                 os.environ.setdefault(key, value)
         m = self.cfg.model
-        self.tokenizer = AutoTokenizer.from_pretrained(m.tokenizer_id or self.path, revision=m.revision,
+        tok = self.sources.tokenizer
+        self.tokenizer = AutoTokenizer.from_pretrained(tok.path, revision=tok.load_revision,
                                                        trust_remote_code=m.trust_remote_code)
         before = set(_descendants())
         try:
@@ -449,16 +451,18 @@ class VllmBackend(Backend):
             i = int(out.request_id)
             s = out.metrics
             if s is None:
-                raise RuntimeError("vLLM returned no per-request stats (disable_log_stats?); llem needs them")
+                raise RuntimeError(f"vLLM {self.vllm_version} returned no per-request stats (RequestOutput.metrics): "
+                                   "llem needs vLLM >= 0.11.0 (V1 fills them since PR 24947) with log stats on")
             n_out = s.num_generation_tokens or len(out.outputs[0].token_ids)
             times = streamed.get(out.request_id, [])
             timings.append(RequestTiming(
                 index=i, input_tokens=workload.input_tokens[i], output_tokens=n_out if not times else len(times),
                 t_arrival=s.arrival_time + wall,
-                t_scheduled=s.scheduled_ts + mono if s.scheduled_ts else None,
-                t_first_token=s.first_token_ts + mono if s.first_token_ts else None,
+                t_scheduled=s.scheduled_ts + mono if getattr(s, "scheduled_ts", None) else None,
+                t_first_token=s.first_token_ts + mono if getattr(s, "first_token_ts", None) else None,
                 t_end=s.last_token_ts + mono, token_times=times,
-                cached_tokens=out.num_cached_tokens or 0, preemptions=s.num_preemptions,
+                cached_tokens=getattr(out, "num_cached_tokens", None) or 0,
+                preemptions=getattr(s, "num_preemptions", None),  # newer than RequestOutput.metrics
                 finish_reason=out.outputs[0].finish_reason))
         timings.sort(key=lambda r: r.index)
         if len(timings) != len(workload.payload):
@@ -483,7 +487,9 @@ class VllmBackend(Backend):
             "enforce_eager": vc.model_config.enforce_eager,
             "peak_running_requests": peak_running(spans) if spans else None,
             "prefix_cache_hit_tokens": sum(r.cached_tokens for r in timings),
-            "preemptions": sum(r.preemptions for r in timings), "finish_reasons": reasons,
+            "preemptions": None if any(r.preemptions is None for r in timings)
+            else sum(r.preemptions or 0 for r in timings),
+            "finish_reasons": reasons,
             "env": {k: os.environ[k] for k in CPU_ENV_REPORTED if k in os.environ} if self.device == "cpu" else {},
         }
 
@@ -494,13 +500,59 @@ class VllmBackend(Backend):
         this frontend process — and create a CUDA context in it — never the worker's queue.)"""
 
     def model_facts(self) -> dict[str, Any]:
+        """What ran. The weights live in the engine's worker process, so counts come from the config the
+        engine built its model from (meta device), checked against the source's own config.json; the
+        engine's model path and revision are recorded beside the source llem resolved."""
         if self._facts is None:
-            m = self.cfg.model
-            counts = config_parameter_counts(self.path, m.revision, m.trust_remote_code)
-            dtype = self.llm.llm_engine.model_config.dtype if self.llm is not None else None
-            self._facts = {**counts, "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
-                           "device": self.device}
+            m, src = self.cfg.model, self.sources.model
+            claimed = config_parameter_counts(src.path, src.load_revision, m.trust_remote_code)
+            facts: dict[str, Any] = {**claimed, "dtype": None, "device": self.device,
+                                     "source": src.record(), "tokenizer": {**self.sources.tokenizer.record(),
+                                                                           "class": type(self.tokenizer).__name__}}
+            if self.llm is not None:
+                vc = self.llm.llm_engine.vllm_config
+                mc = vc.model_config
+                backend = getattr(getattr(vc, "attention_config", None), "backend", None)
+                facts.update({
+                    "dtype": str(mc.dtype).replace("torch.", ""),
+                    "attn_implementation": getattr(backend, "name", None) or f"auto ({self.device} platform default)",
+                    "engine_model": {"model": mc.model, "revision": mc.revision, "tokenizer": mc.tokenizer,
+                                     "tokenizer_revision": getattr(mc, "tokenizer_revision", None)},
+                })
+                try:  # after the window: a fact that cannot be read is recorded as such, never fails the job
+                    engine_counts = config_parameter_counts(mc.hf_config, trust_remote_code=m.trust_remote_code)
+                    facts.update(engine_counts)
+                    facts["parameters_check"] = parameters_check(engine_counts, claimed,
+                                                                 f"a meta-device build of {src.id}'s config")
+                except Exception as e:
+                    facts["parameters_check"] = {"ok": None, "note": f"engine config not countable: {e}"}
+                try:
+                    facts["generation"] = self.applied_sampling()
+                except Exception as e:
+                    facts["generation"] = {"mode": None, "note": f"sampling params unavailable: {e}"}
+            self._facts = facts
         return self._facts
+
+    SAMPLING_KEYS = ("n", "temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
+                     "repetition_penalty", "seed", "max_tokens", "min_tokens", "ignore_eos", "stop", "stop_token_ids",
+                     "bad_words", "logprobs", "detokenize", "skip_special_tokens")
+
+    def applied_sampling(self) -> dict[str, Any]:
+        """The SamplingParams of the measured pass after vLLM's own merge (its input processor adds the
+        model generation_config's EOS ids as stop tokens), and what that generation_config suggests for
+        sampling (`model_defaults`: vLLM applies them only to requests without explicit params; llem's
+        requests always carry them)."""
+        p = self._params(self.v.max_tokens).clone()
+        mc = self.llm.llm_engine.model_config
+        with contextlib.suppress(Exception):  # as vllm/v1/engine/input_processor.py does per request
+            p.update_from_generation_config(mc.try_get_generation_config(), self.tokenizer.eos_token_id)
+        applied = {k: getattr(p, k, None) for k in self.SAMPLING_KEYS}
+        applied["output_kind"] = getattr(p.output_kind, "name", str(p.output_kind))
+        greedy = p.temperature is not None and p.temperature < 1e-5  # vLLM's _SAMPLING_EPS
+        defaults: dict[str, Any] | None = None
+        with contextlib.suppress(Exception):
+            defaults = dict(mc.get_diff_sampling_param())
+        return {"mode": "greedy" if greedy else "sample", "applied": applied, "model_defaults": defaults}
 
     def memory(self) -> dict[str, Any]:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -1,14 +1,20 @@
 """Friendly check of command-line override keys against the schema, before Hydra composes.
 
-Hydra already rejects unknown keys, but says neither what is allowed nor what was probably meant.
+Hydra already rejects unknown keys, but says neither what is allowed nor what was probably meant; and
+it lets `+key=value` add any key, even to a structured section (`+pytorch.batch_sise=8` would run with
+the typo stored). Here `+key` must name a real field too: new keys belong under the free-form
+passthrough sections (`PASSTHROUGH`, e.g. `vllm.engine_args`, `energy.extra`). `allowed_for` says
+what a key accepts, for the messages `llem.app` writes about Hydra's type errors.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 import types
 import typing
+from pathlib import Path
 from typing import Any, Union
 
 from llem.config.schema import BACKENDS, ExperimentConfig
@@ -32,12 +38,79 @@ def _field_types(cls: type) -> dict[str, Any]:
     return {f.name: _unwrap(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def passthrough_sections(root: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """Dotted names of the schema's free-form dict fields, where `+key=value` may add new keys."""
+    found = []
+    for name, tp in _field_types(root).items():
+        if _is_section(tp):
+            found += passthrough_sections(tp, f"{prefix}{name}.")
+        elif tp is dict or typing.get_origin(tp) is dict:
+            found.append(prefix + name)
+    return found
+
+
+def field_type(key: str, root: type = ExperimentConfig) -> Any:
+    """The schema type at dotted `key` (list indices such as `[0]` give the element type), or None."""
+    node: Any = root
+    for part in key.replace("[", ".[").split("."):
+        if part.startswith("["):
+            args = typing.get_args(node)
+            node = _unwrap(args[0]) if args else None
+            continue
+        if not _is_section(node):
+            return None
+        node = _field_types(node).get(part)
+    return node
+
+
+def allowed_for(tp: Any) -> str | None:
+    """What a value of schema type `tp` must look like, in words (None when any value goes)."""
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in tp)
+    if _is_section(tp):
+        return f"a {tp.__name__} section (set its keys one by one: key.sub=value)"
+    origin = typing.get_origin(tp)
+    if origin is list:
+        inner = allowed_for(_unwrap(typing.get_args(tp)[0])) if typing.get_args(tp) else None
+        return f"a list like [a, b]{f' (each item {inner})' if inner else ''}"
+    if tp is dict or origin is dict:
+        return "a mapping like {key: value}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(tp)
+
+
+def close_value(value: str, choices: list[str]) -> str | None:
+    """The choice the user probably meant: same letters in another case, a prefix, or a near spelling."""
+    low = value.lower()
+    for c in choices:
+        if c.lower() == low:
+            return c
+    starts = [c for c in choices if low and c.lower().startswith(low)]
+    if len(starts) == 1:
+        return starts[0]
+    close = difflib.get_close_matches(low, [c.lower() for c in choices], n=1, cutoff=0.6)
+    return next((c for c in choices if close and c.lower() == close[0]), None)
+
+
+def group_hint(value: str, options: list[str]) -> str:
+    """` Did you mean 'x'?` (or several that start with what was typed) for a config group option."""
+    low = value.lower()
+    starts = [o for o in options if low and o.lower().startswith(low)]
+    if len(starts) > 1:
+        return " Did you mean one of " + ", ".join(starts) + "?"
+    one = close_value(value, options)
+    return f" Did you mean '{one}'?" if one else ""
+
+
 def unknown_key(key: str, root: type = ExperimentConfig) -> str | None:
     """None if `key` (dotted) exists in the schema, else a message naming what is allowed there."""
     node: Any = root
     path: list[str] = []
     for part in key.split("."):
-        if not (isinstance(node, type) and dataclasses.is_dataclass(node)):
+        if not _is_section(node):
             return None  # below a dict/Any field: free-form (e.g. vllm.engine_args.*)
         fields = _field_types(node)
         if part not in fields:
@@ -50,20 +123,62 @@ def unknown_key(key: str, root: type = ExperimentConfig) -> str | None:
     return None
 
 
+def unknown_keys(container: Any, root: type = ExperimentConfig, prefix: str = "") -> list[str]:
+    """Dotted keys of a composed config (plain dict) that the schema does not have: keys added with
+    `+key=...` from anywhere (command line, a config file, the compose API), below the free-form
+    sections excepted."""
+    if not isinstance(container, dict) or not _is_section(root):
+        return []
+    fields = _field_types(root)
+    found = []
+    for key, value in container.items():
+        if key not in fields:
+            found.append(prefix + str(key))
+        elif _is_section(fields[key]):
+            found += unknown_keys(value, fields[key], f"{prefix}{key}.")
+    return found
+
+
+def _groups(argv: list[str]) -> set[str]:
+    """Config groups a `key=value` may select: llem's own conf/ folders and those of a --config-dir."""
+    from llem.config.paths import conf_dir
+
+    roots = [conf_dir()]
+    for i, arg in enumerate(argv):
+        if arg in ("-cd", "--config-dir") and i + 1 < len(argv):
+            roots.append(Path(argv[i + 1]).expanduser())
+        elif arg.startswith("--config-dir="):
+            roots.append(Path(arg.split("=", 1)[1]).expanduser())
+    found = set(GROUPS)
+    for root in roots:
+        if root.is_dir():
+            dirs = [*root.glob("*/"), *root.glob("*/*/")]  # groups and nested groups, not a whole tree
+            found |= {p.relative_to(root).as_posix() for p in dirs if p.is_dir()}
+    return found
+
+
 def check_argv(argv: list[str]) -> str | None:
-    """First problem among plain `key=value` overrides, or None. Flags, groups, +/~ keys pass through."""
+    """First problem among `key=value` and `+key=value` overrides, or None. Flags, config groups,
+    `hydra.*` and `~key` (deletion: Hydra refuses unknown ones itself) pass through."""
     after_flag = False
+    groups: set[str] | None = None
     for arg in argv:
-        if after_flag or arg.startswith("-") or "=" not in arg or arg[0] in "+~":
+        if after_flag or arg.startswith("-") or "=" not in arg or arg[0] == "~":
             after_flag = arg in VALUE_FLAGS
             continue
-        key = arg.split("=", 1)[0]
-        if key.startswith("hydra") or key in GROUPS or "/" in key or "@" in key:
+        key, value = arg.split("=", 1)
+        added = key.startswith("+")
+        key = key.lstrip("+")
+        if key.startswith("hydra") or "/" in key or "@" in key:
+            continue
+        groups = _groups(argv) if groups is None else groups
+        if key in groups:
             continue
         problem = unknown_key(key)
         if problem:
-            value = arg.split("=", 1)[1]
-            return f"{problem} (override '{key}={value}')"
+            extra = (f" '+' adds keys only under the free-form sections ({', '.join(passthrough_sections())})."
+                     if added else "")
+            return f"{problem} (override '{arg}').{extra}"
     return None
 
 

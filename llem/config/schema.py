@@ -25,12 +25,15 @@ class Decoding(str, Enum):
 
 @dataclass
 class ModelConfig:
-    """Which weights to load. `builtin` names a tiny model llem builds locally (no network)."""
+    """Which weights to load: `id` alone decides (llem/models/__init__.py `locate`).
 
-    id: str = "llem/tiny-gpt2"
-    revision: str | None = None  # pin a Hub commit/tag for reproducible studies
-    builtin: str | None = None  # tiny-gpt2 | tiny-llama: built once into the cache folder
-    tokenizer_id: str | None = None  # defaults to `id`
+    `llem/tiny-gpt2` and `llem/tiny-llama` are tiny models llem builds locally (no network); an existing
+    folder is loaded from disk; anything else is a Hub repo id, loaded at `revision`."""
+
+    id: str = "llem/tiny-gpt2"  # llem/tiny-gpt2 | llem/tiny-llama | a local model folder | a Hub repo id
+    revision: str | None = None  # Hub ids only: branch, tag or commit (null = main); refused for folders
+    tokenizer_id: str | None = None  # defaults to `id` (same rules as `id`)
+    tokenizer_revision: str | None = None  # Hub tokenizer_id only; null = main (with no tokenizer_id: `revision`)
     trust_remote_code: bool = False
     cache_dir: str | None = None  # defaults to $LLEM_CACHE or ~/.cache/llem
 
@@ -137,6 +140,32 @@ class VllmConfig:
 
 
 @dataclass
+class OpenaiServerConfig:
+    """The server llem starts when `openai.base_url` is null (conf/backend/openai.yaml documents each)."""
+
+    command: list[str] | None = None  # argv with {port} {model} {host} {served_model_name}; null = vLLM's OpenAI server
+    ready_timeout_s: float = 600.0  # wait at most this long for /health (or /v1/models) to answer
+    extra_args: list[str] = field(default_factory=list)  # appended to the command, e.g. [--max-num-seqs, "64"]
+
+
+@dataclass
+class OpenaiConfig:
+    """Any OpenAI-compatible server (address knobs as `openai.<knob>=...`); conf/backend/openai.yaml documents each."""
+
+    base_url: str | None = None  # http://host:port/v1 of a running server; null = llem starts one (openai.server)
+    api_key_env: str | None = None  # name of the environment variable holding the API key (never the key)
+    model_name: str | None = None  # served model name; null = model.id (managed) or the one model served
+    endpoint: str = "completions"  # completions | chat
+    max_input_tokens: int = 512  # prompts truncated to this many tokens of the model's tokenizer
+    max_tokens: int = 32  # output tokens per request
+    ignore_eos: bool = True  # fixed length (vLLM servers: also min_tokens=max_tokens); false for servers refusing it
+    temperature: float = 0.0  # 0 = greedy
+    request_timeout_s: float = 600.0  # a request without a complete answer after this long fails
+    extra_body: dict[str, Any] = field(default_factory=dict)  # more request fields, e.g. {top_k: 1}
+    server: OpenaiServerConfig = field(default_factory=OpenaiServerConfig)
+
+
+@dataclass
 class StudyConfig:
     """Settings of a study (multirun), read by llem's sweeper and launcher; never part of config_hash."""
 
@@ -184,7 +213,70 @@ class DebugConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class SloConfig:
+    """Service-level objective of a serving job: a request meets it when both hold."""
+
+    ttft_s: float = 1.0  # time to first token, seconds (from send)
+    itl_s: float = 0.1  # mean inter-token latency of the request, seconds
+
+
+@dataclass
+class ScenarioConfig:
+    """How requests reach the engine (`scenario=offline|serving`, address knobs as `scenario.<knob>=...`)."""
+
+    name: str = "offline"  # offline: all prompts at once / static batches | serving: requests arrive over time
+    request_rate: float = float("inf")  # serving: requests/s of the arrival process; inf = all at once
+    burstiness: float = 1.0  # serving: gamma shape of inter-arrival gaps; 1 = Poisson, < 1 burstier
+    max_concurrency: int | None = None  # serving: most requests in flight (client side); null = unbounded
+    warmup_requests: int = 4  # serving: requests run through the same path before the window (not measured)
+    seed: int | None = None  # serving: arrival-process seed; null = the top-level seed
+    slo: SloConfig = field(default_factory=SloConfig)
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Everything llem knows about one backend, in one registry entry (DEVELOPERS.md "Adding things").
+
+    Targets are "module:attribute" strings, imported only when a job uses them, so this module stays pure.
+    """
+
+    config: type  # knob dataclass; its section `<name>:` on ExperimentConfig is generated from this entry
+    target: str | None  # "module:Class" of the Backend for scenario=offline; None: no offline mode
+    serving_target: str | None = None  # "module:Class" for scenario=serving; None: no serving mode
+    checks: str | None = None  # "module:function(c, cfg)": range checks before load (a pure module)
+    batch_knob: str | None = None  # knob that is the batch axis (reports' x axis, workload.batch_size)
+    input_tokens_knob: str | None = "max_input_tokens"  # knob that truncates prompts (workload block)
+    output_tokens_knob: str | None = "max_tokens"  # knob that caps output tokens (workload block)
+
+    def scenarios(self) -> tuple[str, ...]:
+        return tuple(name for name, t in (("offline", self.target), ("serving", self.serving_target)) if t)
+
+
+def import_target(path: str) -> Any:
+    """"package.module:attribute" -> the attribute (importing the module)."""
+    import importlib
+
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+# The backend registry: the ONE place a backend is declared. The schema's sections, make_backend,
+# validation, the workload block, config_hash and the report's batch axis all read it.
+BACKENDS: dict[str, BackendSpec] = {
+    "pytorch": BackendSpec(PytorchConfig, "llem.backends.pytorch:PytorchBackend",
+                           checks="llem.config.validate:_check_pytorch", batch_knob="batch_size",
+                           output_tokens_knob="max_output_tokens"),
+    "vllm": BackendSpec(VllmConfig, "llem.backends.vllm:VllmBackend",
+                        serving_target="llem.backends.vllm_serving:VllmServingBackend",
+                        checks="llem.config.validate:_check_vllm", batch_knob="max_num_seqs"),
+    "openai": BackendSpec(OpenaiConfig, "llem.backends.openai:OpenaiBackend",
+                          serving_target="llem.backends.openai:OpenaiBackend",
+                          checks="llem.backends.openai:check_config"),
+}
+
+
+@dataclass
+class _ExperimentCore:
     """One measured job. The `backend` group sets `backend` and fills its own section."""
 
     backend: str = "pytorch"
@@ -192,11 +284,10 @@ class ExperimentConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
     n: int = 16  # prompts used from the dataset
     precision: Precision = Precision.fp32
     seed: int = 0
-    pytorch: PytorchConfig | None = None
-    vllm: VllmConfig | None = None
     study: StudyConfig = field(default_factory=StudyConfig)
     study_job: StudyJobConfig = field(default_factory=StudyJobConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
@@ -204,9 +295,21 @@ class ExperimentConfig:
     quiet: bool = False  # no summary print
 
 
-BACKENDS: dict[str, type] = {"pytorch": PytorchConfig, "vllm": VllmConfig}
+def _with_backend_sections(core: type) -> type:
+    """ExperimentConfig = the core fields + one optional typed section per registered backend
+    (`pytorch: PytorchConfig | None = None`, ...), so Hydra types every backend knob at compose time."""
+    from dataclasses import make_dataclass
+    from typing import Optional
+
+    sections = [(name, Optional[spec.config], field(default=None)) for name, spec in BACKENDS.items()]  # noqa: UP045
+    cls = make_dataclass("ExperimentConfig", sections, bases=(core,))
+    cls.__module__, cls.__doc__ = __name__, core.__doc__
+    return cls
+
+
+ExperimentConfig = _with_backend_sections(_ExperimentCore)
 
 # Top-level keys that do not change what is measured: excluded from config_hash.
 NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests")
 # Nested settings that do not change what is measured either (where files are cached).
-NON_MEASUREMENT_SUBKEYS: tuple[tuple[str, str], ...] = (("model", "cache_dir"),)
+NON_MEASUREMENT_SUBKEYS: tuple[tuple[str, str], ...] = (("model", "cache_dir"), ("openai", "api_key_env"))

@@ -28,10 +28,10 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 class ConfigError(UserError, ValueError):
     """One or more invalid settings; `problems` lists (key, value, allowed)."""
 
-    def __init__(self, problems: list[tuple[str, Any, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, Any, str]], message: str | None = None) -> None:
         self.problems = problems
         lines = [f"{key}={_show(value)} is invalid: allowed {allowed}" for key, value, allowed in problems]
-        super().__init__("\n".join(lines))
+        super().__init__(message or "\n".join(lines))
 
 
 def _show(value: Any) -> str:

@@ -4,6 +4,9 @@ A job's energy includes what the device draws doing nothing; subtracting `baseli
 time` gives the energy the workload itself added. Both raw and adjusted figures are reported, with
 the baseline's age, since an old or wrong baseline skews the adjusted ones (never the raw ones).
 
+GPUs are measured twice: before any CUDA context exists (cached, below) and again after the model
+loaded with the job's context idle (`context_baseline`); adjusted energy subtracts the latter.
+
 Cache: `<llem cache>/energy/baseline/<meter>-<device identity>.json`, one file per device
 (GPU UUID, or host + RAPL zone), reused while younger than `energy.baseline_ttl_s` and measured
 over at least (about) `energy.baseline_s`.
@@ -112,3 +115,56 @@ def baseline_for(meters: Sequence[Meter], cfg: Any, cache_root: str | None = Non
     if cfg.baseline_s <= 0 or not any(m.measures for m in meters):
         return None
     return measure_baselines(meters, cfg.baseline_s, cfg.baseline_ttl_s, cache_dir(cache_root))
+
+
+CONTEXT_IDLE_MAX_S = 5.0  # the with-context idle measurement: min(energy.baseline_s, this)
+
+
+def context_baseline(meters: Sequence[Meter], cfg: Any, baseline: dict[str, Any] | None,
+                     wait: Callable[[float], None] | None = None) -> dict[str, Any] | None:
+    """Idle GPU power with the job's CUDA context loaded (after model load, before warmup).
+
+    A GPU holding a context idles higher than one without (clocks and memory stay up), so the power the
+    job would draw doing nothing is this one, not the pre-load baseline. For every GPU the pre-load
+    baseline measured, this adds `idle_w_no_context` and `idle_w_with_context` and makes the latter the
+    `power_w` that adjusted energy subtracts. Never cached: the context is this job's. Skipped when
+    `energy.baseline_s` is 0 or no GPU was baselined; a failure keeps the pre-load figure and says why.
+    """
+    if baseline is None or cfg.baseline_s <= 0:
+        return baseline
+    gpus = {d for d, e in baseline["devices"].items() if e.get("kind") == "gpu"}
+    if not gpus:
+        return baseline
+    duration_s = min(cfg.baseline_s, CONTEXT_IDLE_MAX_S)
+    wait = wait or (lambda s: threading.Event().wait(s))
+    measured: dict[str, float] = {}
+    for meter in meters:
+        if not meter.measures or meter.name in SKIP_METERS:
+            continue
+        if not any(baseline["devices"][d].get("meter") == meter.name for d in gpus):
+            continue
+        try:
+            meter.start()
+            wait(duration_s)
+            reading = meter.stop()
+        except Exception as e:
+            baseline["notes"].append(f"{meter.name}: idle with context failed ({type(e).__name__}: {e}); "
+                                     "adjusted energy uses the idle power before load")
+            continue
+        if not reading.measured or reading.duration_s <= 0:
+            baseline["notes"].append(f"{meter.name}: idle with context not measured: {reading.reason}")
+            continue
+        for d in reading.devices:
+            if d.device in gpus and not d.estimate:
+                measured[d.device] = d.energy_j / reading.duration_s
+    for dev in gpus:
+        entry = baseline["devices"][dev]
+        entry["idle_w_no_context"] = entry.get("idle_w_no_context", entry["power_w"])
+        entry["idle_w_with_context"] = measured.get(dev)
+        if dev in measured:
+            entry["power_w"] = measured[dev]
+            entry["power_basis"] = "with_context"
+            entry["context_duration_s"] = duration_s
+        else:
+            entry["power_basis"] = "no_context"
+    return baseline

@@ -2,11 +2,17 @@
 ESTIMATES — CPU power from a TDP/load model where RAPL is unreadable, RAM power from its size, GPU from
 NVML polled every `energy.codecarbon_measure_power_s` — so every device it reports is marked
 `estimate: true` and never summed with measured energy. Energies arrive in kWh; llem reports joules.
+
+GPUs: CodeCarbon is told the job's GPUs (`gpu_ids`, NVML indices from llem's device layer) so other
+jobs' GPUs on a shared host are not tracked; `output_methods` (CodeCarbon >= 3.2.8) is used when the
+installed version has it, else the older `save_to_file=False`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
+import os
 import re
 from typing import Any
 
@@ -15,14 +21,59 @@ from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailabl
 KWH_J = 3.6e6
 
 
+def tracker_params(cls: Any) -> set[str]:
+    """Keyword arguments the tracker class (and its bases) accept: CodeCarbon's API moves between releases."""
+    names: set[str] = set()
+    for klass in getattr(cls, "__mro__", [cls]):
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                names |= set(inspect.signature(init).parameters)
+    return names
+
+
+def tracker_kwargs(params: set[str], gpu_ids: list[int] | None) -> dict[str, Any]:
+    """Version-dependent tracker arguments: no files written, and only the job's GPUs."""
+    kw: dict[str, Any] = {}
+    if "output_methods" in params:  # CodeCarbon >= 3.2.8; save_to_file is deprecated there
+        kw["output_methods"] = []
+    elif "save_to_file" in params:
+        kw["save_to_file"] = False
+    if gpu_ids is not None and "gpu_ids" in params:
+        kw["gpu_ids"] = list(gpu_ids)
+    return kw
+
+
+def job_gpu_ids(gpu_indices: list[int] | None = None) -> tuple[list[int] | None, str]:
+    """NVML indices of the GPUs this job uses (CUDA_VISIBLE_DEVICES resolved by llem's device layer,
+    restricted to `energy.gpu_indices`), and a note; None when NVML cannot say (no GPU host)."""
+    from llem.device import job_order, nvml_session, open_gpus, resolve
+
+    cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        with nvml_session() as nv:
+            visible = resolve(nv, open_gpus(nv), cvd, job_order()).visible
+    except Exception as e:  # no NVML: CodeCarbon finds no GPU either
+        return None, f"GPUs not resolved ({type(e).__name__}: {e})"
+    if gpu_indices is not None:
+        visible = [v for v in visible if v.cuda_index in gpu_indices]
+    ids = sorted({v.gpu.nvml_index for v in visible})
+    return ids, f"tracking NVML GPU(s) {ids} (the job's: CUDA_VISIBLE_DEVICES={cvd!r})"
+
+
 class CodeCarbonMeter(Meter):
     name = "codecarbon"
 
-    def __init__(self, country_iso_code: str = "USA", measure_power_s: float = 1.0) -> None:
+    def __init__(self, country_iso_code: str = "USA", measure_power_s: float = 1.0,
+                 gpu_indices: list[int] | None = None) -> None:
         self.country = country_iso_code
         self.measure_power_s = measure_power_s
+        self.gpu_indices = gpu_indices  # CUDA ordinals (energy.gpu_indices); None = all the job's
+        self.gpu_ids: list[int] | None = None  # NVML indices handed to CodeCarbon
+        self.gpu_note = ""
         self.tracker: Any = None
         self._cls: Any = None
+        self._kwargs: dict[str, Any] = {}
 
     def probe(self) -> None:
         if self._cls is not None:
@@ -34,16 +85,17 @@ class CodeCarbonMeter(Meter):
             from codecarbon import OfflineEmissionsTracker
         except ImportError as e:
             raise MeterUnavailable("energy=codecarbon needs CodeCarbon: pip install llem[codecarbon]") from e
+        self.gpu_ids, self.gpu_note = job_gpu_ids(self.gpu_indices)
+        self._kwargs = tracker_kwargs(tracker_params(OfflineEmissionsTracker), self.gpu_ids)
         self._cls = OfflineEmissionsTracker
 
     def describe(self) -> str:
-        return f"codecarbon: offline tracker, country {self.country} (estimates)"
+        return f"codecarbon: offline tracker, country {self.country} (estimates); {self.gpu_note}"
 
     def _new_tracker(self) -> Any:
         # CodeCarbon's constructor swallows its own exceptions; a broken tracker shows up at stop().
         return self._cls(country_iso_code=self.country, measure_power_secs=self.measure_power_s,
-                         output_methods=[], log_level="error", allow_multiple_runs=True,
-                         project_name="llem")
+                         log_level="error", allow_multiple_runs=True, project_name="llem", **self._kwargs)
 
     def start(self) -> None:
         self.probe()

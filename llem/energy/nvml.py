@@ -1,28 +1,55 @@
 """NVIDIA GPUs through NVML (nvidia-ml-py's `pynvml` module): energy counter plus a power sampler.
 
-Energy per GPU is the delta of `nvmlDeviceGetTotalEnergyConsumption` (mJ, Volta and newer) between
-the window's edges. Beside it, a sampler thread records power, temperature, SM/memory clocks,
-utilisation, memory used and clock-event (throttle) reasons at `energy.sample_hz`; their trapezoidal
-integral is reported next to the counter, and is the energy on GPUs without the counter.
+Which GPUs count: the job's. After the model loads (`attribute`), the GPUs where NVML lists a process
+of the job's process tree are attributed; without such a process (CPU model, container PID namespace,
+NVML cannot say) the GPUs CUDA_VISIBLE_DEVICES maps to. Other visible GPUs are measured beside them
+(`unattributed_devices`) and never enter totals. `energy.gpu_indices` restricts explicitly. A MIG
+instance is its parent GPU (NVML has no per-instance energy), counted once however many instances
+the job sees. Device identity (CUDA ordinals, UUIDs, MIG, PCI order) lives in `llem.device`.
 
-Which GPUs: those CUDA sees. CUDA_VISIBLE_DEVICES entries are matched to NVML devices by UUID
-(`GPU-…` prefixes, `MIG-…`), integers by NVML index (PCI bus order; see README). Every visible GPU
-is measured (or `energy.gpu_indices`), per GPU and in total.
+Energy per GPU is the counter `nvmlDeviceGetTotalEnergyConsumption` (mJ, Volta and newer). It advances
+in steps (~100 ms): `probe` measures the step; `start`/`stop` wait (outside the window) for the next
+tick at each edge, so the counter is read at a known instant, and the readings in between are placed
+at their tick times. The window's energy is that tick-aligned curve between the window's edges.
+Power is sampled at `energy.sample_hz` from `NVML_FI_DEV_POWER_INSTANT` where the GPU answers it, else
+`nvmlDeviceGetPowerUsage` (a 1-second average on Ampere except GA100 and newer); its integral is a
+cross-check beside the counter, and the energy on GPUs without the counter.
+
+Failures: any NVML error opening the GPUs is MeterUnavailable (auto records it and moves on; an
+explicit `energy=nvml` stops the job before the model loads); errors while reading become warnings
+on the reading, never an exception out of the window.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import statistics
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from llem.device import (
+    DeviceError,
+    Visible,
+    import_nvml,
+    nvml_errors,
+    open_gpus,
+    process_tree,
+    processes,
+    resolve,
+)
+from llem.device.gpus import describe_error, job_order
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable
 from llem.energy.sampler import Sampler, cumulative_trapezoid, trapezoid
 
-# NVML's energy counter advances every ~20-100 ms depending on the GPU; llem assumes the slow end.
+# Used when the step cannot be measured (no counter, or it did not move within the probe's bound).
 COUNTER_UPDATE_PERIOD_S = 0.1
+STEP_PROBE_S = 0.5  # the longest `probe` spends measuring the counter's step
+POLL_S = 0.001  # counter polling interval while measuring the step and waiting for an edge tick
+CONTINUOUS_BELOW_S = 0.005  # a measured step shorter than this is the polling, not the counter
 
 # Clock event ("throttle") reasons: NVML bit → name. Bits are stable across nvml versions.
 CLOCK_REASONS: dict[int, str] = {
@@ -39,96 +66,51 @@ CLOCK_REASONS: dict[int, str] = {
 # The ones that mean the GPU ran slower than it could for thermal or power reasons.
 THROTTLE_REASONS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
                     "hw_power_brake_slowdown")
+POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT, where the bindings lack the constant
+# Answers that will not change for this GPU: stop asking.
+_PERMANENT = {3, 13}  # NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_FUNCTION_NOT_FOUND
 
 
 def import_pynvml() -> Any:
-    """nvidia-ml-py installs the `pynvml` module (the old `pynvml` package is deprecated)."""
     try:
-        import pynvml
-    except ImportError as e:
-        raise MeterUnavailable("NVML bindings missing: pip install nvidia-ml-py") from e
-    return pynvml
+        return import_nvml()
+    except DeviceError as e:
+        raise MeterUnavailable(str(e)) from e
 
 
-def resolve_visible(cvd: str | None, uuids: list[str]) -> tuple[list[int | str], list[str]]:
-    """NVML devices CUDA will see, in CUDA order: an NVML index, or a MIG UUID to resolve.
-
-    Mirrors CUDA's parsing: entries are integers or (prefixes of) UUIDs; parsing stops at the first
-    entry that matches nothing (CUDA ignores the rest), and duplicates are dropped.
-    """
-    notes: list[str] = []
-    if cvd is None:
-        return list(range(len(uuids))), notes
-    out: list[int | str] = []
-    for raw in cvd.split(","):
-        token = raw.strip()
-        if not token:
-            break
-        if token.lstrip("-").isdigit():
-            idx = int(token)
-            if not 0 <= idx < len(uuids):
-                notes.append(f"CUDA_VISIBLE_DEVICES entry {token!r} is not a GPU index (0..{len(uuids) - 1}); "
-                             "CUDA ignores it and every entry after it")
-                break
-            entry: int | str = idx
-        elif token.upper().startswith("MIG-"):
-            entry = token
-        else:
-            matches = [i for i, u in enumerate(uuids)
-                       if u.lower().startswith(token.lower()) or u.lower()[4:].startswith(token.lower())]
-            if len(matches) != 1:
-                what = "matches no GPU UUID" if not matches else "matches several GPU UUIDs"
-                notes.append(f"CUDA_VISIBLE_DEVICES entry {token!r} {what}; CUDA ignores it and every entry after it")
-                break
-            entry = matches[0]
-        if entry not in out:
-            out.append(entry)
-    return out, notes
+def averages_power_usage(cc: tuple[int, int] | None) -> bool | None:
+    """NVIDIA: nvmlDeviceGetPowerUsage is a 1-second average on Ampere (except GA100, cc 8.0) and newer."""
+    if cc is None:
+        return None
+    return tuple(cc) > (8, 0)
 
 
 @dataclass
 class _Gpu:
-    cuda_index: int
+    """One physical GPU this meter reads (a MIG parent appears once, with its instances in `migs`)."""
+
+    visible: list[Visible]
     handle: Any
     uuid: str
     name: str
     nvml_index: int | None
+    compute_capability: tuple[int, int] | None = None
     has_counter: bool = True
-    mig: str | None = None  # the MIG UUID when CUDA sees a MIG instance of this GPU
+    power_source: str = "power_usage"
+    counter_step_s: float | None = None
     power_limit_w: float | None = None
     persistence_mode: str | None = None
     unsupported: set[str] = field(default_factory=set)
+    read_errors: int = 0
+    first_error: str | None = None
 
     @property
     def device(self) -> str:
-        return f"gpu:{self.cuda_index}"
+        return self.visible[0].label
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def own_pids() -> set[int]:
-    """This process and its descendants (vLLM's engine core and workers run as child processes)."""
-    pid = os.getpid()
-    try:
-        import psutil
-
-        return {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
-    except Exception:
-        pass
-    pids, todo = {pid}, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as f:
-                    kids = [int(x) for x in f.read().split()]
-                todo.extend(k for k in kids if k not in pids)
-                pids.update(kids)
-        except OSError:
-            continue
-    return pids
+    @property
+    def migs(self) -> list[str]:
+        return [v.mig_uuid for v in self.visible if v.mig_uuid]
 
 
 def reason_names(mask: int | None) -> list[str]:
@@ -141,13 +123,22 @@ class NvmlMeter(Meter):
     name = "nvml"
     update_period_s = COUNTER_UPDATE_PERIOD_S
 
-    def __init__(self, sample_hz: float = 10.0, gpu_indices: list[int] | None = None) -> None:
+    def __init__(self, sample_hz: float = 10.0, gpu_indices: list[int] | None = None, *,
+                 clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
+                 threaded: bool = True, step_probe_s: float = STEP_PROBE_S) -> None:
         self.sample_hz = sample_hz
         self.gpu_indices = gpu_indices
+        self.clock, self.sleep, self.threaded = clock, sleep, threaded
+        self.step_probe_s = step_probe_s
         self.nv: Any = None
         self.gpus: list[_Gpu] = []
         self.notes: list[str] = []
+        self.attribution: dict[str, Any] = {
+            "method": "cuda_visible_devices", "final": False,
+            "reason": "not yet decided (the model was not loaded): every GPU CUDA_VISIBLE_DEVICES maps to"}
+        self._attributed: set[str] | None = None  # devices whose energy is the job's; None: all
         self._sampler: Sampler | None = None
+        self._anchors: dict[str, tuple[float, int]] = {}
         self._t0 = 0.0
         self._initialised = False
 
@@ -159,118 +150,267 @@ class NvmlMeter(Meter):
         try:
             nv.nvmlInit()
         except Exception as e:
-            raise MeterUnavailable(f"NVML could not start ({type(e).__name__}: {e}): no NVIDIA driver or GPU "
+            raise MeterUnavailable(f"NVML could not start ({describe_error(e)}): no NVIDIA driver or GPU "
                                    "on this host") from e
         self.nv, self._initialised = nv, True
         try:
             self._open_devices()
+            self._measure_steps()
+        except DeviceError as e:
+            self.close()
+            raise MeterUnavailable(str(e)) from e
+        except nvml_errors(nv) as e:
+            self.close()
+            raise MeterUnavailable(f"NVML failed while opening the GPUs ({describe_error(e)})") from e
         except BaseException:
             self.close()
             raise
 
     def _open_devices(self) -> None:
         nv = self.nv
-        count = nv.nvmlDeviceGetCount()
-        if count == 0:
+        gpus = open_gpus(nv)
+        if not gpus:
             raise MeterUnavailable("NVML reports no GPUs")
-        handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        uuids = [_text(nv.nvmlDeviceGetUUID(h)) for h in handles]
         cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
-        entries, self.notes = resolve_visible(cvd, uuids)
-        if not entries:
-            raise MeterUnavailable(f"no GPU visible to CUDA (CUDA_VISIBLE_DEVICES={cvd!r})")
-        gpus: list[_Gpu] = []
-        for cuda_index, entry in enumerate(entries):
-            if isinstance(entry, int):
-                h = handles[entry]
-                gpus.append(_Gpu(cuda_index, h, uuids[entry], _text(nv.nvmlDeviceGetName(h)), entry))
-            else:  # MIG instance: NVML's counter and power are the whole GPU's
-                mig = nv.nvmlDeviceGetHandleByUUID(entry)
-                parent = nv.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(mig)
-                uuid = _text(nv.nvmlDeviceGetUUID(parent))
-                gpus.append(_Gpu(cuda_index, parent, uuid, _text(nv.nvmlDeviceGetName(parent)),
-                                 uuids.index(uuid) if uuid in uuids else None, mig=entry))
-                self.notes.append(f"gpu:{cuda_index} is MIG instance {entry}: NVML energy and power are the whole "
-                                  f"GPU's ({uuid}), shared with every other instance on it")
-        if cvd and any(t.strip().isdigit() for t in cvd.split(",")) \
-                and os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and len({g.name for g in gpus}) > 1:
-            self.notes.append("CUDA_VISIBLE_DEVICES uses indices on a host with different GPU models: CUDA orders "
-                              "them fastest-first unless CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML by PCI bus; set "
-                              "CUDA_DEVICE_ORDER=PCI_BUS_ID or use GPU UUIDs so llem measures the GPUs the job uses")
+        res = resolve(nv, gpus, cvd, job_order())
+        self.notes = list(res.notes)
+        if not res.visible:
+            raise MeterUnavailable(f"no GPU visible to CUDA (CUDA_VISIBLE_DEVICES={cvd!r})"
+                                   + (f": {'; '.join(res.notes)}" if res.notes else ""))
+        visible = res.visible
         if self.gpu_indices is not None:
-            bad = [i for i in self.gpu_indices if not 0 <= i < len(gpus)]
+            bad = [i for i in self.gpu_indices if not 0 <= i < len(visible)]
             if bad:
                 raise MeterUnavailable(f"energy.gpu_indices={self.gpu_indices} is invalid: allowed CUDA ordinals "
-                                       f"0..{len(gpus) - 1} (GPUs visible to this job)")
-            gpus = [g for g in gpus if g.cuda_index in self.gpu_indices]
-        for g in gpus:
-            try:
-                nv.nvmlDeviceGetTotalEnergyConsumption(g.handle)
-            except nv.NVMLError:
-                g.has_counter = False
-            g.power_limit_w = self._query(g, "power_limit", nv.nvmlDeviceGetEnforcedPowerLimit, scale=1e-3)
-            mode = self._query(g, "persistence", nv.nvmlDeviceGetPersistenceMode)
-            g.persistence_mode = None if mode is None else ("on" if mode == nv.NVML_FEATURE_ENABLED else "off")
-        self.gpus = gpus
+                                       f"0..{len(visible) - 1} (GPUs visible to this job)")
+            visible = [v for v in visible if v.cuda_index in self.gpu_indices]
+            self._attributed = {f"gpu:{i}" for i in self.gpu_indices}
+            self.attribution = {"method": "energy.gpu_indices", "final": True,
+                                "reason": f"energy.gpu_indices={self.gpu_indices} restricts the GPUs measured"}
+        by_parent: dict[int, _Gpu] = {}
+        for v in visible:
+            g = by_parent.get(v.gpu.nvml_index)
+            if g is None:
+                g = by_parent[v.gpu.nvml_index] = _Gpu([v], v.gpu.handle, v.gpu.uuid or "?", v.gpu.name or "?",
+                                                       v.gpu.nvml_index, v.gpu.compute_capability)
+            else:
+                g.visible.append(v)
+        self.gpus = list(by_parent.values())
+        for g in self.gpus:
+            if g.migs:
+                refs = " and ".join(f"{v.label} ({v.mig_uuid})" for v in g.visible)
+                self.notes.append(f"{refs}: MIG instance(s) of {g.uuid} ({g.name}); NVML has no per-instance energy "
+                                  f"or power, so {g.device} reports the whole GPU's, once, shared with every other "
+                                  "instance on it")
+            self._open_gpu(g)
+        if self._attributed is not None:  # gpu_indices names ordinals; MIG parents carry their first one
+            self._attributed = {g.device for g in self.gpus}
+
+    def _open_gpu(self, g: _Gpu) -> None:
+        nv = self.nv
+        try:
+            nv.nvmlDeviceGetTotalEnergyConsumption(g.handle)
+        except nvml_errors(nv) as e:
+            if getattr(e, "value", None) not in _PERMANENT:  # NO_PERMISSION, GPU_IS_LOST, a mismatch: unusable
+                raise MeterUnavailable(f"{g.device} ({g.name}, {g.uuid}): NVML cannot read its energy "
+                                       f"({describe_error(e)})") from e
+            g.has_counter = False
+        field_id = getattr(nv, "NVML_FI_DEV_POWER_INSTANT", POWER_INSTANT)
+        try:
+            value = nv.nvmlDeviceGetFieldValues(g.handle, [field_id])[0]
+            instant = value.nvmlReturn == getattr(nv, "NVML_SUCCESS", 0)
+        except (AttributeError, *nvml_errors(nv)):
+            instant = False
+        if instant:
+            g.power_source = "power_instant_field"
+        else:
+            averaged = averages_power_usage(g.compute_capability)
+            g.power_source = {True: "power_usage_1s_average", False: "power_usage_instant"}.get(
+                averaged, "power_usage")  # type: ignore[arg-type]
+        if g.power_source == "power_usage_1s_average":
+            self.notes.append(f"{g.device} ({g.name}): sampled power is nvmlDeviceGetPowerUsage, a 1-second average "
+                              "on this GPU (NVML_FI_DEV_POWER_INSTANT unavailable): the power series and its "
+                              "integral lag load changes; the energy counter is unaffected")
+        g.power_limit_w = self._query(g, "power_limit", nv.nvmlDeviceGetEnforcedPowerLimit, scale=1e-3)
+        mode = self._query(g, "persistence", getattr(nv, "nvmlDeviceGetPersistenceMode", None))
+        g.persistence_mode = None if mode is None else ("on" if mode == getattr(nv, "NVML_FEATURE_ENABLED", 1) else "off")
+
+    def _counter(self, g: _Gpu) -> int | None:
+        try:
+            return int(self.nv.nvmlDeviceGetTotalEnergyConsumption(g.handle))
+        except nvml_errors(self.nv) as e:
+            self._note_error(g, e)
+            return None
+
+    def _poll_ticks(self, gpus: list[_Gpu], bound_s: float, changes: int) -> dict[str, list[tuple[float, int]]]:
+        """Poll the counters until each changed `changes` times (or `bound_s`): (time, value) per change,
+        time = midpoint between the last poll with the old value and the first with the new one."""
+        seen: dict[str, list[tuple[float, int]]] = {g.device: [] for g in gpus}
+        last: dict[str, tuple[float, int | None]] = {g.device: (self.clock(), self._counter(g)) for g in gpus}
+        t_end = self.clock() + bound_s
+        todo = [g for g in gpus if last[g.device][1] is not None]
+        while todo and self.clock() < t_end:
+            self.sleep(POLL_S)
+            for g in list(todo):
+                t_prev, v_prev = last[g.device]
+                v = self._counter(g)
+                t = self.clock()
+                if v is None:
+                    todo.remove(g)
+                    continue
+                if v != v_prev:
+                    seen[g.device].append((0.5 * (t_prev + t), v))
+                    if len(seen[g.device]) >= changes:
+                        todo.remove(g)
+                last[g.device] = (t, v)
+        return seen
+
+    def _measure_steps(self) -> None:
+        """The counter's step per GPU: the median interval between its changes, within `step_probe_s`."""
+        counted = [g for g in self.gpus if g.has_counter]
+        if not counted:
+            return
+        seen = self._poll_ticks(counted, self.step_probe_s, changes=4)
+        for g in counted:
+            ticks = [t for t, _ in seen[g.device]]
+            gaps = [b - a for a, b in zip(ticks, ticks[1:])]
+            if gaps:
+                g.counter_step_s = statistics.median(gaps)
+            else:
+                self.notes.append(f"{g.device}: the energy counter did not advance twice within {self.step_probe_s:g} s; "
+                                  f"assuming a {COUNTER_UPDATE_PERIOD_S:g} s step")
+        steps = [g.counter_step_s for g in counted if g.counter_step_s]
+        self.update_period_s = max(steps) if steps else COUNTER_UPDATE_PERIOD_S
+
+    # -- attribution (after the model loads) --------------------------------------------------------
+    def attribute(self) -> dict[str, Any]:
+        """Decide which measured GPUs are this job's: where NVML lists a process of its process tree."""
+        if not self._initialised or self.attribution.get("method") == "energy.gpu_indices":
+            return self.attribution
+        try:
+            found = processes(self.nv, [v for g in self.gpus for v in g.visible])
+            mine = process_tree()
+        except Exception as e:  # never fail a job over attribution: fall back to CUDA_VISIBLE_DEVICES
+            found, mine = {v.label: describe_error(e) for g in self.gpus for v in g.visible}, set()
+        per_gpu: dict[str, dict[str, Any]] = {}
+        errors = []
+        for g in self.gpus:
+            pids: set[int] = set()
+            for v in g.visible:
+                got = found.get(v.label)
+                if isinstance(got, str):
+                    errors.append(f"{v.label}: {got}")
+                elif got:
+                    pids |= got
+            per_gpu[g.device] = {"pids": sorted(pids), "job_pids": sorted(pids & mine)}
+        ours = {dev for dev, p in per_gpu.items() if p["job_pids"]}
+        if ours and not errors:
+            self._attributed = ours
+            self.attribution = {"method": "nvml_processes", "final": True, "devices": per_gpu,
+                                "reason": "GPUs where NVML lists a process of this job's process tree after the "
+                                          "model loaded"}
+        else:
+            self._attributed = None
+            why = ("NVML could not list processes (" + "; ".join(errors) + ")" if errors else
+                   "NVML lists no process of this job on any visible GPU (model not on a GPU, or a container PID "
+                   "namespace)")
+            self.attribution = {"method": "cuda_visible_devices", "final": True, "devices": per_gpu,
+                                "reason": f"{why}: every GPU CUDA_VISIBLE_DEVICES maps to counts"}
+        return self.attribution
+
+    def _is_attributed(self, g: _Gpu) -> bool:
+        return self._attributed is None or g.device in self._attributed
 
     def describe(self) -> str:
-        parts = [f"{g.device} {g.name} ({'energy counter' if g.has_counter else 'power integral: no counter'})"
-                 for g in self.gpus]
+        parts = [f"{g.device} {g.name} ({'energy counter' if g.has_counter else 'power integral: no counter'}) "
+                 f"power from {g.power_source}" for g in self.gpus]
         return f"nvml: {len(self.gpus)} GPU(s): " + ", ".join(parts)
 
     def identities(self) -> dict[str, str]:
-        return {g.device: g.mig or g.uuid for g in self.gpus}
+        return {g.device: g.uuid for g in self.gpus}
 
     def temperatures(self) -> dict[str, float] | None:
         temps = {}
         for g in self.gpus:
-            t = self._query(g, "temperature", self.nv.nvmlDeviceGetTemperature, self.nv.NVML_TEMPERATURE_GPU)
+            if not self._is_attributed(g):
+                continue
+            t = self._temperature(g)
             if t is not None:
                 temps[g.device] = float(t)
         return temps or None
 
     # -- reads ------------------------------------------------------------------------------------
+    def _note_error(self, g: _Gpu, e: BaseException) -> None:
+        g.read_errors += 1
+        if g.first_error is None:
+            g.first_error = describe_error(e)
+
     def _query(self, g: _Gpu, key: str, fn: Any, *args: Any, scale: float = 1.0) -> Any:
-        """One NVML query; a 'not supported' answer is remembered so it is not asked again."""
+        """One NVML query; a 'not supported' answer is remembered so it is not asked again, any other
+        error is counted on the GPU (reported as a warning) and reads as missing."""
+        if fn is None:  # these bindings lack the function
+            g.unsupported.add(key)
         if key in g.unsupported:
             return None
         try:
             value = fn(g.handle, *args)
-        except self.nv.NVMLError as e:
-            permanent = (getattr(self.nv, "NVML_ERROR_NOT_SUPPORTED", 3),
-                         getattr(self.nv, "NVML_ERROR_FUNCTION_NOT_FOUND", 13))
-            if getattr(e, "value", None) in permanent:
-                g.unsupported.add(key)
-            return None
         except AttributeError:  # older bindings without this function
             g.unsupported.add(key)
             return None
+        except nvml_errors(self.nv) as e:
+            if getattr(e, "value", None) in _PERMANENT or not isinstance(e, self.nv.NVMLError):
+                g.unsupported.add(key)  # not supported, or a library mismatch: will not change
+            else:
+                self._note_error(g, e)
+            return None
         return value * scale if scale != 1.0 else value
+
+    def _temperature(self, g: _Gpu) -> Any:
+        """nvmlDeviceGetTemperatureV, else the deprecated nvmlDeviceGetTemperature (gone in CUDA 14)."""
+        nv = self.nv
+        sensor = getattr(nv, "NVML_TEMPERATURE_GPU", 0)
+        value = self._query(g, "temperature_v", getattr(nv, "nvmlDeviceGetTemperatureV", None), sensor)
+        if value is not None or "temperature_v" not in g.unsupported:
+            return value
+        return self._query(g, "temperature", getattr(nv, "nvmlDeviceGetTemperature", None), sensor)
 
     def _reasons(self, g: _Gpu) -> int | None:
         """Clock event reasons (new name) or, on older drivers, clocks throttle reasons (same bits)."""
-        fn = getattr(self.nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
-        if fn is not None and "event_reasons" not in g.unsupported:
-            value = self._query(g, "event_reasons", fn)
-            if "event_reasons" not in g.unsupported:
-                return value
-        return self._query(g, "throttle_reasons", self.nv.nvmlDeviceGetCurrentClocksThrottleReasons)
+        nv = self.nv
+        value = self._query(g, "event_reasons", getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None))
+        if value is not None or "event_reasons" not in g.unsupported:
+            return value
+        return self._query(g, "throttle_reasons", getattr(nv, "nvmlDeviceGetCurrentClocksThrottleReasons", None))
+
+    def _power(self, g: _Gpu) -> float | None:
+        nv = self.nv
+        if g.power_source == "power_instant_field":
+            try:
+                value = nv.nvmlDeviceGetFieldValues(g.handle, [getattr(nv, "NVML_FI_DEV_POWER_INSTANT", POWER_INSTANT)])[0]
+                if value.nvmlReturn == getattr(nv, "NVML_SUCCESS", 0):
+                    return value.value.uiVal * 1e-3
+            except nvml_errors(nv) as e:
+                self._note_error(g, e)
+                return None
+        return self._query(g, "power", nv.nvmlDeviceGetPowerUsage, scale=1e-3)
 
     def _read(self, t: float) -> list[dict[str, Any]]:
         nv = self.nv
         rows = []
         for g in self.gpus:
-            util = self._query(g, "utilization", nv.nvmlDeviceGetUtilizationRates)
-            mem = self._query(g, "memory", nv.nvmlDeviceGetMemoryInfo)
+            t_counter = self.clock()  # the counter first, stamped on its own: ticks are placed by this time
+            counter = self._query(g, "counter", nv.nvmlDeviceGetTotalEnergyConsumption) if g.has_counter else None
+            util = self._query(g, "utilization", getattr(nv, "nvmlDeviceGetUtilizationRates", None))
+            mem = self._query(g, "memory", getattr(nv, "nvmlDeviceGetMemoryInfo", None))
             rows.append({
                 "t_s": t,
                 "device": g.device,
-                "counter_mj": self._query(g, "counter", nv.nvmlDeviceGetTotalEnergyConsumption)
-                if g.has_counter else None,
-                "power_w": self._query(g, "power", nv.nvmlDeviceGetPowerUsage, scale=1e-3),
-                "temperature_c": self._query(g, "temperature", nv.nvmlDeviceGetTemperature, nv.NVML_TEMPERATURE_GPU),
-                "sm_clock_mhz": self._query(g, "sm_clock", nv.nvmlDeviceGetClockInfo, nv.NVML_CLOCK_SM),
-                "mem_clock_mhz": self._query(g, "mem_clock", nv.nvmlDeviceGetClockInfo, nv.NVML_CLOCK_MEM),
+                "counter_mj": counter,
+                "counter_t_s": t_counter,
+                "power_w": self._power(g),
+                "temperature_c": self._temperature(g),
+                "sm_clock_mhz": self._query(g, "sm_clock", nv.nvmlDeviceGetClockInfo, getattr(nv, "NVML_CLOCK_SM", 1)),
+                "mem_clock_mhz": self._query(g, "mem_clock", nv.nvmlDeviceGetClockInfo, getattr(nv, "NVML_CLOCK_MEM", 2)),
                 "gpu_util_pct": None if util is None else util.gpu,
                 "mem_util_pct": None if util is None else util.memory,
                 "memory_used_bytes": None if mem is None else mem.used,
@@ -279,52 +419,103 @@ class NvmlMeter(Meter):
         return rows
 
     # -- window -----------------------------------------------------------------------------------
+    def _edge_ticks(self) -> dict[str, tuple[float, int]]:
+        """Wait for each counter's next tick (bounded by ~1.5 steps): a counter value at a known instant."""
+        counted = [g for g in self.gpus if g.has_counter and "counter" not in g.unsupported]
+        if not counted:
+            return {}
+        bound = 1.5 * max(g.counter_step_s or COUNTER_UPDATE_PERIOD_S for g in counted) + 0.01
+        seen = self._poll_ticks(counted, bound, changes=1)
+        return {dev: ticks[0] for dev, ticks in seen.items() if ticks}
+
     def start(self) -> None:
         self.probe()
-        self._sampler = Sampler(self._read, self.sample_hz, name="llem-nvml-sampler")
+        for g in self.gpus:
+            g.read_errors, g.first_error = 0, None
+        self._anchors = {}
+        with contextlib.suppress(Exception):  # the edge wait is a refinement: never fail the window over it
+            self._anchors = {f"start:{k}": v for k, v in self._edge_ticks().items()}
+        self._sampler = Sampler(self._read, self.sample_hz, name="llem-nvml-sampler", clock=self.clock,
+                                threaded=self.threaded)
         self._sampler.start()  # first sample (counters included) is taken right here, synchronously
-        self._t0 = self._sampler.rows[0]["t_s"] if self._sampler.rows else 0.0
+        self._t0 = self._sampler.rows[0]["t_s"] if self._sampler.rows else self.clock()
+
+    def sample_now(self) -> None:
+        """One sample now, in the caller's thread (with `threaded=False`: tests on a simulated clock)."""
+        if self._sampler is not None:
+            self._sampler.sample_now()
 
     def stop(self) -> EnergyReading:
         assert self._sampler is not None, "stop() without start()"
         sampler, self._sampler = self._sampler, None
         rows = sampler.stop()  # closing sample first thing after the window's clock stopped
-        others = self._other_processes()
-        devices, series, warnings = [], [], list(self.notes)
+        with contextlib.suppress(Exception):  # after the window: wait for each counter's next tick
+            self._anchors.update({f"end:{k}": v for k, v in self._edge_ticks().items()})
+        try:
+            others = self._other_processes()
+        except Exception:  # an odd binding must not cost a completed window its reading
+            others = {}
+        devices, unattributed, series, warnings = [], [], [], list(self.notes)
+        curves: dict[str, dict[str, list[float]]] = {}
         for g in self.gpus:
             dev_rows = [r for r in rows if r["device"] == g.device]
-            energy, ts_rows, extra = _summarise(g, dev_rows, self._t0)
+            anchors = (self._anchors.get(f"start:{g.device}"), self._anchors.get(f"end:{g.device}"))
+            energy, ts_rows, extra, curve = _summarise(g, dev_rows, self._t0, anchors)
+            if g.read_errors:
+                warnings.append(f"{g.device}: {g.read_errors} NVML read(s) failed during the window (first: "
+                                f"{g.first_error}); the figures use the readings that succeeded")
+            if extra.pop("truncated", False):
+                warnings.append(f"{g.device}: its energy counter stopped answering before the window ended; "
+                                f"energy covers {extra['counter_covered_s']:.3f} s of {extra['duration_s']:.3f} s")
             if energy is None:
                 warnings.append(f"{g.device}: no usable NVML energy or power readings in the window")
                 continue
             extra["other_processes"] = others.get(g.device)
-            devices.append(DeviceEnergy(g.device, "gpu", energy, extra.pop("method"), extra))
+            attributed = self._is_attributed(g)
+            for r in ts_rows:
+                r["attributed"] = attributed
             series.extend(ts_rows)
+            if attributed:
+                devices.append(DeviceEnergy(g.device, "gpu", energy, extra.pop("method"), extra))
+                if curve is not None:
+                    curves[g.device] = curve
+            else:
+                pids = (self.attribution.get("devices") or {}).get(g.device, {}).get("pids", [])
+                unattributed.append({"device": g.device, "kind": "gpu", "energy_j": energy, "uuid": g.uuid,
+                                     "name": g.name, "method": extra.get("method"),
+                                     "mean_power_w": extra.get("mean_power_w"),
+                                     "why": "no process of this job runs on it"
+                                            + (f" (NVML lists pids {pids})" if pids else " (NVML lists none)")})
         if sampler.errors:
             warnings.append(f"nvml sampler: {sampler.errors} failed reads (first: {sampler.first_error})")
+        if unattributed:
+            warnings.append(f"{len(unattributed)} visible GPU(s) ran none of this job's processes and are left out of "
+                            f"its energy: {', '.join(u['device'] for u in unattributed)} (energy.unattributed_devices)")
         duration = (rows[-1]["t_s"] - rows[0]["t_s"]) if rows else 0.0
         samples = [d.extra["samples"] for d in devices]
+        steps = [g.counter_step_s for g in self.gpus if g.counter_step_s]
         return EnergyReading(
             meter=self.name, measured=bool(devices), duration_s=duration, devices=devices,
-            reason=None if devices else "NVML returned no energy or power readings", warnings=warnings,
-            extra={"update_period_s": self.update_period_s, "sample_hz": self.sample_hz,
-                   "samples_min": min(samples) if samples else 0, "t_start_s": self._t0,
-                   "t_end_s": rows[-1]["t_s"] if rows else self._t0, "sampled": True},
+            reason=None if devices else "NVML returned no energy or power readings for this job's GPUs",
+            warnings=warnings,
+            extra={"update_period_s": self.update_period_s, "counter_step_s": max(steps) if steps else None,
+                   "sample_hz": self.sample_hz, "samples_min": min(samples) if samples else 0, "t_start_s": self._t0,
+                   "t_end_s": rows[-1]["t_s"] if rows else self._t0, "sampled": True,
+                   "attribution": {k: v for k, v in self.attribution.items() if k != "final"},
+                   "unattributed_devices": unattributed, "curves": curves},
             timeseries=series,
         )
 
     def _other_processes(self) -> dict[str, dict[str, Any]]:
         """Compute processes on each GPU that are not this job's (after the window: never inside it)."""
-        fn = getattr(self.nv, "nvmlDeviceGetComputeRunningProcesses", None)
-        if fn is None:
-            return {}
-        mine = own_pids()
+        mine = process_tree()
+        found = processes(self.nv, [v for g in self.gpus for v in g.visible])
         out: dict[str, dict[str, Any]] = {}
         for g in self.gpus:
-            procs = self._query(g, "processes", fn)
-            if procs is None:
+            pid_sets = [found.get(v.label) for v in g.visible]
+            if any(not isinstance(p, set) for p in pid_sets):
                 continue
-            pids = sorted({int(p.pid) for p in procs})
+            pids = sorted(set().union(*pid_sets))  # type: ignore[arg-type]
             ours = [p for p in pids if p in mine]
             out[g.device] = {"pids": pids, "others": [p for p in pids if p not in mine],
                              # In a container NVML may list host PIDs: none of ours then shows up.
@@ -347,52 +538,118 @@ def _stats(values: list[float]) -> dict[str, float] | None:
     return {"mean": statistics.fmean(values), "min": min(values), "max": max(values)}
 
 
-def _summarise(g: _Gpu, rows: list[dict[str, Any]], t0: float) -> tuple[float | None, list[dict[str, Any]], dict[str, Any]]:
-    """Energy (counter, else integral), timeseries rows and the device's thermal/clock facts."""
+def tick_curve(rows: list[dict[str, Any]], start: tuple[float, int] | None, end: tuple[float, int] | None,
+               step_s: float | None) -> tuple[list[float], list[float]] | None:
+    """Cumulative counter energy (J) at the counter's tick times: each sampled value is placed at the
+    last tick before its sample (ticks every `step_s` from the start anchor, the period refitted to the
+    end anchor), anchors included. None without two counter values."""
+    pts = [(r.get("counter_t_s", r["t_s"]), r["counter_mj"]) for r in rows if r["counter_mj"] is not None]
+    if start is None and end is None or not step_s:
+        points = pts
+    else:
+        period = step_s
+        if start is not None and end is not None and end[0] > start[0]:
+            n = max(1, round((end[0] - start[0]) / step_s))
+            period = (end[0] - start[0]) / n
+        origin = start[0] if start is not None else end[0]  # type: ignore[index]
+        points = [(origin + math.floor((t - origin) / period + 1e-9) * period, v) for t, v in pts]
+        points = [p for p in points if (start is None or p[0] >= start[0]) and (end is None or p[0] <= end[0])]
+        points += [a for a in (start, end) if a is not None]
+    points.sort()
+    times: list[float] = []
+    values: list[int] = []
+    for t, v in points:
+        if times and t - times[-1] < 1e-9:
+            values[-1] = max(values[-1], v)
+        elif values and v < values[-1]:
+            continue  # a value placed a tick too late (period drift): the next point carries it
+        else:
+            times.append(t)
+            values.append(v)
+    if len(times) < 2:
+        return None
+    base = values[0]
+    return times, [(v - base) / 1000.0 for v in values]
+
+
+def _interp(times: list[float], values: list[float], t: float) -> float:
+    if t <= times[0]:
+        return values[0]
+    if t >= times[-1]:
+        return values[-1]
+    lo, hi = 0, len(times) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if times[mid] <= t:
+            lo = mid
+        else:
+            hi = mid
+    t0, t1 = times[lo], times[hi]
+    return values[lo] + (values[hi] - values[lo]) * (t - t0) / (t1 - t0)
+
+
+def _summarise(g: _Gpu, rows: list[dict[str, Any]], t0: float, anchors: tuple[Any, Any]
+               ) -> tuple[float | None, list[dict[str, Any]], dict[str, Any], dict[str, list[float]] | None]:
+    """Energy (tick-aligned counter, else integral), timeseries rows, the device's facts and its curve."""
     p_rows = [r for r in rows if r["power_w"] is not None]
     integral = trapezoid([r["t_s"] for r in p_rows], [r["power_w"] for r in p_rows]) if len(p_rows) > 1 else None
     c_rows = [r for r in rows if r["counter_mj"] is not None]
-    counter = (c_rows[-1]["counter_mj"] - c_rows[0]["counter_mj"]) / 1000.0 if len(c_rows) > 1 else None
-    if counter is not None and counter < 0:  # driver reload mid-window: the counter restarted
-        counter = None
+    naive = (c_rows[-1]["counter_mj"] - c_rows[0]["counter_mj"]) / 1000.0 if len(c_rows) > 1 else None
+    curve = None
+    counter = None
+    truncated = False
+    covered = None
+    if naive is not None and naive >= 0:  # negative: driver reload mid-window, the counter restarted
+        step = g.counter_step_s or COUNTER_UPDATE_PERIOD_S
+        # A counter that moves on (nearly) every poll is continuous: its readings are at their sample times.
+        tc = tick_curve(c_rows, anchors[0], anchors[1], step if step >= CONTINUOUS_BELOW_S else None)
+        if tc is not None:
+            times, cum = tc
+            a, b = rows[0]["t_s"], rows[-1]["t_s"]
+            counter = _interp(times, cum, b) - _interp(times, cum, a)
+            curve = {"t_s": times, "energy_j": cum}
+            truncated = c_rows[-1] is not rows[-1]
+            covered = min(b, times[-1]) - a
     energy = counter if counter is not None else integral
     method = "nvml_counter" if counter is not None else "nvml_power_integral"
-    # Cumulative energy per sample: counter where available (true energy), else the running integral.
-    if counter is not None:
-        base = c_rows[0]["counter_mj"]
-        cum = {id(r): (r["counter_mj"] - base) / 1000.0 for r in c_rows}
-    elif p_rows:
-        cum = dict(zip(map(id, p_rows), cumulative_trapezoid([r["t_s"] for r in p_rows], [r["power_w"] for r in p_rows])))
-    else:
-        cum = {}
+    if counter is None and p_rows and len(p_rows) > 1:
+        ts = [r["t_s"] for r in p_rows]
+        curve = {"t_s": ts, "energy_j": cumulative_trapezoid(ts, [r["power_w"] for r in p_rows])}
     series = []
     for r in rows:
         names = reason_names(r["clock_event_reasons"])
+        e = None
+        if curve is not None and (counter is None and r["power_w"] is not None or counter is not None):
+            e = _interp(curve["t_s"], curve["energy_j"], r["t_s"]) - _interp(curve["t_s"], curve["energy_j"], rows[0]["t_s"])
         series.append({
             "t_s": r["t_s"], "elapsed_s": r["t_s"] - t0, "meter": "nvml", "device": g.device, "kind": "gpu",
-            "power_w": r["power_w"], "energy_j": cum.get(id(r)), "temperature_c": r["temperature_c"],
+            "power_w": r["power_w"], "energy_j": e, "temperature_c": r["temperature_c"],
             "sm_clock_mhz": r["sm_clock_mhz"], "mem_clock_mhz": r["mem_clock_mhz"],
             "gpu_util_pct": r["gpu_util_pct"], "mem_util_pct": r["mem_util_pct"],
             "memory_used_bytes": r["memory_used_bytes"], "clock_event_reasons": r["clock_event_reasons"],
             "throttle": ",".join(n for n in names if n in THROTTLE_REASONS) or None,
         })
     throttle_s: dict[str, float] = {}
-    for a, b in zip(rows, rows[1:]):
-        for name in reason_names(a["clock_event_reasons"]):
+    for a_row, b_row in zip(rows, rows[1:]):
+        for name in reason_names(a_row["clock_event_reasons"]):
             if name in THROTTLE_REASONS:
-                throttle_s[name] = throttle_s.get(name, 0.0) + (b["t_s"] - a["t_s"])
+                throttle_s[name] = throttle_s.get(name, 0.0) + (b_row["t_s"] - a_row["t_s"])
     temps = [float(r["temperature_c"]) for r in rows if r["temperature_c"] is not None]
     duration = rows[-1]["t_s"] - rows[0]["t_s"] if rows else 0.0
-    gaps = [b["t_s"] - a["t_s"] for a, b in zip(rows, rows[1:])]
+    gaps = [b_row["t_s"] - a_row["t_s"] for a_row, b_row in zip(rows, rows[1:])]
     extra: dict[str, Any] = {
-        "method": method,
-        "uuid": g.uuid, "name": g.name, "nvml_index": g.nvml_index, "cuda_index": g.cuda_index, "mig": g.mig,
-        "counter_j": counter, "integral_j": integral,
+        "method": method, "truncated": truncated,
+        "uuid": g.uuid, "name": g.name, "nvml_index": g.nvml_index, "cuda_index": g.visible[0].cuda_index,
+        "cuda_indices": [v.cuda_index for v in g.visible], "mig": g.migs[0] if g.migs else None,
+        "mig_instances": g.migs, "power_source": g.power_source, "counter_step_s": g.counter_step_s,
+        "counter_j": counter, "counter_uncorrected_j": naive, "integral_j": integral,
+        "counter_covered_s": covered,
         "integral_vs_counter_pct": (integral - counter) / counter * 100 if counter and integral is not None else None,
         "samples": len(rows), "sample_interval_s": statistics.median(gaps) if gaps else None,
         "duration_s": duration,
         "mean_power_w": energy / duration if energy is not None and duration > 0 else None,
         "max_power_w": max((r["power_w"] for r in p_rows), default=None),
+        "read_errors": g.read_errors,
         "thermal": {
             "temperature_start_c": temps[0] if temps else None,
             "temperature_end_c": temps[-1] if temps else None,
@@ -408,7 +665,7 @@ def _summarise(g: _Gpu, rows: list[dict[str, Any]], t0: float) -> tuple[float | 
         "memory_used_bytes_max": max((r["memory_used_bytes"] for r in rows if r["memory_used_bytes"] is not None),
                                      default=None),
     }
-    return energy, series, extra
+    return energy, series, extra, curve
 
 
 def _mean(values: list[Any]) -> float | None:

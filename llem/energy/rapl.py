@@ -21,6 +21,15 @@ from typing import Any
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable
 from llem.energy.sampler import Sampler
 
+# A counter that has not moved for this long is frozen, never a 0 J reading. RAPL advances about every
+# 1 ms (`update_period_s`) in steps of one energy unit (Intel 61 µJ, AMD 15.3 µJ); a package or DRAM
+# draws watts even idle, so 50 ms (50 updates) moves it by tens of millijoules. Constant counters are
+# what VMs and some containers expose (powercap files with no hardware behind them) and what a firmware
+# or driver fault leaves. A shorter window that saw no change cannot tell, and is not counted either.
+STUCK_AFTER_S = 0.05
+# Kinds whose frozen counter would enter the totals (cpu_j, dram_j) or be read as a device's energy.
+_COUNTED = ("cpu", "dram", "psys")
+
 _ZONE = re.compile(r"^(?:intel|amd)-rapl:(\d+)(?::(\d+))?$")
 # Sub-zone names → result kind. core/uncore are parts of the package: listed, never added to cpu_j.
 _SUB_KINDS = {"dram": "dram", "core": "cpu_core", "uncore": "cpu_uncore"}
@@ -165,13 +174,16 @@ class RaplMeter(Meter):
         assert self._sampler is not None, "stop() without start()"
         sampler, self._sampler = self._sampler, None
         rows = sampler.stop()
-        devices, series, warnings = [], [], []
+        devices, series, warnings, frozen = [], [], [], []
         for z in self.zones:
             zr = [r for r in rows if r["zone"] == z.zone_id]
             if len(zr) < 2:
                 continue
             energy = zr[-1]["energy_j"]
             duration = zr[-1]["t_s"] - zr[0]["t_s"]
+            if self._cum_uj.get(z.zone_id) == 0:  # not one µJ, no wrap, over the whole window
+                frozen.append(self._frozen(z, duration, warnings))
+                continue
             prev = None
             for r in zr:
                 power = None if prev is None or r["t_s"] <= prev["t_s"] else \
@@ -194,14 +206,41 @@ class RaplMeter(Meter):
             warnings.append(f"rapl sampler: {sampler.errors} failed reads (first: {sampler.first_error})")
         measured = any(d.kind == "cpu" for d in devices)
         samples = [d.extra["samples"] for d in devices]
+        reason = None
+        if not measured:
+            stuck = [f["device"] for f in frozen if f["kind"] == "cpu"]
+            reason = (f"RAPL package counter(s) did not move during the window ({', '.join(stuck)}): "
+                      "frozen counters are not 0 J; see warnings" if stuck else "RAPL returned no readings")
         return EnergyReading(
             meter=self.name, measured=measured, duration_s=(rows[-1]["t_s"] - rows[0]["t_s"]) if rows else 0.0,
-            devices=devices, reason=None if measured else "RAPL returned no readings", warnings=warnings,
+            devices=devices, reason=reason, warnings=warnings,
             extra={"update_period_s": self.update_period_s, "sample_hz": self.sample_hz,
                    "samples_min": min(samples) if samples else 0, "root": self.root, "sampled": True,
-                   "t_start_s": self._t0, "t_end_s": rows[-1]["t_s"] if rows else self._t0},
+                   "t_start_s": self._t0, "t_end_s": rows[-1]["t_s"] if rows else self._t0,
+                   "frozen_zones": frozen},
             timeseries=series,
         )
+
+    def _frozen(self, z: RaplZone, duration: float, warnings: list[str]) -> dict[str, Any]:
+        """A zone whose counter never moved: left out of `devices` (so no 0 J enters a total), warned
+        about when its kind would count; core/uncore (parts of the package, e.g. an idle power-gated
+        integrated GPU) are only listed in `frozen_zones`."""
+        value = self._first.get(z.zone_id)
+        long_enough = duration >= STUCK_AFTER_S
+        if z.kind in _COUNTED:
+            path = z.path / "energy_uj"
+            if long_enough:
+                warnings.append(f"{z.device}: RAPL counter {path} stayed at {value} µJ for {duration:.3f} s (it "
+                                f"updates about every {self.update_period_s * 1e3:g} ms): a frozen counter, not "
+                                "measured (not 0 J). Usual causes: a VM or container exposing powercap without "
+                                "the hardware, or a firmware/driver fault; compare two reads of the file a second "
+                                "apart, or measure without RAPL (energy.cpu=false, energy=nvml|none)")
+            else:
+                warnings.append(f"{z.device}: RAPL counter {path} did not move in a {duration * 1e3:.1f} ms window, "
+                                f"too short to tell a frozen counter (< {STUCK_AFTER_S * 1e3:g} ms) from none: not "
+                                "measured; measure more prompts or longer outputs")
+        return {"device": z.device, "kind": z.kind, "zone": z.zone_id, "counter_uj": value,
+                "duration_s": duration, "frozen": long_enough}
 
     def close(self) -> None:
         if self._sampler is not None:

@@ -22,12 +22,15 @@ class Sampler:
     scheduled (a busy host, OpenMP threads spinning); a lock keeps the two threads' reads apart.
     """
 
-    def __init__(self, read: Callable[[float], list[Row]], hz: float, name: str = "llem-energy-sampler") -> None:
+    def __init__(self, read: Callable[[float], list[Row]], hz: float, name: str = "llem-energy-sampler", *,
+                 clock: Callable[[], float] = time.perf_counter, threaded: bool = True) -> None:
         if hz <= 0:
             raise ValueError(f"sample rate must be > 0 Hz, got {hz}")
         self.read = read
         self.interval_s = 1.0 / hz
         self.name = name
+        self.clock = clock  # injectable so the GPU simulator's clock can drive a whole window in tests
+        self.threaded = threaded  # False: the caller takes every sample with sample_now (tests)
         self.rows: list[Row] = []
         self.errors = 0
         self.first_error: str | None = None
@@ -41,7 +44,7 @@ class Sampler:
         with self._lock:
             if self._closed:
                 return
-            t = time.perf_counter()
+            t = self.clock()
             try:
                 self.rows.extend(self.read(t))
             except Exception as e:  # a flaky sensor read must not end the job; it is counted and reported
@@ -64,8 +67,9 @@ class Sampler:
         self.first_error = None
         self._stop.clear()
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self._thread.start()
+        if self.threaded:
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
         self.sample_now()  # the opening edge, as late as possible before the window's clock starts
 
     def stop(self) -> list[Row]:

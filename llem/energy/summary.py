@@ -1,7 +1,9 @@
 """The result's `energy` block, from meter readings plus the window's workload (pure).
 
-GPU, CPU and DRAM energy are reported separately; derived per-token figures use the GPU total where
-measured, else the CPU package total (named in `basis`), never a silent sum of different meters.
+GPU, CPU and DRAM energy are reported separately; GPU totals cover the job's GPUs only (visible
+GPUs without the job's processes are listed in `unattributed_devices`, never summed); derived
+per-token figures use the GPU total where measured, else the CPU package total (named in `basis`),
+never a silent sum of different meters.
 Estimates (codecarbon) are flagged `estimate: true` and never added to measured energy.
 """
 
@@ -106,11 +108,16 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
 
     block["thermal"] = {d["device"]: d["extra"]["thermal"] for d in devices if d["extra"].get("thermal")} or None
     block["thermal_warmup"] = thermal_warmup
-    block["sampling"] = {r.meter: {k: r.extra.get(k) for k in ("sample_hz", "samples_min", "update_period_s")}
+    sampling_keys = ("sample_hz", "samples_min", "update_period_s", "counter_step_s")
+    block["sampling"] = {r.meter: {k: r.extra.get(k) for k in sampling_keys}
                          for r in measured if r.extra.get("sampled")} or None
     for r in measured:
-        if r.extra:
-            block.setdefault("meter_details", {})[r.meter] = r.extra
+        if r.extra:  # curves are the phase split's input, already summarised above
+            block.setdefault("meter_details", {})[r.meter] = {k: v for k, v in r.extra.items()
+                                                              if k not in ("curves", "unattributed_devices")}
+    # GPU attribution (nvml): how the job's GPUs were decided, and visible GPUs left out of every total.
+    block["attribution"] = next((r.extra["attribution"] for r in readings if r.extra.get("attribution")), None)
+    block["unattributed_devices"] = [u for r in readings for u in r.extra.get("unattributed_devices") or []]
     block["warnings"] = energy_warnings(readings, devices, window_s, baseline)
     return block
 

@@ -18,7 +18,7 @@ import pickle
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 PARENT_PID_ENV = "LLEM_LAUNCH_PARENT_PID"
 PR_SET_PDEATHSIG = 1
@@ -36,7 +36,16 @@ def die_with_parent(sig: int = signal.SIGTERM) -> None:
         os._exit(EXIT_INTERRUPTED)
 
 
-def _interrupt(signum: int, frame: Any) -> NoReturn:
+_interrupted = False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """The first SIGTERM stops the job (it records `interrupted`); later ones (the launcher's tree
+    kill after the zygote's death signal, say) must not cut that write short: SIGKILL still ends it."""
+    global _interrupted
+    if _interrupted:
+        return
+    _interrupted = True
     raise KeyboardInterrupt(f"job stopped by {signal.Signals(signum).name}")
 
 
@@ -67,8 +76,11 @@ def run_job_process(payload: Path, returned: Path, fault_log: Path) -> int:
     """The job process's whole life after start-up: the exit code it ends with."""
     global _exit_code
     install_exit_hook()
+    signal.signal(signal.SIGTERM, _interrupt)  # before die_with_parent: its SIGTERM is then recorded
     die_with_parent()
-    signal.signal(signal.SIGTERM, _interrupt)
+    from llem.study.lock import hold_as_job
+
+    hold_as_job()  # the sweep folder stays taken while this job lives (llem.study.lock)
     fault_file = open(fault_log, "w")  # noqa: SIM115 (must stay open for faulthandler)
     faulthandler.enable(file=fault_file, all_threads=True)
     try:

@@ -7,7 +7,6 @@ seen travels to the job (env var `HEALTH_ENV`, JSON) and lands in result.json
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,47 +26,47 @@ class GpuState:
     processes: list[dict[str, Any]] = field(default_factory=list)  # {pid, used_mib}
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def probe(refs: Optional[Sequence[str]]) -> tuple[list[GpuState], Optional[str]]:
-    """States of the GPUs named by `refs` (None: every GPU NVML sees). ([], reason) without NVML."""
-    try:
-        import pynvml
+    """States of the GPUs named by `refs` (CUDA_VISIBLE_DEVICES entries; None: every GPU NVML sees),
+    mapped as the job's CUDA will (llem.device: PCI order unless the user set CUDA_DEVICE_ORDER, UUID
+    prefixes, MIG instances). ([], reason) without NVML or when the entries cannot be mapped."""
+    import os
 
-        pynvml.nvmlInit()
+    from llem.device import DeviceError, nvml_errors, nvml_session, open_gpus, resolve
+    from llem.device.gpus import describe_error, text
+
+    try:
+        with nvml_session() as nv:
+            try:
+                res = resolve(nv, open_gpus(nv), None if refs is None else ",".join(refs),
+                              os.environ.get("CUDA_DEVICE_ORDER") or "PCI_BUS_ID")
+                states = []
+                for v in res.visible:
+                    handle = v.mig_handle if v.mig_handle is not None else v.gpu.handle
+                    mem = nv.nvmlDeviceGetMemoryInfo(handle)
+                    procs = []
+                    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
+                        try:
+                            found = getattr(nv, getter)(handle)
+                        except (AttributeError, *nvml_errors(nv)):
+                            found = []
+                        for p in found:
+                            used = getattr(p, "usedGpuMemory", None)
+                            procs.append({"pid": int(p.pid), "used_mib": used / MIB if isinstance(used, int) else None})
+                    states.append(GpuState(ref=v.ref, name=text(nv.nvmlDeviceGetName(handle)),
+                                           uuid=v.mig_uuid or v.gpu.uuid, memory_used_mib=mem.used / MIB,
+                                           memory_total_mib=mem.total / MIB, processes=procs))
+            except DeviceError as e:
+                return [], str(e)
+            except Exception as e:
+                return [], f"NVML query failed ({describe_error(e)})"
+            if not states and res.notes:
+                return [], "; ".join(res.notes)
+            return states, None
+    except DeviceError as e:
+        return [], f"NVML unavailable ({e})"
     except Exception as e:
         return [], f"NVML unavailable ({type(e).__name__}: {e})"
-    try:
-        if refs is None:
-            refs = [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
-        states = []
-        for ref in refs:
-            if ref.isdigit():
-                handle = pynvml.nvmlDeviceGetHandleByIndex(int(ref))
-            else:
-                handle = pynvml.nvmlDeviceGetHandleByUUID(ref)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            procs = []
-            for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                try:
-                    found = getattr(pynvml, getter)(handle)
-                except Exception:
-                    found = []
-                for p in found:
-                    used = getattr(p, "usedGpuMemory", None)
-                    procs.append({"pid": int(p.pid), "used_mib": used / MIB if isinstance(used, int) else None})
-            states.append(GpuState(ref=ref, name=_text(pynvml.nvmlDeviceGetName(handle)),
-                                   uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
-                                   memory_used_mib=mem.used / MIB, memory_total_mib=mem.total / MIB,
-                                   processes=procs))
-        return states, None
-    except Exception as e:
-        return [], f"NVML query failed ({type(e).__name__}: {e})"
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
 
 
 def assess(states: Sequence[GpuState], max_memory_used_mib: float, check_processes: bool,

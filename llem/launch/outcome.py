@@ -7,13 +7,14 @@ could not (killed, crashed, timed out) and leaves a result the job finished itse
 
 from __future__ import annotations
 
-import json
+import datetime as _dt
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from llem import __version__
-from llem.io import atomic_write_json, read_json
+from llem.io import TornFile, atomic_write_json, free_space_text, read_json_object, set_aside
 from llem.launch.process import describe_exit
 from llem.result import RESULT_FILE, Result, now_iso
 
@@ -39,10 +40,52 @@ class Outcome:
 
 
 def read_result(job_dir: Path) -> Optional[dict[str, Any]]:
+    """The job's result.json; None when there is none or it is torn (empty, truncated, not an
+    object, not UTF-8): the job did not finish it."""
     try:
-        return read_json(job_dir / RESULT_FILE)
-    except (OSError, json.JSONDecodeError):
+        return read_json_object(job_dir / RESULT_FILE)
+    except (OSError, TornFile):
         return None
+
+
+LOW_SPACE_BYTES = 1 << 20  # a job folder's filesystem with less free space than this is full
+
+
+def storage_problem(job_dir: Path, error: Optional[dict[str, Any]], texts: tuple[str, ...] = ()) -> Optional[str]:
+    """`disk_full` / `io_error` when a job that did not complete failed on its storage: it raised
+    llem's StorageError, or it left no result and its folder's filesystem is full or read-only now."""
+    error = error or {}
+    if error.get("reason") in ("disk_full", "io_error"):
+        return str(error["reason"])
+    from llem.io import storage_reason_in
+
+    if error.get("type") == "StorageError" or any("StorageError" in t for t in texts):
+        return storage_reason_in(" ".join([str(error.get("message", "")), *texts])) or "io_error"
+    if error.get("reason") not in ("crash", "no_result", "signal"):
+        return None
+    probe = job_dir if job_dir.exists() else job_dir.parent
+    try:
+        st = os.statvfs(probe)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return "io_error"
+    if st.f_bavail * st.f_frsize < LOW_SPACE_BYTES:
+        return "disk_full"
+    if os.geteuid() != 0 and not os.access(probe, os.W_OK):
+        return "io_error"
+    return None
+
+
+def storage_outcome(outcome: Outcome, reason: str, job_dir: Path) -> Outcome:
+    """The job's outcome rewritten as a storage failure (one line saying where and what to do)."""
+    what = ("the disk is full" if reason == "disk_full" else "its folder cannot be written")
+    fix = ("free some space" if reason == "disk_full" else "make the folder writable")
+    err = dict(outcome.error or {})
+    err.update({"type": "DiskFull" if reason == "disk_full" else "StorageError", "reason": reason,
+                "message": f"{what}: {job_dir} ({free_space_text(job_dir)}); {fix}, then run the same "
+                           "command with study.resume=true", "cause": (outcome.error or {}).get("message")})
+    return Outcome("failed", reason, err, outcome.exit_code, outcome.exit_signal, rewrite=True)
 
 
 def _exit_text(exit_code: Optional[int], exit_signal: Optional[str]) -> str:
@@ -97,6 +140,8 @@ def finalize_result(job_dir: Path, outcome: Outcome, result: Optional[dict[str, 
     """Atomically write the final result.json when the job could not; returns what was written."""
     if not outcome.rewrite:
         return None
+    if result is None and (job_dir / RESULT_FILE).exists() and read_result(job_dir) is None:
+        set_aside(job_dir / RESULT_FILE, _dt.datetime.now().strftime("%Y%m%dT%H%M%S"))  # torn: kept, not lost
     data = result if result is not None else Result(llem_version=__version__, identity=dict(identity)).as_dict()
     if outcome.status != "completed":
         data["status"] = outcome.status

@@ -7,12 +7,16 @@ each job is pinned to its slot through CUDA_VISIBLE_DEVICES.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
 from llem.config.validate import ConfigError
+from llem.device import parse_visible
+
+__all__ = ["Slot", "SHARED_NODE_WARNING", "parse_visible", "visible_gpus", "make_slots", "slot_env",
+           "nvml_device_count", "order_warning", "launcher_slots"]
 
 Slot = tuple[str, ...]  # CUDA_VISIBLE_DEVICES entries; () = no pinning
 
@@ -21,13 +25,6 @@ SHARED_NODE_WARNING = (
     "the node's power delivery, which can change each other's latency and energy; use "
     "study.gpus_per_job=0 (one job at a time) for the cleanest measurements."
 )
-
-
-def parse_visible(value: Optional[str]) -> Optional[list[str]]:
-    """CUDA_VISIBLE_DEVICES → entries (indices or GPU-/MIG- UUIDs); None when unset."""
-    if value is None:
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def visible_gpus(env: Mapping[str, str], nvml_count: Optional[int]) -> list[str]:
@@ -51,33 +48,49 @@ def make_slots(gpus: Sequence[str], gpus_per_job: int) -> list[Slot]:
 
 
 def slot_env(slot: Slot, env: Mapping[str, str]) -> dict[str, str]:
-    """Environment additions pinning a job to its slot. PCI bus order makes CUDA's numbering match
-    NVML's (the health check and energy meters use NVML indices)."""
-    if not slot:
-        return {}
-    out = {"CUDA_VISIBLE_DEVICES": ",".join(slot)}
-    if "CUDA_DEVICE_ORDER" not in env:
-        out["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    """Environment additions for one job: PCI bus order for CUDA's numbering (so it matches NVML's,
+    which the meters, health check and results use) unless the user chose an order, and the slot's
+    CUDA_VISIBLE_DEVICES when pinned."""
+    out = {} if "CUDA_DEVICE_ORDER" in env else {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    if slot:
+        out["CUDA_VISIBLE_DEVICES"] = ",".join(slot)
     return out
 
 
 def nvml_device_count() -> Optional[int]:
     """How many GPUs NVML sees; None without NVML (no GPU, no driver)."""
-    try:
-        import pynvml
+    from llem.device import device_count
 
-        pynvml.nvmlInit()
-    except Exception:
+    return device_count()
+
+
+def order_warning(env: Mapping[str, str]) -> Optional[str]:
+    """A warning when the user's CUDA_DEVICE_ORDER makes CUDA number this host's GPUs differently from
+    NVML (mixed GPU models); None otherwise or without NVML. The jobs' nvml meters refuse integer
+    CUDA_VISIBLE_DEVICES entries they cannot map for sure."""
+    order = env.get("CUDA_DEVICE_ORDER")
+    if order is None or order.strip().upper() == "PCI_BUS_ID":
         return None
+    from llem.device import nvml_session, open_gpus
+    from llem.device.gpus import fastest_first
+
     try:
-        return int(pynvml.nvmlDeviceGetCount())
+        with nvml_session() as nv:
+            gpus = open_gpus(nv)
     except Exception:
         return None
-    finally:
-        with contextlib.suppress(Exception):
-            pynvml.nvmlShutdown()
+    if [g.nvml_index for g in fastest_first(gpus)] == [g.nvml_index for g in gpus]:
+        return None
+    models = ", ".join(f"{g.nvml_index}: {g.name}" for g in gpus)
+    return (f"llem: warning: CUDA_DEVICE_ORDER={order} on a host mixing GPU models (NVML/PCI order {models}): CUDA "
+            "numbers the GPUs differently from NVML, so GPU indices in CUDA_VISIBLE_DEVICES, study.gpus_per_job "
+            "slots and energy.gpu_indices may name other GPUs than intended; unset it (llem then uses PCI_BUS_ID) "
+            "or use GPU UUIDs")
 
 
 def launcher_slots(gpus_per_job: int, env: Optional[Mapping[str, str]] = None) -> list[Slot]:
     env = os.environ if env is None else env
+    warning = order_warning(env)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     return make_slots(visible_gpus(env, nvml_device_count() if gpus_per_job else None), gpus_per_job)

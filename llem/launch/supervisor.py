@@ -26,16 +26,25 @@ from typing import Any, Optional, TextIO, Union
 
 import psutil
 
+from llem import io
 from llem.launch import health as health_mod
 from llem.launch.child import PARENT_PID_ENV
 from llem.launch.console import countdown, fmt_s, progress_text
-from llem.launch.outcome import EXIT_INTERRUPTED, Outcome, classify, finalize_result, read_result
+from llem.launch.outcome import (
+    EXIT_INTERRUPTED,
+    Outcome,
+    classify,
+    finalize_result,
+    read_result,
+    storage_outcome,
+    storage_problem,
+)
 from llem.launch.process import JobProcess, Waiter, child_argv, child_env, kill_tree, reap, signal_name, spawn
 from llem.launch.settings import LaunchSettings
 from llem.launch.slots import Slot, parse_visible, slot_env
 from llem.launch.zygote import ForkServer, ForkServerGone, wanted
 from llem.result import now_iso
-from llem.study import manifest
+from llem.study import lock, manifest
 from llem.study.gaps import Gaps, gap_before, starts_cycle
 
 EXIT_ABORTED = 3
@@ -147,6 +156,7 @@ class Supervisor:
         self._health_since: Optional[float] = None
         self.fork_server = fork_server if settings.fresh_process != "spawn" else None
         self._fork_warned = False
+        self._stopped = False  # stopped for a storage failure (said once)
 
     # -- manifest ----------------------------------------------------------------------------------
     def _mark(self, index: int, status: str, **fields: Any) -> None:
@@ -180,7 +190,8 @@ class Supervisor:
         payload.write_bytes(plan.payload)
         plan.job_dir.mkdir(parents=True, exist_ok=True)
         env = child_env(os.environ, {PARENT_PID_ENV: str(os.getpid()), **slot_env(slot.gpus, os.environ),
-                                     **health_mod.to_env(report)})
+                                     **health_mod.to_env(report),
+                                     lock.JOBS_LOCK_ENV: str(self.sweep_dir.absolute() / lock.JOBS_LOCK_FILE)})
         failed = sum(f.outcome.status == "failed" for f in self.finished)
         gpus = f" on GPU {','.join(slot.gpus)}" if slot.gpus else ""
         self._say(progress_text(done, total, failed, time.monotonic() - t_study,
@@ -250,13 +261,28 @@ class Supervisor:
                            fault_text=fault, interrupt_signal=interrupted or "SIGINT")
         if getattr(proc, "orphaned", False) and outcome.error is not None:
             outcome.error["message"] += " (its parent, the fork server, died first: the job got SIGTERM)"
-        finalize_result(plan.job_dir, outcome, result, {**plan.identity, "pid": proc.pid})
-        self._mark(plan.index, outcome.status, finished_at=now_iso(), duration_s=round(duration, 3),
-                   error=outcome.error, exit_code=outcome.exit_code, exit_signal=outcome.exit_signal,
-                   parent_cpu_s=round(cpu, 4), **({"zygote_cpu_s": zygote_cpu} if zygote_cpu is not None else {}))
         returned = None
         with suppress(OSError):
             returned = (run.work / "return.pkl").read_bytes()
+        storage = None
+        if outcome.status == "failed":  # did it fail on its disk? (the returned JobFailed names StorageError)
+            storage = storage_problem(plan.job_dir, outcome.error,
+                                      (fault, (returned or b"").decode("utf-8", "replace")))
+            if storage:
+                outcome = storage_outcome(outcome, storage, plan.job_dir)
+        try:
+            finalize_result(plan.job_dir, outcome, result, {**plan.identity, "pid": proc.pid})
+        except io.StorageError as e:  # the job's folder cannot be written (even with the reserve)
+            outcome = storage_outcome(outcome, e.reason, plan.job_dir) if not storage else outcome
+            storage = e.reason
+            if outcome.error is not None:
+                outcome.error["message"] = str(e)
+        try:
+            self._mark(plan.index, outcome.status, finished_at=now_iso(), duration_s=round(duration, 3),
+                       error=outcome.error, exit_code=outcome.exit_code, exit_signal=outcome.exit_signal,
+                       parent_cpu_s=round(cpu, 4), **({"zygote_cpu_s": zygote_cpu} if zygote_cpu is not None else {}))
+        except io.StorageExit as e:  # nor the manifest: the job folders still say what is not done
+            storage = storage or e.reason
         run.slot.busy = False
         run.slot.free_at = time.monotonic()
         run.slot.prev_cycle = plan.cycle
@@ -269,7 +295,20 @@ class Supervisor:
                   file=sys.stderr, flush=True)
         fin = Finished(plan.num, plan.index, outcome, plan, returned, duration, proc.pid)
         self.finished.append(fin)
+        if storage:
+            self._storage_stop(str((outcome.error or {}).get("message") or storage), storage, plan.index)
         return fin
+
+    def _storage_stop(self, message: str, reason: str, index: Optional[int]) -> None:
+        """Disk full / not writable: mark the study failed with the reason (best effort: the
+        reserve may have given the space for it), say so in one line, stop (exit code 4)."""
+        line = f"llem: study stopped ({reason}): {message} (to resume: hydra.sweep.dir={self.sweep_dir})"
+        self._stopped = True
+        with suppress(OSError, SystemExit):
+            manifest.set_study_status(self.sweep_dir, "failed", finished_at=now_iso(),
+                                      stopped_by={"reason": reason, "job": index, "message": message})
+        print(line, file=sys.stderr, flush=True)
+        raise io.StorageExit(line, reason)
 
     # -- the loop ----------------------------------------------------------------------------------
     def _ready_at(self, slot: _SlotState, cycle: int) -> tuple[float, str]:
@@ -285,6 +324,18 @@ class Supervisor:
         pending = deque(requests)
         nxt: Optional[JobPlan] = None
         t_study = time.monotonic()
+        try:
+            folder = lock.acquire(self.sweep_dir)  # one running study per folder (a no-op under llem's sweeper)
+        except lock.FolderInUse as e:
+            print(f"llem: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        try:
+            return self._run(requests, total, pending, nxt, t_study)
+        finally:
+            lock.release(folder)
+
+    def _run(self, requests: Sequence[PrepareFn], total: int, pending: deque[PrepareFn], nxt: Optional[JobPlan],
+             t_study: float) -> list[Finished]:
         work_root = Path(tempfile.mkdtemp(prefix="llem-launch-"))
         own_server = self._own_fork_server()
         try:
@@ -328,6 +379,12 @@ class Supervisor:
                     print(f"\nllem: study interrupted ({signame}): running job(s) stopped and marked "
                           f"interrupted; results so far are kept in {self.sweep_dir}", file=sys.stderr, flush=True)
                     raise LaunchInterrupted(signame) from None
+                except (io.StorageError, io.StorageExit) as e:  # the launcher's own writes (manifest, job folder)
+                    if self._stopped:
+                        raise
+                    self._stop_all("SIGTERM")
+                    self._storage_stop(str(e) if isinstance(e, io.StorageError) else e.message, e.reason,
+                                       nxt.index if nxt is not None else None)
                 except BaseException:
                     self._stop_all("SIGTERM")  # never leave a job running behind a launcher error
                     raise

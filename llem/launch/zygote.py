@@ -59,6 +59,7 @@ DEFAULT_PRELOAD = (
     "llem.energy.nvml", "llem.energy.rapl", "pynvml", "pandas", "pyarrow.parquet",
 )
 READY_TIMEOUT_S = 600.0
+ORPHAN_GRACE_S = 10.0  # launcher gone: how long the zygote lets its jobs record `interrupted`
 
 
 def supported() -> bool:
@@ -185,8 +186,24 @@ def serve(req_fd: int, status_fd: int) -> Optional[tuple[Path, Path, Path]]:
                 rc = _reap(pid)
                 jobs.discard(pid)
                 _send(status_fd, f"unknown {pid}" if rc is None else f"exit {pid} {rc}")
-    for pid in jobs:  # the launcher left with jobs running (it should not): they go with it
-        _reap(pid)
+    # The launcher left with jobs running: it was killed (`kill -9`). Its death signal kills this
+    # process in a moment, and theirs (PR_SET_PDEATHSIG) sends each job SIGTERM, which it records as
+    # `interrupted`. Send the same SIGTERM now, in case this process lives on, and never SIGKILL a job
+    # before it could write that.
+    for pid in jobs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + ORPHAN_GRACE_S
+    for pid in jobs:
+        while time.monotonic() < deadline:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.05)  # the launcher is gone: nothing is being measured any more
+        else:
+            _reap(pid)
     return None
 
 

@@ -45,9 +45,17 @@ class RequestRecord:
         return [b - a for a, b in zip(self.token_times, self.token_times[1:])]
 
     def as_row(self) -> dict[str, Any]:
+        """One requests.jsonl line. Serving records (t_scheduled set) keep every token's time, and add
+        their lateness (send − scheduled arrival) and success; offline rows stay compact."""
         row = asdict(self)
-        row.pop("token_times")
+        serving = self.t_scheduled is not None
+        if not serving:
+            row.pop("token_times")
+            row.pop("t_scheduled")
+            row.pop("error")
         row.update(ttft_s=self.ttft_s, itl_s=self.itl_s, e2e_s=self.e2e_s)
+        if serving:
+            row.update(lateness_s=self.t_submit - self.t_scheduled, success=self.error is None)
         return row
 
 

@@ -75,13 +75,13 @@ def _train_tokenizer(out: Path) -> Any:
     return tok
 
 
-def _build_model(name: str, out: Path, vocab_size: int, eos_id: int) -> None:
+def _build_model(arch: dict[str, Any], out: Path, vocab_size: int, eos_id: int) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    arch = dict(ARCHS[name])
+    arch = dict(arch)
     model_type = arch.pop("model_type")
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, bos_token_id=eos_id,
                                   eos_token_id=eos_id, pad_token_id=eos_id, **arch)
@@ -93,16 +93,33 @@ def _build_model(name: str, out: Path, vocab_size: int, eos_id: int) -> None:
 def ensure_tiny_model(name: str, cache_dir: str | None = None) -> Path:
     """Path of a ready tiny model folder, building it the first time."""
     if name not in ARCHS:
-        raise ValueError(f"model.builtin={name!r}: allowed {', '.join(ARCHS)}")
+        raise ValueError(f"builtin model {name!r}: allowed {', '.join(ARCHS)}")
     root = cache_root(cache_dir) / "models"
     target = root / f"{name}-{_spec_hash(name)}"
     if (target / "config.json").is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+    _build_atomically(ARCHS[name], target)
+    return target
+
+
+def build_model_folder(out: str | os.PathLike[str], base: str = "tiny-gpt2", **arch: Any) -> Path:
+    """A model folder at `out` (must not exist): the builtin `base` with `arch` overrides (e.g.
+    n_layer=4), for loading as `model.id=<out>` — tests of local folders of different sizes."""
+    if base not in ARCHS:
+        raise ValueError(f"base={base!r}: allowed {', '.join(ARCHS)}")
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _build_atomically({**ARCHS[base], **arch}, target)
+    return target
+
+
+def _build_atomically(arch: dict[str, Any], target: Path) -> None:
+    """Tokenizer + random-weight model into a temp folder beside `target`, then one rename."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         tok = _train_tokenizer(tmp)
-        _build_model(name, tmp, vocab_size=len(tok), eos_id=tok.eos_token_id)
+        _build_model(arch, tmp, vocab_size=len(tok), eos_id=tok.eos_token_id)
         try:
             os.rename(tmp, target)
         except OSError:
@@ -111,4 +128,3 @@ def ensure_tiny_model(name: str, cache_dir: str | None = None) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return target

@@ -20,6 +20,7 @@ import pandas as pd
 
 from llem.config.schema import BACKENDS
 from llem.errors import UserError
+from llem.io import TornFile
 from llem.results import (
     J_PER_TOKEN,
     THROUGHPUT,
@@ -30,7 +31,7 @@ from llem.results import (
 )
 from llem.results.aggregate import CV_THRESHOLD, STABILITY_METRICS
 from llem.results.compare import compare, render_compare
-from llem.results.summary import config_rows, render_summary, summary_frame
+from llem.results.summary import config_rows, render_summary, serving_frame, slo_answer, summary_frame
 from llem.results.tables import write_table
 from llem.study import manifest as manifest_mod
 
@@ -58,18 +59,26 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(map(esc, r)) + " |" for r in rows)]
 
 
-def _requests_by_config(jobs: pd.DataFrame, configs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Every completed job's requests.jsonl, pooled per config (cycles together), keyed by label."""
+def _requests_by_config(jobs: pd.DataFrame, configs: pd.DataFrame,
+                        torn: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
+    """Every completed job's requests.jsonl, pooled per config (cycles together), keyed by label;
+    torn files are left out and noted in `torn` (path → why)."""
     label = dict(zip(configs["config_hash"], configs["config"]))
     out: dict[str, list[pd.DataFrame]] = {}
     for _, job in jobs[jobs["status"] == "completed"].iterrows():
-        frame = load_requests(job["job_dir"])
+        try:
+            frame = load_requests(job["job_dir"])
+        except TornFile as e:
+            if torn is not None:
+                torn[e.path] = e.why
+            continue
         if frame is not None and job["config_hash"] in label:
             out.setdefault(label[job["config_hash"]], []).append(frame)
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
 
 
-def _timeseries_job(jobs: pd.DataFrame, job: str | None) -> tuple[pd.Series, pd.DataFrame] | str:
+def _timeseries_job(jobs: pd.DataFrame, job: str | None,
+                    torn: dict[str, str] | None = None) -> tuple[pd.Series, pd.DataFrame] | str:
     if job is not None:
         match = jobs[jobs["job_dir"].map(lambda d: Path(d).resolve() == Path(job).resolve())]
         if match.empty:
@@ -79,11 +88,25 @@ def _timeseries_job(jobs: pd.DataFrame, job: str | None) -> tuple[pd.Series, pd.
     else:
         candidates = jobs[jobs["status"] == "completed"]
     for _, row in candidates.iterrows():
-        series = load_timeseries(row["job_dir"])
+        try:
+            series = load_timeseries(row["job_dir"])
+        except TornFile as e:
+            if torn is not None:
+                torn[e.path] = e.why
+            continue
         if series is not None and not series.empty:
             return row, series
     return ("no timeseries.parquet in these jobs: an energy meter that samples power (nvml, rapl) writes "
             "one beside result.json")
+
+
+def _torn_results(jobs: pd.DataFrame) -> dict[str, str]:
+    """result.json files llem.results.load could not read (its CorruptResult rows)."""
+    if "error.type" not in jobs:
+        return {}
+    bad = jobs[jobs["error.type"] == "CorruptResult"]
+    return {str(Path(str(r["job_dir"])) / "result.json"): str(r.get("error.message") or "unreadable")
+            for _, r in bad.iterrows()}
 
 
 def _group_keys(jobs: pd.DataFrame) -> list[str]:
@@ -103,7 +126,11 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
     jobs = load(folder)
     if jobs.empty:
         raise ReportError(f"no result.json under {str(folder)!r}: allowed a folder that holds llem results")
-    manifest = manifest_mod.load(folder) if folder.is_dir() else None
+    manifest, manifest_torn = manifest_mod.read(folder) if folder.is_dir() else (None, None)
+    torn = _torn_results(jobs)  # path → why: listed on the page; resume redoes those jobs
+    if manifest_torn:
+        torn[str(folder / manifest_mod.MANIFEST_FILE)] = manifest_torn + " (rebuilt from the job folders)"
+        manifest = manifest_mod.rebuild(folder)
     table = summary_frame(jobs, manifest, cv_threshold)
     configs = table[table["skipped_reason"].isna()] if "skipped_reason" in table else table
     out_dir = Path(out) if out is not None else (folder if folder.is_dir() else folder.parent) / "report"
@@ -130,9 +157,16 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
     figures.append(("Throughput vs batch size", "throughput_vs_batch",
                     plots.metric_vs_batch(configs, THROUGHPUT, out_dir / "throughput_vs_batch.png", groups)))
     figures.append(("Latency distributions", "latency_distributions",
-                    plots.latency_distributions(_requests_by_config(jobs, configs),
+                    plots.latency_distributions(_requests_by_config(jobs, configs, torn),
                                                 out_dir / "latency_distributions.png")))
-    picked = _timeseries_job(jobs, job)
+    serving = serving_frame(jobs)  # serving studies: energy and latency against load, the SLO answer
+    if not serving.empty:
+        slo = serving[["slo.ttft_s", "slo.itl_s"]].dropna()
+        ttft, itl = (float(slo.iloc[0, 0]), float(slo.iloc[0, 1])) if len(slo) else (None, None)
+        figures.append(("Serving: J/request, TTFT p90, ITL p90 and SLO attainment vs achieved request rate",
+                        "serving_vs_rate", plots.serving_vs_rate(serving, out_dir / "serving_vs_rate.png", ttft, itl)))
+        rep.files += write_table(serving, out_dir, "serving")
+    picked = _timeseries_job(jobs, job, torn)
     if isinstance(picked, str):
         figures.append(("Power and temperature over time", "timeseries", picked))
         ts_job = None
@@ -166,17 +200,24 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
         if isinstance(fig, Path):
             rep.files.append(fig)
     rep.notes = {name: fig for _, name, fig in figures if isinstance(fig, str)}
-    page = _page(folder, jobs, table, configs, manifest, figures, compare_md, cv_threshold)
+    page = _page(folder, jobs, table, configs, manifest, figures, compare_md, cv_threshold, torn)
+    if not serving.empty:
+        page += "\n".join(["", "## Serving: the SLO answer", "", "```", *slo_answer(serving), "```", "",
+                           "SLO: a request meets it when its TTFT and its mean ITL are within the limits; "
+                           "J/output token is over the whole measurement window. Per config: "
+                           "[serving.csv](serving.csv)", ""])
     rep.page.write_text(page, encoding="utf-8")
     rep.files.append(rep.page)
-    rep.text = "\n".join(x for x in (render_summary(jobs, table, manifest), compare_text,
+    torn_text = (f"torn files: {len(torn)} (listed in {rep.page.name}; python -m llem -m ... study.resume=true "
+                 "runs those jobs again)") if torn else ""
+    rep.text = "\n".join(x for x in (render_summary(jobs, table, manifest), compare_text, torn_text,
                                      f"report: {rep.page} ({len(rep.files)} files in {out_dir})") if x)
     return rep
 
 
 def _page(folder: Path, jobs: pd.DataFrame, table: pd.DataFrame, configs: pd.DataFrame,
           manifest: dict[str, Any] | None, figures: list[tuple[str, str, Path | str]], compare_md: list[str],
-          cv_threshold: float) -> str:
+          cv_threshold: float, torn: dict[str, str] | None = None) -> str:
     status = jobs["status"].value_counts().to_dict()
     designs = sorted({h for h in jobs["study_design_hash"] if isinstance(h, str)})
     lines = [f"# llem report: `{folder}`", "",
@@ -204,6 +245,11 @@ def _page(folder: Path, jobs: pd.DataFrame, table: pd.DataFrame, configs: pd.Dat
                  " ".join(str(r.get("error.message") or "").split())[:200]] for _, r in failed.iterrows()]
         rows += [["-", "skipped", s["config"], str(s["skipped_reason"])] for _, s in skipped.iterrows()]
         lines += _md_table(["job", "status", "error / config", "message / reason"], rows) + [""]
+    if torn:
+        lines += ["## Torn files", "", "Files that could not be read (truncated, empty, not UTF-8, the wrong type). "
+                  "Their jobs count as not completed: `study.resume=true` runs them again and keeps these "
+                  "files beside the new ones as `<name>.torn-<time>`.", ""]
+        lines += _md_table(["file", "why"], [[path, why] for path, why in sorted(torn.items())]) + [""]
     cmp = [f for f in figures if f[1] == "compare"]
     if cmp:
         title, _, fig = cmp[0]

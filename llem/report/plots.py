@@ -245,3 +245,46 @@ def compare_ratios(table: pd.DataFrame, path: Path, name_a: str, name_b: str) ->
                  "red: B worse (interval excludes 1), grey: within the noise",
                  fontsize=10)
     return _save(fig, path)
+
+
+def serving_vs_rate(frame: pd.DataFrame, path: Path, slo_ttft_s: float | None, slo_itl_s: float | None,
+                    target: float = 0.9) -> Path | str:
+    """Serving sweeps: J/request, TTFT p90, ITL p90 and the SLO fraction against achieved request rate,
+    one line per series (a config without its request rate), the SLO and the target as dashed lines."""
+    rate = "serving.achieved_rate_s.mean"
+    if frame.empty or rate not in frame or not frame[rate].notna().any():
+        return "no completed serving job (scenario=serving) in these results"
+    panels = [("serving.energy.j_per_request", "J / request", 1.0, None),
+              ("serving.latency.ttft_s.p90", "TTFT p90 (ms)", 1000.0, slo_ttft_s),
+              ("serving.latency.itl_s.p90", "ITL p90 (ms)", 1000.0, slo_itl_s),
+              ("serving.slo.fraction", "requests within the SLO (%)", 100.0, target)]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    for ax, (metric, title, scale, line) in zip(axes.flat, panels):
+        col = f"{metric}.mean"
+        if col not in frame or not frame[col].notna().any():
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        else:
+            for i, (series, part) in enumerate(frame.groupby("series", sort=False)):
+                part = part[part[rate].notna() & part[col].notna()].sort_values(rate)
+                ax.errorbar(part[rate], part[col] * scale, yerr=(part[f"{metric}.ci95"] * scale).fillna(0),
+                            fmt="o-", capsize=3, color=COLORS[i % len(COLORS)], label=short_label(str(series)))
+                if "override.scenario.request_rate" in part:  # each point's offered rate
+                    for x, y, offered in zip(part[rate], part[col] * scale, part["override.scenario.request_rate"]):
+                        ax.annotate(f"{offered:g}" if isinstance(offered, float) else str(offered), (x, y),
+                                    textcoords="offset points", xytext=(4, 4), fontsize=7, color="dimgray")
+        if line is not None and math.isfinite(line):
+            ax.axhline(line * scale, ls="--", color="red", lw=1.2,
+                       label=f"{'target' if metric.endswith('fraction') else 'SLO'} {fixed_text(line * scale)}"
+                               f"{' %' if metric.endswith('fraction') else ' ms' if scale == 1000.0 else ''}")
+        ax.set_xlabel("achieved request rate (req/s)")
+        ax.set_ylabel(title)
+        ax.grid(alpha=0.3)
+        _floor_at_zero(ax)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.suptitle("Serving: energy and latency against load (points labelled with the offered rate, req/s)")
+    return _save(fig, path)
+
+
+def fixed_text(x: float) -> str:
+    return f"{x:.4g}"

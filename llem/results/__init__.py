@@ -23,7 +23,9 @@ from typing import Any
 
 import pandas as pd
 
+from llem.io import TornFile
 from llem.result import REQUESTS_FILE, RESULT_FILE, SCHEMA_VERSION, TIMESERIES_FILE
+from llem.study.jobfiles import parquet_problem, requests_problem
 
 SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 OVERRIDE_PREFIX = "override."
@@ -32,7 +34,8 @@ ID_COLUMNS = ("job_dir", "sweep_dir", "status", "config_hash", "cycle", "study_d
               "backend", "model", "model_revision", "dataset", "precision", "started_at", "finished_at",
               "schema_version", "llem_version")
 ERROR_KEYS = ("type", "message", "reason", "exit_code", "exit_signal")
-SECTIONS = ("workload", "timing", "throughput", "latency", "energy", "flops", "memory", "model", "environment")
+SECTIONS = ("workload", "timing", "throughput", "latency", "energy", "serving", "flops", "memory", "model",
+            "environment")
 SKIP_KEYS = {"timing": ("warmup_latencies_s",), "energy": ("devices", "warnings")}
 # Overrides that are bookkeeping already present as identity columns, not experiment settings.
 BOOKKEEPING_OVERRIDES = ("study_job.", "hydra.", "study.")
@@ -278,16 +281,28 @@ def config_label(row: pd.Series | dict[str, Any], columns: Iterable[str]) -> str
 
 
 def load_requests(job_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
-    """A job's requests.jsonl (one row per request: ttft_s, itl_s, e2e_s, tokens), None if absent."""
+    """A job's requests.jsonl (one row per request: ttft_s, itl_s, e2e_s, tokens), None if absent.
+    A torn file (truncated, empty, not UTF-8, a line that is not a JSON object) raises TornFile."""
     path = Path(job_dir) / REQUESTS_FILE
     if not path.is_file():
         return None
+    why = requests_problem(path, None)
+    if why:
+        raise TornFile(path, why)
     with open(path, encoding="utf-8") as f:
         records = [json.loads(line) for line in f if line.strip()]
     return pd.DataFrame.from_records(records)
 
 
 def load_timeseries(job_dir: str | os.PathLike[str]) -> pd.DataFrame | None:
-    """A job's timeseries.parquet (one row per sample per device), None if absent."""
+    """A job's timeseries.parquet (one row per sample per device), None if absent; TornFile if torn."""
     path = Path(job_dir) / TIMESERIES_FILE
-    return pd.read_parquet(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    why = parquet_problem(path)
+    if why:
+        raise TornFile(path, why)
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow's errors for a damaged file are of several types
+        raise TornFile(path, f"unreadable Parquet: {type(e).__name__}: {e}") from None

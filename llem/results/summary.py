@@ -172,6 +172,9 @@ def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, 
     if rows:
         lines += ["  " + line for line in _table(header, rows)]
         lines.append("  (mean ± 95 % CI half-width over cycles, Student t)")
+    answer = slo_answer(serving_frame(jobs))
+    if answer:
+        lines += ["  " + line for line in answer]
     if not energy and not jobs.empty and "energy.reason" in jobs.columns:
         reason = next((x for x in jobs["energy.reason"] if isinstance(x, str) and x), None)
         if reason:
@@ -207,3 +210,68 @@ def write_sweep_summary(sweep_dir: str | Path, cv_threshold: float = CV_THRESHOL
     table = summary_frame(jobs, manifest, cv_threshold)
     write_table(table, sweep_dir, SUMMARY_STEM)
     return render_summary(jobs, table, manifest, sweep_dir)
+
+
+# -- serving studies: rate sweeps, the SLO answer --------------------------------------------------------
+RATE = "serving.achieved_rate_s"
+SLO_FRACTION = "serving.slo.fraction"
+SERVING_J_PER_TOKEN = "serving.energy.j_per_output_token"
+SERVING_METRICS = (RATE, SERVING_J_PER_TOKEN, "serving.energy.j_per_request", "serving.latency.ttft_s.p90",
+                   "serving.latency.itl_s.p90", SLO_FRACTION, "serving.slo.goodput_rate_s",
+                   "serving.throughput.output_tok_s", "serving.energy.j_per_slo_request")
+SLO_TARGET = 0.9  # the answer's bar: at least this fraction of requests meet the SLO
+RATE_KEY = "override.scenario.request_rate"
+
+
+def serving_frame(jobs: pd.DataFrame) -> pd.DataFrame:
+    """One row per serving config: `config` and `series` (its label without the request rate), the
+    study's SLO (`slo.ttft_s`, `slo.itl_s`) and SERVING_METRICS aggregated over cycles. Empty without
+    serving jobs."""
+    if jobs.empty or RATE not in jobs.columns:
+        return pd.DataFrame()
+    serving = jobs[jobs[RATE].notna() | (jobs.get("workload.scenario", pd.Series(index=jobs.index)) == "serving")]
+    if serving.empty:
+        return pd.DataFrame()
+    agg = aggregate(serving, metrics=SERVING_METRICS, stability_metrics=())
+    varying = varying_overrides(jobs)
+    agg.insert(0, "config", [config_label(r, varying) or "(defaults)" for _, r in agg.iterrows()])
+    agg.insert(1, "series", [config_label(r, [c for c in varying if c != RATE_KEY]) or str(r.get("backend"))
+                             for _, r in agg.iterrows()])
+    first = serving.groupby(serving["config_hash"].astype("string"), sort=False).first()
+    for key in ("ttft_s", "itl_s"):
+        col = f"serving.slo.{key}"
+        agg[f"slo.{key}"] = agg["config_hash"].astype("string").map(first[col]) if col in first else math.nan
+    return agg
+
+
+def slo_answer(frame: pd.DataFrame, target: float = SLO_TARGET) -> list[str]:
+    """Per backend: the config with the lowest J/output token among those where >= target of requests
+    met the study's SLO (TTFT and mean ITL within it), or why there is none."""
+    if frame.empty:
+        return []
+    lines = []
+    slos = frame[["slo.ttft_s", "slo.itl_s"]].drop_duplicates().dropna()
+    for _, slo in slos.iterrows():
+        ttft, itl = float(slo["slo.ttft_s"]), float(slo["slo.itl_s"])
+        lines.append(f"lowest J/output token with >= {target:.0%} of requests within the SLO "
+                     f"(TTFT <= {ttft * 1000:g} ms, mean ITL <= {itl * 1000:g} ms):")
+        mine = frame[(frame["slo.ttft_s"] == ttft) & (frame["slo.itl_s"] == itl)]
+        for backend, part in mine.groupby(mine["backend"].fillna("?"), sort=False):
+            frac = part.get(f"{SLO_FRACTION}.mean", pd.Series(dtype=float))
+            ok = part[frac >= target]
+            if ok.empty:
+                best = part.loc[frac.idxmax()] if frac.notna().any() else None
+                why = (f"best {best[f'{SLO_FRACTION}.mean']:.0%} at {best['config']}" if best is not None
+                       else "no completed serving job")
+                lines.append(f"  {backend}: none ({why})")
+                continue
+            jpt = ok.get(f"{SERVING_J_PER_TOKEN}.mean", pd.Series(dtype=float))
+            if not jpt.notna().any():
+                lines.append(f"  {backend}: energy not measured; configs meeting the SLO: "
+                             + ", ".join(ok["config"].astype(str)))
+                continue
+            r = ok.loc[jpt.idxmin()]
+            lines.append(f"  {backend}: {r['config']}: {fixed(r[f'{SERVING_J_PER_TOKEN}.mean'], 4)} J/output token, "
+                         f"{r[f'{SLO_FRACTION}.mean']:.0%} within the SLO, "
+                         f"{fixed(r[f'{RATE}.mean'], 3)} req/s achieved")
+    return lines

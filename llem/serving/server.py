@@ -186,8 +186,11 @@ class ManagedServer:
             raise ServerError(f"the server (pid {self.proc.pid}) exited with code {self.proc.returncode} "
                               f"{during}; {self.log_tail()}")
 
+    def shown_argv(self) -> list[str]:
+        return [redact(a, self.secrets) for a in self.command]
+
     def shown_command(self) -> str:
-        return redact(" ".join(self.command), self.secrets)
+        return " ".join(self.shown_argv())
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:

@@ -45,13 +45,6 @@ def gap_before(prev_cycle: Optional[int], cycle: int, gaps: Gaps) -> float:
 
 def gpu_host() -> bool:
     """True when NVML sees at least one GPU (cheap; no torch import)."""
-    try:
-        import pynvml
+    from llem.device import gpu_host as _gpu_host
 
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return False
+    return _gpu_host()

@@ -47,6 +47,8 @@ def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key in BACKENDS and key != backend:
             continue
+        if key == "scenario" and isinstance(value, Mapping) and value.get("name", "offline") == "offline":
+            continue  # serving knobs change nothing offline (and offline hashes stay as before scenarios)
         out[key] = value
     for key, sub in NON_MEASUREMENT_SUBKEYS:
         if isinstance(out.get(key), Mapping) and sub in out[key]:

@@ -129,7 +129,7 @@ class Plan:
         out = []
         for j in self.jobs:
             entry: dict[str, Any] = {"index": j.index, "config": j.config, "cycle": j.cycle,
-                                     "config_hash": j.config_hash, "overrides": j.overrides,
+                                     "config_hash": j.config_hash, "overrides": user_overrides(j.overrides),
                                      "status": "planned" if j.status == "completed" else j.status}
             if j.reason:
                 entry["reason"] = j.reason
@@ -138,6 +138,11 @@ class Plan:
 
     def render(self, full: bool = False) -> str:
         return render(self, full)
+
+
+def user_overrides(overrides: Sequence[str]) -> list[str]:
+    """A job's overrides without the study_job.* bookkeeping (what the user's sweep gave it)."""
+    return [o for o in overrides if not o.startswith("study_job.")]
 
 
 def study_job_overrides(index: int, cycle: int, config_hash: str, study_design_hash: str) -> list[str]:
@@ -236,6 +241,16 @@ def _estimate_note(valid: Sequence[PlannedConfig], estimates: Mapping[str, Estim
     if known:
         return f"{known} of {len(valid)} configs estimated from earlier results (median duration)"
     return f"no earlier results of these configs: {human_seconds(default_s)} per job (study.job_estimate_s)"
+
+
+def check_job_count(n_configs: int, study: StudyConfig) -> None:
+    """Refuse a study over `study.max_jobs` from its size alone (configs as expanded × cycles), before
+    any config is composed: invalid or duplicate configs count here too (an upper bound)."""
+    n = n_configs * study.n_cycles
+    if n > study.max_jobs and not study.allow_over_max_jobs:
+        raise StudyError(f"the sweep expands to {n_configs} configs × {study.n_cycles} cycles = {n} jobs, above "
+                         f"study.max_jobs={study.max_jobs}; nothing was run. Raise study.max_jobs or pass "
+                         "study.allow_over_max_jobs=true")
 
 
 def check_startable(plan: Plan, study: StudyConfig) -> None:

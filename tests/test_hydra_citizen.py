@@ -1,0 +1,226 @@
+"""llem's plugins as Hydra users and API callers see them: Hydra's identity of a job (overrides,
+override_dirname) holds only the user's overrides, multiruns through the Python API leave no zygote
+behind and report a failed study as an exception, launcher knobs live in `hydra.launcher.*` (with
+`study.*` aliases), `study.max_jobs` refuses from the job count before composing, and Hydra's joblib
+launcher works with llem's sweeper (manifest, summary, resume)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+from conftest import read_result, run_llem
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.utils import JobStatus
+
+from llem.config.paths import conf_dir
+from llem.config.schema import StudyConfig
+from llem.config.validate import ConfigError
+from llem.launch.settings import LaunchSettings
+from llem.study.plan import StudyError, check_job_count
+
+FAST = ["n=2", "pytorch.max_output_tokens=4", "warmup.n_batches=0", "quiet=true"]
+
+
+def multirun(overrides: list[str]) -> Any:
+    """One multirun through Hydra's API in this process (as a notebook or test would)."""
+    import llem.app
+    from llem.config.store import register
+
+    register()  # the schema (hydra_restore_singletons may have dropped it)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="llem"):
+        return GlobalHydra.instance().hydra.multirun(config_name="config", task_function=llem.app.run_from_hydra,
+                                                     overrides=overrides)
+
+
+def zygotes() -> list[psutil.Process]:
+    out = []
+    for p in psutil.Process(os.getpid()).children(recursive=True):
+        try:
+            if "llem.launch.zygote" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.Error:
+            continue
+    return out
+
+
+@pytest.fixture
+def api(hydra_restore_singletons: None) -> Iterator[None]:
+    yield
+    GlobalHydra.instance().clear()
+
+
+# -- launcher settings: hydra.launcher.* with study.* aliases ---------------------------------------------
+def test_launcher_knobs_take_study_aliases_and_refuse_conflicts() -> None:
+    assert LaunchSettings.resolve({"timeout_s": 30}, {}).timeout_s == 30
+    assert LaunchSettings.resolve({}, {"timeout_s": 30}).timeout_s == 30  # the alias
+    assert LaunchSettings.resolve({"kill_grace_s": 2.0}, {"kill_grace_s": 10.0}).kill_grace_s == 2.0  # study at default
+    assert LaunchSettings.resolve({"kill_grace_s": 10.0}, {"kill_grace_s": 3.0}).kill_grace_s == 3.0
+    assert LaunchSettings.resolve({"gpus_per_job": 2}, {"gpus_per_job": 2}).gpus_per_job == 2  # agree
+    with pytest.raises(ConfigError) as e:
+        LaunchSettings.resolve({"timeout_s": 60}, {"timeout_s": 30})
+    assert "study.timeout_s=30" in str(e.value) and "hydra.launcher.timeout_s=60" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        LaunchSettings.resolve({"on_unhealthy": "panic"}, {"gpus_per_job": -1})
+    assert "hydra.launcher.on_unhealthy=panic" in str(e.value) and "study.gpus_per_job=-1" in str(e.value)
+
+
+def test_launcher_knobs_compose_under_hydra_launcher(api: None) -> None:
+    from hydra import compose
+    from hydra.utils import instantiate
+
+    from llem.config.store import register
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="llem"):
+        cfg = compose(config_name="config", overrides=["hydra.launcher.timeout_s=7", "study.kill_grace_s=3"],
+                      return_hydra_config=True)
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.config = cfg
+    s = launcher.launch_settings()
+    assert (s.timeout_s, s.kill_grace_s, s.fresh_process) == (7, 3, "auto")
+
+
+def test_the_launcher_takes_study_job_out_of_the_overrides_it_composes_with() -> None:
+    from hydra_plugins.llem_launcher.llem_launcher import split_study_job
+
+    user, sj = split_study_job(["pytorch.batch_size=2", "study_job.cycle=1", "study_job.config_hash='0123456789012345'",
+                                "study_job.study_design_hash='1e23456789012345'", "study_job.index=7", "n=3"])
+    assert user == ["pytorch.batch_size=2", "n=3"]
+    assert sj == {"cycle": 1, "config_hash": "0123456789012345", "study_design_hash": "1e23456789012345", "index": 7}
+
+
+# -- the cap before the work -------------------------------------------------------------------------------
+def test_max_jobs_counts_configs_times_cycles() -> None:
+    check_job_count(200, StudyConfig())
+    check_job_count(100, StudyConfig(n_cycles=2))
+    check_job_count(10_000, StudyConfig(allow_over_max_jobs=True))
+    with pytest.raises(StudyError, match="201 configs × 1 cycles = 201 jobs, above study.max_jobs=200"):
+        check_job_count(201, StudyConfig())
+    with pytest.raises(StudyError, match="= 202 jobs"):
+        check_job_count(101, StudyConfig(n_cycles=2))
+
+
+def test_max_jobs_refuses_20000_jobs_before_composing_or_starting_a_zygote(
+        api: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra_plugins.llem_sweeper.compose import FastComposer
+    from llem.launch.zygote import ForkServer
+
+    calls = {"compose": 0, "zygote": 0}
+    real = FastComposer.candidate
+
+    def counting(self: Any, overrides: Any) -> Any:
+        calls["compose"] += 1
+        return real(self, overrides)
+
+    monkeypatch.setattr(FastComposer, "candidate", counting)
+    monkeypatch.setattr(ForkServer, "start", lambda self: calls.__setitem__("zygote", 1) or self)
+    with pytest.raises(StudyError, match="20000 configs × 1 cycles = 20000 jobs, above study.max_jobs=200"):
+        multirun(["n=range(1,20001)", f"hydra.sweep.dir={tmp_path / 's'}"])
+    assert calls == {"compose": 0, "zygote": 0}
+    assert not [p.name for p in (tmp_path / "s").glob("*") if not p.name.startswith(".llem")]  # no plan, no manifest
+
+
+# -- Hydra's identity, API multiruns, no zygote left -------------------------------------------------------
+@pytest.mark.slow
+def test_api_multiruns_keep_hydras_identity_and_leave_no_zygote(api: None, tmp_path: Path, tiny_model: Path) -> None:
+    from llem.study.exits import StudyFailed
+
+    sweep = tmp_path / "ok"
+    returns = multirun(["pytorch.batch_size=1,2", *FAST, f"hydra.sweep.dir={sweep}",
+                        "hydra.sweep.subdir=${hydra.job.override_dirname}", "hydra.sweeper.max_batch_size=1"])
+    assert zygotes() == []
+    assert [len(batch) for batch in returns] == [1, 1]  # hydra.sweeper.max_batch_size=1: one launch per job
+    flat = [r for batch in returns for r in batch]
+    names = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert names == sorted(",".join(sorted(r.overrides)) for r in flat)  # the user's overrides, no hashes
+    assert names[0] == "n=2,pytorch.batch_size=1,pytorch.max_output_tokens=4,quiet=True,warmup.n_batches=0"
+    plan = json.loads((sweep / "plan.json").read_text())
+    for index, ret in enumerate(flat):
+        assert ret.status == JobStatus.COMPLETED
+        assert not any(o.startswith("study_job.") for o in ret.overrides)
+        assert ret.hydra_cfg.hydra.overrides.task == ret.overrides
+        job_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+        saved = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+        assert sorted(saved) == sorted(ret.overrides) and len(saved) == len(FAST) + 1
+        ident = read_result(job_dir)["identity"]
+        planned = plan["jobs"][index]
+        assert (ident["job_index"], ident["cycle"], ident["config_hash"], ident["study_design_hash"]) == (
+            index, planned["cycle"], planned["config_hash"], plan["study_design_hash"])
+        assert sorted(ident["overrides"]) == sorted(saved)
+    m = json.loads((sweep / "manifest.json").read_text())
+    assert [j["start_method"] for j in m["jobs"]] == ["fork", "fork"]  # the zygote served, then went away
+
+    with pytest.raises(StudyFailed) as e:  # a failed study is an exception the caller catches
+        multirun(["debug.fault=raise", *FAST, f"hydra.sweep.dir={tmp_path / 'failed'}"])
+    assert (e.value.failed, e.value.total, e.value.exit_code) == (1, 1, 1)
+    assert zygotes() == []
+    with pytest.raises(StudyFailed):
+        multirun(["debug.fault=exit", *FAST, f"hydra.sweep.dir={tmp_path / 'crashed'}"])
+    assert zygotes() == []
+
+
+# -- hydra-joblib-launcher with llem's sweeper -------------------------------------------------------------
+@pytest.mark.slow
+def test_joblib_launcher_runs_a_study_with_manifest_summary_and_resume(tmp_path: Path, llem_cache: Path,
+                                                                       tiny_model: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    args = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "pytorch.batch_size=1,2", *FAST,
+            f"hydra.sweep.dir={sweep}"]
+    p = run_llem(args, tmp_path, llem_cache, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "hydra/launcher=joblib" in p.stdout and "no fresh process per job" in p.stdout  # the plan says so
+    m = json.loads((sweep / "manifest.json").read_text())
+    assert [j["status"] for j in m["jobs"]] == ["completed", "completed"] and m["status"] == "completed"
+    results = [read_result(sweep / str(i)) for i in range(2)]
+    assert [r["identity"]["job_index"] for r in results] == [0, 1]
+    assert [r["workload"]["batch_size"] for r in results] == [1, 2]
+    assert (sweep / "summary.csv").is_file()
+
+    (sweep / "1" / "result.json").unlink()  # job 1 never finished
+    kept = results[0]["started_at"]
+    p = run_llem([*args, "study.resume=true"], tmp_path, llem_cache, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "1 already completed, 1 to run" in p.stdout
+    assert read_result(sweep / "0")["started_at"] == kept
+    assert read_result(sweep / "1")["status"] == "completed"
+
+
+# -- planning speed: the fast paths give what OmegaConf gives -----------------------------------------------
+def test_plain_values_and_typed_config_equal_omegaconfs_own(api: None) -> None:
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf, open_dict
+    from test_sweeper import JOBS
+
+    from hydra_plugins.llem_sweeper.compose import FastComposer, to_typed
+    from llem.config.schema import ExperimentConfig
+    from llem.config.store import register
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="llem"):
+        loader = GlobalHydra.instance().config_loader()
+        master = loader.load_configuration("config", ["hydra.sweep.dir=/tmp/unused"], RunMode.MULTIRUN)
+        composer = FastComposer(loader, master)
+        checked = 0
+        for overrides in [*JOBS, ["n=7", "precision=bf16"], ["pytorch.batch_size=2"], ["model=tiny-llama", "seed=3"]]:
+            try:
+                full = loader.load_sweep_config(master, overrides)
+            except Exception:
+                continue
+            with open_dict(full):
+                del full["hydra"]
+            assert composer.resolved(overrides) == OmegaConf.to_container(full, resolve=True, enum_to_str=True)
+            assert to_typed(ExperimentConfig, composer.resolved(overrides)) == OmegaConf.to_object(full), overrides
+            checked += 1
+        assert checked >= 10

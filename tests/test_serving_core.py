@@ -1,0 +1,243 @@
+"""Serving scenario, pure parts on known numbers: arrival process, scheduler, SLO/goodput, steady state,
+per-request energy attribution, the serving block, scenario validation and the backend registry."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from llem.config.schema import (
+    BACKENDS,
+    ExperimentConfig,
+    PytorchConfig,
+    ScenarioConfig,
+    SloConfig,
+    VllmConfig,
+)
+from llem.config.validate import problems
+from llem.energy.base import EnergyReading
+from llem.measure.latency import RequestRecord
+from llem.serving.arrivals import arrival_offsets
+from llem.serving.attribution import Span, attribute, energy_function, running_at
+from llem.serving.metrics import meets_slo, serving_block, steady_state_span
+from llem.serving.schedule import drive, lateness_s
+from llem.study.hashing import config_hash
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# -- arrival process --------------------------------------------------------------------------------------
+def _gaps(n: int, rate: float, burstiness: float, seed: int) -> list[float]:
+    t = arrival_offsets(n + 1, rate, burstiness, seed)
+    return [b - a for a, b in zip(t, t[1:])]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("rate", [4.0, 50.0])
+def test_poisson_arrivals_have_mean_gap_one_over_rate_and_cv_one(seed: int, rate: float) -> None:
+    gaps = _gaps(1000, rate, 1.0, seed)
+    mean = statistics.fmean(gaps)
+    assert mean == pytest.approx(1 / rate, rel=0.05)
+    assert statistics.stdev(gaps) / mean == pytest.approx(1.0, rel=0.10)
+
+
+@pytest.mark.parametrize("burstiness", [0.25, 0.5, 4.0])
+def test_gamma_burstiness_keeps_the_rate_and_sets_cv_to_one_over_sqrt_shape(burstiness: float) -> None:
+    gaps = _gaps(1000, 10.0, burstiness, seed=3)
+    mean = statistics.fmean(gaps)
+    assert mean == pytest.approx(0.1, rel=0.05)
+    assert statistics.stdev(gaps) / mean == pytest.approx(1 / math.sqrt(burstiness), rel=0.10)
+
+
+def test_arrivals_are_seeded_start_at_zero_and_inf_rate_sends_all_at_once() -> None:
+    a = arrival_offsets(50, 8.0, 1.0, seed=7)
+    assert a == arrival_offsets(50, 8.0, 1.0, seed=7) and a != arrival_offsets(50, 8.0, 1.0, seed=8)
+    assert a[0] == 0.0 and all(y > x for x, y in zip(a, a[1:]))
+    assert arrival_offsets(5, math.inf) == [0.0] * 5
+    with pytest.raises(ValueError):
+        arrival_offsets(5, 0.0)
+
+
+# -- scheduler --------------------------------------------------------------------------------------------
+def _rec(i: int, submit: float, first: float | None, end: float, out: int = 3, **kw) -> RequestRecord:
+    return RequestRecord(index=i, input_tokens=10, output_tokens=out, t_submit=submit, t_first_token=first,
+                         t_end=end, **kw)
+
+
+def test_scheduler_stamps_schedule_honours_max_concurrency_and_records_failures() -> None:
+    import time
+
+    async def send(i: int) -> RequestRecord:
+        t = time.perf_counter()
+        if i == 3:
+            raise RuntimeError("server said no")
+        await asyncio.sleep(0.02)
+        return _rec(i, t, t + 0.01, time.perf_counter())
+
+    async def main() -> list[RequestRecord]:
+        t0 = time.perf_counter() + 0.01
+        recs = await drive([0.0, 0.0, 0.0, 0.0, 0.0], send, max_concurrency=1, t0=t0)
+        return [replace(r, batch=round((r.t_scheduled - t0) * 1e6)) for r in recs]
+
+    recs = asyncio.run(main())
+    assert [r.index for r in recs] == [0, 1, 2, 3, 4]
+    assert all(r.batch == 0 for r in recs)  # t_scheduled = t0 + offset exactly
+    # one slot: each request is sent only after the one before it ended
+    ok = [r for r in recs if r.error is None]
+    assert all(b.t_submit >= a.t_end for a, b in zip(ok, ok[1:]))
+    assert recs[3].error == "RuntimeError: server said no" and recs[3].output_tokens == 0
+    late = lateness_s(recs)
+    assert len(late) == 5 and all(x >= 0 for x in late) and late[4] > late[0]  # waited for slots
+
+
+# -- SLO, goodput, steady state ---------------------------------------------------------------------------
+SLO = SimpleNamespace(ttft_s=0.5, itl_s=0.1)
+
+
+def test_slo_needs_both_ttft_and_mean_itl_within_limits() -> None:
+    assert meets_slo(_rec(0, 0.0, 0.5, 0.7), **vars(SLO))  # ttft 0.5 (= limit), itl 0.1 (= limit)
+    assert not meets_slo(_rec(1, 0.0, 0.51, 0.6), **vars(SLO))  # ttft over
+    assert not meets_slo(_rec(2, 0.0, 0.1, 0.4), **vars(SLO))  # itl 0.15 over
+    assert meets_slo(_rec(3, 0.0, 0.2, 0.2, out=1), **vars(SLO))  # one token: no ITL part
+    assert not meets_slo(_rec(4, 0.0, 0.1, 0.2, error="boom"), **vars(SLO))
+    assert not meets_slo(_rec(5, 0.0, None, 0.2, out=0), **vars(SLO))
+
+
+def test_steady_state_is_first_completion_to_last_send() -> None:
+    recs = [_rec(0, 0.0, 0.5, 2.0), _rec(1, 1.0, 1.5, 3.0), _rec(2, 2.5, 3.0, 4.0), _rec(3, 3.5, 4.0, 6.0)]
+    assert steady_state_span(recs) == (2.0, 3.5)
+    assert steady_state_span([_rec(0, 0.0, 0.5, 2.0), _rec(1, 0.0, 0.5, 2.5)]) is None  # all sent at once
+
+
+# -- per-request energy -----------------------------------------------------------------------------------
+def test_attribution_splits_each_instant_equally_and_shares_sum_to_busy_energy() -> None:
+    # 10 W everywhere, window [0, 10]. A: send 1, first token 2, end 5. B: send 3, first 4, end 7.
+    # [1,2] A prefill alone 10 J; [2,3] A decode alone 10 J; [3,4] A decode + B prefill 5 J each;
+    # [4,5] both decode 5 J each; [5,7] B decode alone 20 J; idle [0,1] + [7,10] = 40 J.
+    att = attribute([Span(0, 1, 2, 5), Span(1, 3, 4, 7)], lambda t: 10.0 * t, 0.0, 10.0)
+    a, b = att.shares
+    assert (a.prefill_j, a.decode_j) == pytest.approx((10.0, 20.0))
+    assert (b.prefill_j, b.decode_j) == pytest.approx((5.0, 25.0))
+    assert att.busy_j == pytest.approx(60.0) and att.idle_j == pytest.approx(40.0)
+    assert (att.busy_s, att.idle_s) == pytest.approx((6.0, 4.0))
+    assert a.energy_j + b.energy_j == pytest.approx(att.busy_j) and att.busy_j + att.idle_j == att.window_j
+    assert running_at([Span(0, 1, 2, 5), Span(1, 3, 4, 7)], 4.5) == 2
+
+
+def test_attribution_follows_the_sampled_power_curve_and_clips_to_the_window() -> None:
+    # RAPL-like cumulative series: 10 W until t=4, then 30 W. Window [2, 8].
+    times = [0.0, 2.0, 4.0, 6.0, 8.0]
+    energy = [0.0, 20.0, 40.0, 100.0, 160.0]
+    reading = EnergyReading("rapl", True, timeseries=[
+        {"t_s": t, "device": "cpu:package-0", "kind": "cpu", "energy_j": e} for t, e in zip(times, energy)])
+    fn, source = energy_function([reading], "cpu", 2.0, 8.0, total_j=140.0)
+    assert source == "timeseries" and fn is not None
+    # A runs [1, 5] (starts before the window: only [2, 5] counts), first token at 3; failed B [4, 6] no token.
+    att = attribute([Span(0, 1.0, 3.0, 5.0), Span(1, 4.0, None, 6.0)], fn, 2.0, 8.0)
+    a, b = att.shares
+    assert a.prefill_j == pytest.approx(10.0)  # [2,3] at 10 W
+    assert a.decode_j == pytest.approx(10.0 + 15.0)  # [3,4] alone at 10 W; [4,5] 30 J shared by two
+    assert (b.prefill_j, b.decode_j) == pytest.approx((15.0 + 30.0, 0.0))  # no first token: all prefill
+    assert att.idle_j == pytest.approx(60.0) and att.window_j == pytest.approx(140.0)
+    assert a.energy_j + b.energy_j == pytest.approx(att.busy_j)
+
+
+def test_counters_only_fall_back_to_mean_power() -> None:
+    fn, source = energy_function([EnergyReading("nvml", True)], "gpu", 0.0, 4.0, total_j=100.0)
+    assert source == "mean_power" and fn(3.0) - fn(1.0) == pytest.approx(50.0)
+    assert energy_function([], "gpu", 0.0, 4.0, None) == (None, "unmeasured")
+
+
+def test_serving_block_on_a_known_timeline() -> None:
+    scen = SimpleNamespace(request_rate=2.0, burstiness=1.0, max_concurrency=None, warmup_requests=0,
+                           slo=SimpleNamespace(ttft_s=0.5, itl_s=0.2))
+    recs = [
+        _rec(0, 0.0, 0.4, 1.0, out=4, t_scheduled=0.0, token_times=[0.4, 0.6, 0.8, 1.0]),  # meets
+        _rec(1, 0.5, 1.5, 2.1, out=4, t_scheduled=0.5, token_times=[1.5, 1.7, 1.9, 2.1]),  # ttft 1.0: misses
+        _rec(2, 1.1, 1.3, 1.9, out=4, t_scheduled=1.0, token_times=[1.3, 1.5, 1.7, 1.9]),  # meets, 0.1 s late
+        _rec(3, 1.6, None, 1.7, out=0, t_scheduled=1.5, error="EngineDeadError: x"),
+    ]
+    block, rows = serving_block(recs, 0.0, 4.0, scen, readings=[], energy={"basis": "gpu", "gpu_j": 400.0})
+    assert block["requests"] == {"sent": 4, "succeeded": 3, "failed": 1, "errors": ["EngineDeadError: x"]}
+    assert block["achieved_rate_s"] == pytest.approx(3 / 4)
+    assert block["throughput"]["output_tok_s"] == pytest.approx(12 / 4)
+    assert block["slo"]["met"] == 2 and block["slo"]["fraction"] == pytest.approx(0.5)
+    assert block["slo"]["goodput_rate_s"] == pytest.approx(2 / 4)
+    assert block["latency"]["ttft_s"]["max"] == pytest.approx(1.0)
+    assert block["latency"]["lateness_s"]["max"] == pytest.approx(0.1)
+    assert block["in_flight"]["peak"] == 3  # at t=1.65 requests 1, 2 and 3 are all in flight
+    assert block["in_flight"]["mean"] == pytest.approx((1.0 + 1.6 + 0.8 + 0.1) / 4)
+    e = block["energy"]
+    assert e["source"] == "mean_power" and e["j_per_output_token"] == pytest.approx(400 / 12)
+    assert e["j_per_request"] == pytest.approx(400 / 3) and e["j_per_slo_request"] == pytest.approx(400 / 2)
+    att = e["attribution"]
+    assert sum(r["energy_j"] for r in rows.values()) == pytest.approx(att["busy_j"])
+    assert att["busy_j"] + att["idle_j"] == pytest.approx(400.0)
+    assert att["idle_j"] == pytest.approx(100.0 * (4.0 - 2.1))  # 100 W, idle after the last end
+    assert rows[0]["meets_slo"] and not rows[1]["meets_slo"]
+    # [0, 0.5] request 0 alone: 50 J of prefill (its first token is at 0.4: 40 J prefill, 10 J decode)
+    assert rows[0]["prefill_energy_j"] == pytest.approx(40.0)
+    st = block["steady_state"]  # first completion 1.0 → last send 1.6
+    assert (st["t_start"], st["t_end"]) == pytest.approx((1.0, 1.6))
+    assert st["output_tokens"] == 3 and st["requests"] == 0  # tokens at 1.5 (req 1), 1.3 and 1.5 (req 2)
+    assert st["energy_j"] == pytest.approx(60.0) and st["j_per_output_token"] == pytest.approx(20.0)
+
+
+# -- scenario knobs and the backend registry ------------------------------------------------------------
+def _serving(**kw) -> ScenarioConfig:
+    return ScenarioConfig(name="serving", **kw)
+
+
+@pytest.mark.parametrize(("scenario", "key", "allowed"), [
+    (_serving(request_rate=0.0), "scenario.request_rate", "inf"),
+    (_serving(request_rate=float("nan")), "scenario.request_rate", "> 0"),
+    (_serving(burstiness=0.0), "scenario.burstiness", "1 = Poisson"),
+    (_serving(max_concurrency=0), "scenario.max_concurrency", ">= 1"),
+    (_serving(warmup_requests=-1), "scenario.warmup_requests", ">= 0"),
+    (_serving(slo=SloConfig(ttft_s=0.0)), "scenario.slo.ttft_s", "> 0"),
+    (_serving(slo=SloConfig(itl_s=-1.0)), "scenario.slo.itl_s", "> 0"),
+    (ScenarioConfig(name="online"), "scenario", "offline, serving"),
+])
+def test_bad_scenario_knobs_are_refused_naming_the_key(scenario: ScenarioConfig, key: str, allowed: str) -> None:
+    cfg = ExperimentConfig(backend="vllm", vllm=VllmConfig(), scenario=scenario)
+    found = [p for p in problems(cfg) if p[0] == key]
+    assert found and allowed in found[0][2]
+
+
+def test_serving_needs_a_backend_that_serves_and_inf_rate_is_fine() -> None:
+    bad = problems(ExperimentConfig(pytorch=PytorchConfig(), scenario=_serving()))
+    assert bad == [("scenario", "serving", "offline with backend=pytorch (backends with scenario=serving: vllm"
+                    + "".join(f", {n}" for n, b in BACKENDS.items() if n != "vllm" and b.serving_target) + ")")]
+    assert problems(ExperimentConfig(backend="vllm", vllm=VllmConfig(), scenario=_serving(request_rate=math.inf))) == []
+
+
+def test_every_registered_backend_is_complete() -> None:
+    """One registry entry per backend: its section is on ExperimentConfig, its YAML exists, its targets import."""
+    from llem.config.schema import import_target
+
+    fields = ExperimentConfig.__dataclass_fields__
+    for name, spec in BACKENDS.items():
+        assert name in fields and fields[name].default is None
+        text = (REPO / "conf" / "backend" / f"{name}.yaml").read_text()
+        assert "# @package _global_" in text and f"backend: {name}" in text and f"\n{name}:" in text
+        assert spec.scenarios(), name
+        if spec.checks:
+            assert callable(import_target(spec.checks))
+        if spec.batch_knob:
+            assert spec.batch_knob in spec.config.__dataclass_fields__
+
+
+def test_scenario_enters_config_hash_only_when_serving() -> None:
+    base = {"backend": "vllm", "n": 8, "vllm": {"max_num_seqs": 4}, "pytorch": None}
+    offline = {**base, "scenario": {"name": "offline", "request_rate": 1.0}}
+    assert config_hash(offline) == config_hash({**offline, "scenario": {"name": "offline", "request_rate": 9.0}})
+    assert config_hash(offline) == config_hash(base)  # offline hashes unchanged by the scenario section
+    s1 = {**base, "scenario": {"name": "serving", "request_rate": 1.0}}
+    s2 = {**base, "scenario": {"name": "serving", "request_rate": 2.0}}
+    assert len({config_hash(offline), config_hash(s1), config_hash(s2)}) == 3
