@@ -2,8 +2,10 @@
 
 `LlemError` is anything llem raises on purpose; `UserError` is a problem with what the user asked for
 (a setting, a file, a folder, a host that cannot do it). `python -m llem` maps every `UserError` to
-one line on stderr and exit code 2, before any model loads; anything else is a bug and keeps its
-traceback. Subclasses say where the problem lies (ConfigError, DatasetError, MeterUnavailable, ...).
+one `llem:` line per problem on stderr and its `exit_code` (2), before any model loads (the one rule:
+`llem/app.py`, `_user_errors_exit_2`); anything else is a bug and keeps its traceback. Subclasses say
+where the problem lies (ConfigError, DatasetError, MeterUnavailable, ModelNotFound, StudyError, ...).
+Checks that need the host or the model's config.json, not its weights: `llem/config/preflight.py`.
 """
 
 from __future__ import annotations

@@ -96,8 +96,8 @@ class NativeTransformers:
 
 
 def bench_pytorch(report: Report, quick: bool, tmp: Path) -> None:
-    from llem.models import resolve_model_path
     from llem.datasets import load_prompts
+    from llem.models import resolve_model_path
 
     s = _shape(quick)
     overrides = pytorch_overrides(s)

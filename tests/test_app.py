@@ -84,7 +84,7 @@ def test_bad_input_fails_before_any_model_loads(tmp_path: Path, llem_cache: Path
 
 def test_help_and_cfg_job(tmp_path: Path, llem_cache: Path) -> None:
     proc = run_llem(["--help"], tmp_path, llem_cache, timeout=60)
-    assert proc.returncode == 0 and "backend: pytorch, vllm" in proc.stdout
+    assert proc.returncode == 0 and "backend: openai, pytorch, vllm" in proc.stdout
     proc = run_llem(["--cfg", "job", "pytorch.batch_size=8", "model=gpt2"], tmp_path, llem_cache, timeout=60)
     assert proc.returncode == 0
     assert "batch_size: 8" in proc.stdout and "id: openai-community/gpt2" in proc.stdout

@@ -83,7 +83,7 @@ CASES: list[tuple[str, list[str], dict[str, str], list[str], bool]] = [
      True),
     ("Hub id, offline", ["model.id=nobody/no-such-model"], {"HF_HUB_OFFLINE": "1"},
      ["model.id=nobody/no-such-model", "HF_HUB_OFFLINE=1", "not in the Hugging Face cache"], True),
-    ("Hub id, Hub unreachable", ["model.id=nobody/no-such-model"], {"HF_ENDPOINT": "http://127.0.0.1:{port}"},
+    ("Hub id, Hub unreachable", ["model.id=nobody/no-such-model"], {"HF_ENDPOINT": "http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "0"},
      ["model.id=nobody/no-such-model", "is unreachable", "ConnectionRefusedError"], True),
 ]
 
@@ -301,6 +301,27 @@ def test_a_cached_hub_model_is_checked_offline_from_its_cached_config(tmp_path: 
     with pytest.raises(UserError, match=r"model.id=someone/not-cached: not a folder and not in the Hugging Face "
                                         r"cache, and HF_HUB_OFFLINE=1"):
         preflight(cfg)
+
+
+def test_cuda_index_beyond_the_visible_devices_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2-GPU host, as torch reports it (this machine has none: torch.cuda's answers are stood in)."""
+    import torch
+
+    from llem.config import preflight
+    from llem.config.validate import ConfigError
+
+    monkeypatch.setattr(preflight, "_torch_build", lambda: {"__version__": "2.x+cu124", "cuda": "12.4"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    preflight.check_device(_cfg(device="cuda:1"))
+    preflight.check_device(_cfg(device="cuda"))
+    with pytest.raises(ConfigError, match=r"pytorch.device=cuda:2 is invalid: allowed cuda or cuda:0..cuda:1: 2 CUDA "
+                                          r"device\(s\) visible \(CUDA_VISIBLE_DEVICES='0,1'\)"):
+        preflight.check_device(_cfg(device="cuda:2"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match=r"pytorch.device=cuda is invalid: allowed auto or cpu .*sees no CUDA device"):
+        preflight.check_device(_cfg(device="cuda"))
 
 
 # -- in-process: the Hub probe ---------------------------------------------------------------------------

@@ -108,3 +108,29 @@ def test_shipped_config_is_qwen25_05b() -> None:
     assert (cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"], cfg["num_attention_heads"],
             cfg["num_key_value_heads"], cfg["vocab_size"], cfg["tie_word_embeddings"]) == (
         896, 4864, 24, 14, 2, 151936, True)
+
+
+@pytest.mark.slow
+def test_on_a_simulated_gpu_host_with_a_cpu_torch_it_records_the_idle_step_then_exits_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVML answers (the simulator), torch has no CUDA: the first step (idle before any context) is in
+    the JSON with the simulated GPU's idle power, then the check stops with exit 2; no watchdog left."""
+    import threading
+
+    sim = host("H100", 2, watts=[70.0, 300.0], counter_period_s=0.1)
+    monkeypatch.setitem(sys.modules, "pynvml", sim)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    for key, value in (("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false"),
+                       ("PYTORCH_NVML_BASED_CUDA_CHECK", "1"), ("LLEM_CACHE", str(tmp_path / "cache"))):
+        monkeypatch.setenv(key, value)  # what main() sets by default: undone after the test
+    out = tmp_path / "check.json"
+    assert gc.main(["--json", str(out), "--budget-s", "60"]) == 2
+    doc = json.loads(out.read_text())
+    assert doc["gpu"]["nvml_index"] == 1 and doc["gpu"]["name"] == "NVIDIA H100 80GB HBM3"
+    idle = doc["steps"]["idle_no_context"]
+    assert idle["ok"] and idle["data"]["avg_w_mean"] == pytest.approx(300.0)  # the job's GPU, not GPU 0
+    assert idle["data"]["counter_w"] == pytest.approx(300.0, rel=0.05)  # real-time sampling: edges ±1 row
+    assert any("torch sees no CUDA device" in e for e in doc["errors"])
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer) and t.is_alive()
+                and getattr(t.function, "__qualname__", "").startswith("Check.watchdog")]  # gpu_check's own

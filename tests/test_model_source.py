@@ -158,8 +158,10 @@ def test_facts_of_what_loaded(folders: dict[str, Path], llem_cache: Path) -> Non
     b.load()
     b.model.generation_config.repetition_penalty = 1.3  # a checkpoint default llem does not override
     f = b.model_facts()
+    fp = f["source"].pop("fingerprint")
     assert f["source"] == {"kind": "local", "id": str(folders["small"]), "path": str(folders["small"].resolve()),
                            "revision": None, "commit": None, "snapshot": None}
+    assert len(fp) == 16 and fp != f["tokenizer"]["fingerprint"]  # the big folder: other weights, other size
     assert b.tokenizer.name_or_path == f["tokenizer"]["path"] == str(folders["big"].resolve())  # loaded from there
     assert f["dtype"] == "bfloat16" and f["dtypes"] == {"bfloat16": f["parameters"]}
     assert f["attn_implementation"] == "eager" and f["torch_threads"] == torch.get_num_threads()

@@ -197,6 +197,21 @@ def test_invalid_openai_knobs_are_refused_with_key_value_and_allowed(monkeypatch
     assert problems(_cfg(Path("/tmp"))) == []
 
 
+def test_command_placeholders_are_filled_and_secrets_never_shown(tmp_path: Path) -> None:
+    from llem.backends.openai import _is_local
+    from llem.serving.server import ManagedServer, fill
+
+    cmd = fill(["srv", "--model-path", "{model}", "--port={port}", "--json", '{"a": 1}'], {"port": "8123", "model": "/m"})
+    assert cmd == ["srv", "--model-path", "/m", "--port=8123", "--json", '{"a": 1}']
+    srv = ManagedServer(command=["srv", "--api-key", KEY], base_url="http://x/v1", log_path=tmp_path / "server.log",
+                        secrets=[KEY])
+    (tmp_path / "server.log").write_text(f"args: --api-key {KEY}\n")
+    assert srv.shown_argv() == ["srv", "--api-key", "***"] and KEY not in srv.log_tail()
+    srv._scrub_log()
+    assert KEY not in (tmp_path / "server.log").read_text()
+    assert _is_local("127.0.0.1") and _is_local("localhost") and not _is_local("192.0.2.1")  # TEST-NET-1
+
+
 @pytest.mark.slow
 def test_bad_openai_value_on_the_command_line_exits_2_before_any_server_starts(tmp_path: Path, llem_cache: Path) -> None:
     p = run_llem(["backend=openai", "openai.endpoint=responses", "hydra.run.dir=out"], tmp_path, llem_cache, timeout=120)
@@ -244,7 +259,8 @@ def test_orphans_of_a_killed_server_leader_are_found_by_process_group_and_stoppe
     srv.start()
     _wait_for(lambda: len(_marked(marker)) == 2, 20, "the stand-in server and its child")
     os.kill(srv.proc.pid, signal.SIGKILL)  # the leader dies; its child is re-parented and keeps the group id
-    _wait_for(lambda: len(_marked(marker)) == 1, 10, "the leader's death")
+    _wait_for(lambda: not srv.alive(), 10, "the leader's death")  # alive() polls: the leader is reaped
+    assert len(_marked(marker)) == 1
     srv.stop()
     assert _marked(marker) == []
 
@@ -286,7 +302,7 @@ def test_an_unreachable_base_url_fails_the_job_with_the_url(tmp_path: Path, llem
 def test_a_job_timed_out_by_the_launcher_leaves_no_server_process(tmp_path: Path, llem_cache: Path) -> None:
     marker = uuid.uuid4().hex
     job = _start_llem(["-m", "backend=openai", _sleeper(tmp_path), "openai.server.ready_timeout_s=300",
-                       "study.timeout_s=10", "study.kill_grace_s=3", "energy=none", "hydra.sweep.dir=sweep"],
+                       "study.timeout_s=8", "study.kill_grace_s=3", "energy=none", "hydra.sweep.dir=sweep"],
                       tmp_path, llem_cache, {"LLEM_TEST_MARK": marker})
     try:
         out, _ = job.communicate(timeout=120)
@@ -294,7 +310,7 @@ def test_a_job_timed_out_by_the_launcher_leaves_no_server_process(tmp_path: Path
     finally:
         job.kill()
     res = read_result(tmp_path / "sweep" / "0")
-    assert res["status"] in ("failed", "interrupted") and "timeout_s=10" in json.dumps(res["error"]), res["error"]
+    assert res["status"] in ("failed", "interrupted") and "timeout_s=8" in json.dumps(res["error"]), res["error"]
     assert (tmp_path / "sweep" / "0" / "server.log").exists()  # the server had been started
     assert _gone(marker) == []
 

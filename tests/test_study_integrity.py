@@ -1,8 +1,9 @@
 """A study folder cannot lie or lose data: one running study per folder (flock), torn files redone
 never fatal, disk full / read-only folders stop cleanly and resume, kill -9 in fork mode records
 `interrupted`, files follow the umask. Unit tests first (fast), then real `python -m llem -m` studies
-(slow): kill -9, a full and a read-only tmpfs, a stress test of concurrent launches/resumes/kills,
-and a property test that corrupts random files of a finished study and resumes it."""
+(slow): a full and a read-only tmpfs, a stress test of concurrent launches/resumes/kills, and a
+property test that corrupts random files of a finished study and resumes it (kill -9 of a real
+study: tests/test_launcher_e2e.py). LLEM_STRESS_ROUNDS / LLEM_PROPERTY_EXAMPLES run more cases."""
 
 from __future__ import annotations
 
@@ -174,6 +175,51 @@ def test_storage_errors_name_path_free_space_and_fix(tmp_path: Path, monkeypatch
     assert stop.value.code == 4 and stop.value.reason == reason
 
 
+def test_which_job_failures_are_storage_failures(tmp_path: Path) -> None:
+    from llem.launch.outcome import storage_problem
+
+    llem_err = {"type": "StorageError", "reason": "exception", "message": "cannot write x: No space left on device"}
+    assert storage_problem(tmp_path, llem_err) == "disk_full"
+    assert storage_problem(tmp_path, {"type": "JobFailed", "reason": "exception"},
+                           ("JobFailed: StorageError: cannot write x: Read-only file system",)) == "io_error"
+    # an ENOSPC elsewhere (a full /dev/shm) while the job folder has room: an ordinary job failure
+    shm = {"type": "OSError", "reason": "exception", "message": "[Errno 28] No space left on device: '/dev/shm/x'"}
+    assert storage_problem(tmp_path, shm) is None
+    assert storage_problem(tmp_path, {"type": "Crash", "reason": "crash"}) is None
+    assert storage_problem(tmp_path, {"type": "RuntimeError", "reason": "exception", "message": "boom"}) is None
+
+
+# -- kill -9 in fork mode -------------------------------------------------------------------------------
+def _sleep_and_record(marker: str) -> None:
+    try:
+        time.sleep(60)
+    except KeyboardInterrupt:  # what llem's job does on SIGTERM: record `interrupted`
+        Path(marker).write_text("interrupted")
+        raise
+
+
+def test_a_zygote_left_by_its_launcher_stops_its_job_with_sigterm_never_sigkill(tmp_path: Path) -> None:
+    """The launcher died (its pipes closed): the zygote must let the job record `interrupted`."""
+    import cloudpickle
+
+    from llem.launch.process import child_env
+    from llem.launch.zygote import ForkServer
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    server = ForkServer(preload=("cloudpickle",)).start()
+    try:
+        payload = tmp_path / "job.pkl"
+        marker = tmp_path / "marker"
+        payload.write_bytes(cloudpickle.dumps((_sleep_and_record, (str(marker),), {})))
+        env = child_env(os.environ, {"LLEM_LAUNCH_PARENT_PID": str(os.getpid())})
+        job = server.run(payload, tmp_path / "ret", tmp_path / "fault", env)
+        time.sleep(0.3)  # the job is in its sleep
+    finally:
+        server.close()  # EOF on the zygote's request pipe, as when the launcher is killed
+    wait_gone(job.pid, 20)
+    assert marker.read_text() == "interrupted"
+
+
 # -- torn files ----------------------------------------------------------------------------------------
 CORRUPTIONS = {
     "truncated": lambda b: b[: max(1, len(b) // 2)],
@@ -304,8 +350,8 @@ def test_results_without_a_manifest_are_a_study(tmp_path: Path) -> None:
 
 
 # -- real studies (python -m llem -m ..., the default fork mode) ---------------------------------------
-FAST = ["n=2", "pytorch.max_output_tokens=2", "warmup.n_batches=0", "quiet=true", "energy=none",
-        "study.progress=false"]
+FAST = ["n=2", "warmup.n_batches=0", "quiet=true", "energy=none", "study.progress=false"]
+TWO = "pytorch.max_output_tokens=2,3"  # two configs (max_output_tokens is part of config_hash)
 
 
 def llem_env(cache: Path) -> dict[str, str]:
@@ -373,26 +419,6 @@ def completed_once(sweep: Path) -> dict[tuple[str, int], str]:
     return {k: v[0] for k, v in found.items()}
 
 
-@pytest.mark.slow
-def test_kill_9_of_the_study_in_fork_mode_records_the_job_interrupted(tmp_path: Path, llem_cache: Path,
-                                                                     tiny_model: Path) -> None:
-    sweep = tmp_path / "sweep"
-    proc = start_llem(["-m", "debug.fault=sleep", "debug.sleep_s=60", *FAST, f"hydra.sweep.dir={sweep}"],
-                      tmp_path, llem_cache)
-    try:
-        pid = wait_running(sweep, 0, proc)
-        proc.kill()  # kill -9: the launcher does nothing more
-        proc.wait()
-        wait_gone(pid)
-    finally:
-        proc.kill()
-        proc.communicate()
-    res = read_result(sweep / "0")
-    assert res["status"] == "interrupted" and "SIGTERM" in res["error"]["message"]
-    m = json.loads((sweep / "manifest.json").read_text())
-    assert m["jobs"][0]["start_method"] == "fork"
-
-
 def _mount_tmpfs(path: Path, size: str) -> None:
     path.mkdir()
     try:
@@ -428,7 +454,7 @@ def _fill(disk: Path) -> Path:
 def test_disk_full_and_read_only_folders_stop_cleanly_and_resume(small_disk: Path, tmp_path: Path,
                                                                  llem_cache: Path, tiny_model: Path) -> None:
     sweep = small_disk / "sweep"
-    args = ["-m", "seed=0,1", "debug.fault=sleep", "debug.sleep_s=2", *FAST, f"hydra.sweep.dir={sweep}"]
+    args = ["-m", TWO, "debug.fault=sleep", "debug.sleep_s=2", *FAST, f"hydra.sweep.dir={sweep}"]
     # 1. the disk fills up while job 0 runs
     proc = start_llem(args, tmp_path, llem_cache)
     try:
@@ -481,10 +507,11 @@ def test_stress_two_studies_and_a_resume_on_one_folder_with_kills(tmp_path: Path
     with kill -9 / SIGTERM at random moments; then resume until done. Every (config_hash, cycle)
     ends completed exactly once, in its own folder, of this design; the losers are refused (exit 2)."""
     rng = random.Random(int(os.environ.get("LLEM_STRESS_SEED", "14")))
-    rounds, tally = 3, {"refused": 0, "killed": 0, "completed": 0, "resumed": 0}
+    rounds = int(os.environ.get("LLEM_STRESS_ROUNDS", "3"))  # more for a longer soak run
+    tally = {"refused": 0, "killed": 0, "completed": 0, "resumed": 0, "launches": 0}
     for r in range(rounds):
         sweep = tmp_path / f"sweep{r}"
-        args = ["-m", "seed=0,1", "study.n_cycles=2", "debug.fault=sleep", "debug.sleep_s=0.3", *FAST,
+        args = ["-m", TWO, "study.n_cycles=2", "debug.fault=sleep", "debug.sleep_s=0.3", *FAST,
                 f"hydra.sweep.dir={sweep}"]
         starts = sorted([(0.0, args), (rng.uniform(0, 2.5), args), (rng.uniform(0, 5), [*args, "study.resume=true"])],
                         key=lambda x: x[0])
@@ -512,6 +539,9 @@ def test_stress_two_studies_and_a_resume_on_one_folder_with_kills(tmp_path: Path
             for p in procs:
                 p.kill()
                 p.communicate()
+        print(f"round {r}: starts at {[round(t, 1) for t, _ in starts]} s, {signal.Signals(kill_sig).name} at "
+              f"{kill_at:.1f} s, exit codes {[p.returncode for p in procs]}")
+        tally["launches"] += len(procs)
         for p, (_, err) in zip(procs, outs):
             assert p.returncode in (0, 2, 130, -signal.SIGKILL, -signal.SIGTERM), (p.returncode, err[-2000:])
             if p.returncode == 2:
@@ -533,7 +563,7 @@ def test_stress_two_studies_and_a_resume_on_one_folder_with_kills(tmp_path: Path
 def finished_study(tmp_path_factory: pytest.TempPathFactory, llem_cache: Path, tiny_model: Path) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("finished")
     sweep = root / "sweep"
-    args = ["-m", "seed=0,1,2", *FAST]
+    args = ["-m", "pytorch.max_output_tokens=2,3,4", *FAST]
     p = run_llem([*args, f"hydra.sweep.dir={sweep}"], root, llem_cache)
     assert p.returncode == 0, p.stderr
     return sweep, args
@@ -552,7 +582,7 @@ def _corrupt(path: Path, kind: str, rng: random.Random) -> None:
 @pytest.mark.slow
 def test_property_corrupt_random_files_of_a_finished_study_then_resume_completes_it(
         finished_study: tuple[Path, list[str]], tmp_path: Path, llem_cache: Path) -> None:
-    from hypothesis import HealthCheck, given, settings
+    from hypothesis import HealthCheck, Phase, given, settings
     from hypothesis import strategies as st
 
     from llem.report import build_report
@@ -562,7 +592,8 @@ def test_property_corrupt_random_files_of_a_finished_study_then_resume_completes
     kinds = [*sorted(CORRUPTIONS), "random_cut", "garbage"]
     cases = iter(range(100))
 
-    @settings(max_examples=4, deadline=None, derandomize=True, database=None,
+    # each example is a real resume (a few seconds): a few examples, no shrinking (it would rerun them)
+    @settings(max_examples=int(os.environ.get("LLEM_PROPERTY_EXAMPLES", "3")), deadline=None, derandomize=True, database=None, phases=[Phase.generate],
               suppress_health_check=list(HealthCheck))
     @given(st.lists(st.tuples(st.sampled_from(names), st.sampled_from(kinds)), min_size=1, max_size=4,
                     unique_by=lambda x: x[0]), st.integers(0, 2**16))
@@ -570,6 +601,7 @@ def test_property_corrupt_random_files_of_a_finished_study_then_resume_completes
         sweep = tmp_path / f"case{next(cases)}"
         shutil.copytree(sweep0, sweep)
         rng = random.Random(seed)
+        print(f"property case {sweep.name}: {damage}")
         for name, kind in damage:
             _corrupt(sweep / name, kind, rng)
         rep = build_report(sweep, out=tmp_path / f"{sweep.name}-report")  # never crashes on torn files

@@ -77,7 +77,7 @@ def _gaps(study: StudyConfig, config: DictConfig) -> tuple[Gaps, str]:
     target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
     if "llem" not in target:
         name = target.rsplit(".", 1)[-1] or "this launcher"
-        return Gaps(0.0, 0.0), f"not waited: only llem's launcher waits gaps ({name} runs jobs back to back)"
+        return Gaps(0.0, 0.0), f"not waited: only llem's launcher waits gaps ({name} dispatches the jobs itself)"
     if gpu:
         return gaps, (f"GPU host: unset gaps default to {GPU_CONFIG_GAP_S:g} s / {GPU_CYCLE_GAP_S:g} s; "
                       "study.gaps=false turns them off")

@@ -55,6 +55,11 @@ _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 def check_config(c: Any, cfg: Any) -> None:
     """Range checks of `openai.*` (c: llem.config.validate._Checks). Runs at planning and before load."""
     o = cfg.openai
+    import importlib.util
+
+    if importlib.util.find_spec("aiohttp") is None:
+        c.add("backend", "openai", "a backend whose client is installed: backend=openai needs aiohttp "
+              "(pip install 'llem[openai]')")
     if o.base_url is not None:
         u = urlparse(str(o.base_url))
         if u.scheme not in ("http", "https") or not u.hostname:
@@ -390,6 +395,8 @@ class OpenaiBackend(Backend):
                          f"per request (asked {self.o.max_tokens}): not fixed length; the result counts what it produced")
         if not self.info.get("energy_covers_server", True):
             notes.append(self.info["energy_scope"])
+        if self.info.get("tokenizer_note"):
+            notes.append(self.info["tokenizer_note"])
         extra["latency_note"] = "; ".join(notes) or None
         return RunOutput(records=records, phases=phases, extra=extra)
 

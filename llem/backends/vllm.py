@@ -328,9 +328,14 @@ class VllmBackend(Backend):
                                 f"({', '.join(map(str, supported))}); this model's is {head}")])
 
     # -- load -------------------------------------------------------------------------------------------
+    def _make_engine(self) -> Any:
+        """The engine object kept in `self.llm` (llem/backends/vllm_serving.py starts vLLM's AsyncLLM here)."""
+        from vllm import LLM
+
+        return LLM(**self.engine_kwargs)
+
     def load(self) -> None:
         from transformers import AutoTokenizer
-        from vllm import LLM
         from vllm.platforms import current_platform
 
         if current_platform.is_cpu() and "kv_cache_memory_bytes" not in self.engine_kwargs:
@@ -342,7 +347,7 @@ class VllmBackend(Backend):
                                                        trust_remote_code=m.trust_remote_code)
         before = set(_descendants())
         try:
-            self.llm = LLM(**self.engine_kwargs)
+            self.llm = self._make_engine()
         finally:  # also when the engine fails to start: whatever it left running is ours to stop
             tracker = _resource_tracker_pid()
             self._started = {pid: p for pid, p in _descendants().items() if pid not in before and pid != tracker}

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import RunOutput, Workload
-from llem.backends.vllm import CPU_ENV_DEFAULTS, VllmBackend, _descendants, _resource_tracker_pid
+from llem.backends.vllm import VllmBackend
 from llem.config.validate import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 from llem.serving.arrivals import arrival_offsets
@@ -65,29 +64,15 @@ class VllmServingBackend(VllmBackend):
                                 "vllm.LLM only, not of the async engine") for k in offline_only])
         return kw
 
-    # -- load -------------------------------------------------------------------------------------------
-    def load(self) -> None:
-        from transformers import AutoTokenizer
-        from vllm.platforms import current_platform
-
-        if current_platform.is_cpu() and "kv_cache_memory_bytes" not in self.engine_kwargs:
-            for key, value in CPU_ENV_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-        m = self.cfg.model
-        self.tokenizer = AutoTokenizer.from_pretrained(m.tokenizer_id or self.path, revision=m.revision,
-                                                       trust_remote_code=m.trust_remote_code)
+    # -- load (the offline backend's load: tokenizer, CPU env, process bookkeeping; this engine) ---------
+    def _make_engine(self) -> Any:
         self.loop = asyncio.new_event_loop()
-        before = set(_descendants())
-        try:
-            self.engine = self.loop.run_until_complete(self._start())
-        finally:  # also when the engine fails to start: whatever it left running is ours to stop
-            tracker = _resource_tracker_pid()
-            self._started = {pid: p for pid, p in _descendants().items() if pid not in before and pid != tracker}
-        # As offline: per-request stats stay on in the engine, vLLM's periodic stat logger goes.
-        self.engine.logger_manager = None
+        self.engine = self.loop.run_until_complete(self._start())
+        # As offline: per-request stats stay on in the engine, vLLM's periodic stat logger goes (the
+        # output handler holds it in `_logger_ref`; the offline load clears `logger_manager`).
         if getattr(self.engine, "_logger_ref", None):
             self.engine._logger_ref[0] = None
-        self.llm = _EngineView(self.engine)
+        return _EngineView(self.engine)
 
     async def _start(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -96,11 +81,11 @@ class VllmServingBackend(VllmBackend):
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_kwargs))
 
     # -- requests ---------------------------------------------------------------------------------------
-    def _stream_params(self, max_tokens: int) -> Any:
+    def _params(self, max_tokens: int) -> Any:
         from vllm.sampling_params import RequestOutputKind
 
-        params = self._params(max_tokens)
-        params.output_kind = RequestOutputKind.DELTA  # every output as it comes: chunk times
+        params = super()._params(max_tokens)
+        params.output_kind = RequestOutputKind.DELTA  # always streamed: every output's time, as a client sees it
         return params
 
     def _sender(self, workload: Workload, params: Any, tag: str) -> Any:
@@ -135,7 +120,7 @@ class VllmServingBackend(VllmBackend):
         assert self.loop is not None
         n = self.cfg.scenario.warmup_requests
         max_tokens = self.cfg.warmup.max_output_tokens or self.v.max_tokens
-        send = self._sender(workload, self._stream_params(max_tokens), f"warmup{self._warmups}-")
+        send = self._sender(workload, self._params(max_tokens), f"warmup{self._warmups}-")
         self._warmups += 1
         t0 = time.perf_counter()
         self.loop.run_until_complete(drive(self._offsets(n), send, self.cfg.scenario.max_concurrency))
@@ -147,7 +132,7 @@ class VllmServingBackend(VllmBackend):
     def run(self, workload: Workload) -> RunOutput:
         assert self.loop is not None
         offsets = self._offsets(len(workload.payload))  # pure and cheap; the window starts with the arrivals
-        send = self._sender(workload, self._stream_params(self.v.max_tokens), "")
+        send = self._sender(workload, self._params(self.v.max_tokens), "")
         records = self.loop.run_until_complete(drive(offsets, send, self.cfg.scenario.max_concurrency))
         if records and all(r.error is not None for r in records):  # nothing was served: a failed job, not a result
             raise RuntimeError(f"every one of {len(records)} requests failed; the first: {records[0].error}")

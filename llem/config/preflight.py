@@ -69,7 +69,8 @@ def check_device(cfg: ExperimentConfig) -> None:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     seen = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
     if count == 0:
-        why = "torch is a CPU-only build" if torch.version.cuda is None else "torch sees no CUDA device" + seen
+        cuda_build = (build.get("cuda") or build.get("hip")) if build is not None else torch.version.cuda
+        why = "torch is a CPU-only build" if cuda_build is None else "torch sees no CUDA device" + seen
         raise ConfigError([("pytorch.device", device, f"auto or cpu on this host: {why} (torch {torch.__version__})")])
     if index >= count:
         raise ConfigError([("pytorch.device", device, f"cuda or cuda:0..cuda:{count - 1}: {count} CUDA "

@@ -181,6 +181,8 @@ class StudyConfig:
     job_estimate_s: float = 60.0  # plan estimate per job never measured before (same config_hash)
     history_dir: str | None = None  # earlier results for estimates (searched recursively); null: multirun/ layout two levels above the sweep folder
     resume: bool = False
+    # llem's launcher knobs, from here to fresh_process: aliases of hydra.launcher.<same name> (README
+    # "Launcher settings"); one set away from its default wins, two different values are refused
     timeout_s: float | None = None  # per-job limit (launcher): whole job process, start-up included; null/0 = none
     kill_grace_s: float = 10.0  # launcher: SIGTERM → SIGKILL delay when a job is stopped (timeout, Ctrl-C)
     on_unhealthy: str = "warn"  # warn | wait | abort (launcher health checks)

@@ -53,16 +53,22 @@ LOW_SPACE_BYTES = 1 << 20  # a job folder's filesystem with less free space than
 
 def storage_problem(job_dir: Path, error: Optional[dict[str, Any]], texts: tuple[str, ...] = ()) -> Optional[str]:
     """`disk_full` / `io_error` when a job that did not complete failed on its storage: it raised
-    llem's StorageError, or it left no result and its folder's filesystem is full or read-only now."""
+    llem's StorageError, or its folder's filesystem is full or read-only now and the job either left
+    no result or failed with ENOSPC/EROFS/EIO (an error elsewhere, e.g. a full /dev/shm, is not it)."""
+    from llem.io import storage_reason_in
+
     error = error or {}
     if error.get("reason") in ("disk_full", "io_error"):
         return str(error["reason"])
-    from llem.io import storage_reason_in
-
+    text = " ".join([str(error.get("message", "")), *texts])
     if error.get("type") == "StorageError" or any("StorageError" in t for t in texts):
-        return storage_reason_in(" ".join([str(error.get("message", "")), *texts])) or "io_error"
-    if error.get("reason") not in ("crash", "no_result", "signal"):
+        return storage_reason_in(text) or "io_error"
+    if error.get("reason") not in ("crash", "no_result", "signal") and not storage_reason_in(text):
         return None
+    return _filesystem_problem(job_dir)
+
+
+def _filesystem_problem(job_dir: Path) -> Optional[str]:
     probe = job_dir if job_dir.exists() else job_dir.parent
     try:
         st = os.statvfs(probe)

@@ -326,8 +326,10 @@ class Supervisor:
         t_study = time.monotonic()
         try:
             folder = lock.acquire(self.sweep_dir)  # one running study per folder (a no-op under llem's sweeper)
-        except lock.FolderInUse as e:
+        except (lock.FolderInUse, io.StorageError) as e:
             print(f"llem: {e}", file=sys.stderr, flush=True)
+            if isinstance(e, io.StorageError):
+                raise io.StorageExit(str(e), e.reason) from None
             raise SystemExit(2) from None
         try:
             return self._run(requests, total, pending, nxt, t_study)
@@ -382,7 +384,8 @@ class Supervisor:
                 except (io.StorageError, io.StorageExit) as e:  # the launcher's own writes (manifest, job folder)
                     if self._stopped:
                         raise
-                    self._stop_all("SIGTERM")
+                    with suppress(io.StorageError, io.StorageExit):  # the others' folders may be as full
+                        self._stop_all("SIGTERM")
                     self._storage_stop(str(e) if isinstance(e, io.StorageError) else e.message, e.reason,
                                        nxt.index if nxt is not None else None)
                 except BaseException:

@@ -56,6 +56,7 @@ class ModelSource:
         out = asdict(self)
         if self.kind == "hub" and self.snapshot is None:
             out["snapshot"] = snapshot_folder(self.path, self.commit)
+        out["fingerprint"] = folder_fingerprint(self.path) if self.kind != "hub" else None
         return out
 
 
@@ -66,7 +67,8 @@ class ModelSources:
 
 
 def builtin_name(model_id: str) -> str | None:
-    """`tiny-gpt2` for `llem/tiny-gpt2`; None for any id outside the reserved `llem/` namespace."""
+    """`tiny-gpt2` for `llem/tiny-gpt2`; "" for an unknown name in the reserved `llem/` namespace; None
+    for any other id."""
     from llem.models.tiny import ARCHS
 
     if not model_id.startswith(BUILTIN_PREFIX):
@@ -170,6 +172,22 @@ def hub_commit(repo_id: str, revision: str | None, key: str = "model.id") -> str
     if not _COMMIT.match(commit):
         raise ModelNotFound(f"{key}={repo_id} revision={revision or 'main'}: resolved to {commit!r}, not a commit")
     return commit
+
+
+def folder_fingerprint(folder: str) -> str | None:
+    """sha256[:16] of a model folder's config.json and its files' names and sizes: tells two versions of
+    one path apart (a folder has no commit). Weights are not read: hashing gigabytes would cost minutes."""
+    import hashlib
+
+    root = Path(folder)
+    try:
+        h = hashlib.sha256((root / "config.json").read_bytes())
+        for p in sorted(root.iterdir()):
+            if p.is_file() and not p.name.startswith("."):
+                h.update(f"\0{p.name}\0{p.stat().st_size}".encode())
+    except OSError:
+        return None
+    return h.hexdigest()[:16]
 
 
 def snapshot_folder(repo_id: str, commit: str | None) -> str | None:

@@ -20,7 +20,7 @@ import pandas as pd
 
 from llem.config.schema import BACKENDS
 from llem.errors import UserError
-from llem.io import TornFile
+from llem.io import TornFile, atomic_write_text
 from llem.results import (
     J_PER_TOKEN,
     THROUGHPUT,
@@ -206,7 +206,7 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
                            "SLO: a request meets it when its TTFT and its mean ITL are within the limits; "
                            "J/output token is over the whole measurement window. Per config: "
                            "[serving.csv](serving.csv)", ""])
-    rep.page.write_text(page, encoding="utf-8")
+    atomic_write_text(rep.page, page)
     rep.files.append(rep.page)
     torn_text = (f"torn files: {len(torn)} (listed in {rep.page.name}; python -m llem -m ... study.resume=true "
                  "runs those jobs again)") if torn else ""
