@@ -60,6 +60,7 @@ def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     try:
+        _set_study_job(cfg, hc.job.env_set)
         experiment, resolved = to_experiment(cfg)
         chash = experiment.study_job.config_hash or config_hash(resolved)
         try:
@@ -74,6 +75,21 @@ def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     if not experiment.quiet:
         print(render(result.as_dict(), str(out_dir)), flush=True)
     return {"status": result.status, "config_hash": chash, "output_tok_s": result.throughput.get("output_tok_s")}
+
+
+def _set_study_job(cfg: DictConfig, env_set: Any) -> None:
+    """The job's place in its study, from the tag llem's sweeper passes through Hydra's own channel
+    (`hydra.job.env_set.LLEM_STUDY_JOB`, llem.study.jobtag) into `cfg.study_job`; no tag: as composed."""
+    from omegaconf import open_dict, read_write
+
+    from llem.study.jobtag import STUDY_JOB_ENV, parse_tag
+
+    tag = env_set.get(STUDY_JOB_ENV) if env_set is not None else None
+    if tag is None or "study_job" not in cfg:
+        return
+    with read_write(cfg), open_dict(cfg):
+        for key, value in parse_tag(tag).items():
+            cfg.study_job[key] = value
 
 
 @hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")

@@ -150,15 +150,15 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         baseline = baseline_for(selection.meters, cfg.energy, cfg.model.cache_dir)  # idle power, before model load
         backend = make_backend(cfg)
         backend.job_dir = out_dir  # where a backend keeps side files (openai: the managed server's server.log)
-        if getattr(backend, "sources", None) is not None:  # what loads: path, pinned Hub commit, tokenizer
+        if backend.sources is not None:  # what loads: path, pinned Hub commit, tokenizer
             result.identity.update(identity_fields(backend.sources))
         t0 = time.perf_counter()
         backend.load()
         load_s = time.perf_counter() - t0
-        if getattr(backend, "sources", None) is not None:  # again: a Hub snapshot folder exists once downloaded
+        if backend.sources is not None:  # again: a Hub snapshot folder exists once downloaded
             result.identity.update(identity_fields(backend.sources))
         for m in selection.meters:  # now the model is loaded: which GPUs run this job's processes (nvml)
-            getattr(m, "attribute", lambda: None)()
+            m.attribute()
         baseline = context_baseline(selection.meters, cfg.energy, baseline)  # GPU idle with the job's context
         if prompts is None:
             prompts = load_prompts(cfg.dataset, cfg.n, cfg.seed, getattr(backend, "tokenizer", None))
@@ -174,7 +174,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
             out = backend.run(workload)
 
         result.workload = _workload_block(cfg, workload, out)
-        compiled = getattr(backend, "compile_report", lambda: None)()  # shapes warmed, recompiles in window
+        compiled = backend.compile_report()  # shapes warmed, recompiles in window
         if compiled:
             result.workload["compile"] = compiled
             result.warnings.extend(compiled["warnings"])

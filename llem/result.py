@@ -11,7 +11,10 @@ import traceback as _tb
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = "1.1.0"  # 1.1: `serving` block, serving rows in requests.jsonl
+# 1.1: `serving` block and serving rows in requests.jsonl; identity model_source/_path/_commit and
+# model source/tokenizer/generation facts; energy attribution + unattributed_devices (gpu_j: the job's
+# GPUs only), baseline with/without a CUDA context; workload.compile
+SCHEMA_VERSION = "1.1.0"
 RESULT_FILE = "result.json"
 REQUESTS_FILE = "requests.jsonl"
 TIMESERIES_FILE = "timeseries.parquet"

@@ -25,8 +25,11 @@ def render(result: dict[str, Any], out_dir: str) -> str:
             energy += f"; minus idle baseline {adj['energy_j']:.2f} J"
     else:
         energy = f"not measured ({e.get('reason')})"
-    batch = (f"max_num_seqs {w['batch_size']}" if w.get("batching") == "continuous"
-             else f"batch {w['batch_size']}")
+    if w.get("batch_size") is None:  # the server schedules (openai backend): no batch knob of ours
+        batch = f"{w.get('batching') or 'server'} batching"
+    else:
+        batch = (f"max_num_seqs {w['batch_size']}" if w.get("batching") == "continuous"
+                 else f"batch {w['batch_size']}")
     steady = t.get("steady_state")
     lines = [
         f"llem {ident['backend']} · {ident['model']} · {ident['precision']} · {batch} · "

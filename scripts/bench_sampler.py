@@ -1,7 +1,7 @@
 """Sampler overhead: llem's output tok/s with the NVML power sampler at 10 / 50 / 100 Hz vs energy off.
 
-On a machine without an NVIDIA GPU (this one) the sampler reads a FAKE NVML (the test suite's fake
-`pynvml` module, injected where llem imports `pynvml`): this is a CPU cost check of llem's sampler
+On a machine without an NVIDIA GPU (this one) the sampler reads a SIMULATED NVML (the test suite's GPU
+simulator, tests/gpu_sim.py, injected where llem imports `pynvml`): this is a CPU cost check of llem's sampler
 thread (wake-ups, reads, bookkeeping competing with generation for the CPU), NOT a GPU measurement.
 On a GPU machine (`--real-nvml`) the real pynvml is used and the figure is the real one.
 
@@ -27,18 +27,20 @@ RATES = (10, 50, 100)
 TARGET = 0.98  # a sampler costing more than 2 % of throughput would distort what it measures
 
 
-FAKES = REPO / "tests" / "energy_fakes.py"
+FAKES = REPO / "tests" / "gpu_sim.py"
 
 
 def install_fake() -> Any:
-    """The energy tests' FakePynvml (one fake H100 at 300 W), registered as `pynvml` so
-    `import pynvml` in llem/energy/nvml.py gets it, as in tests/test_energy_nvml.py."""
-    spec = importlib.util.spec_from_file_location("energy_fakes", FAKES)
+    """The energy tests' GPU simulator (one H100 at 300 W on the real clock, its counter stepping every
+    100 ms, running this process), registered as `pynvml` so `import pynvml` in llem/energy/nvml.py gets
+    it, as in tests/test_energy_nvml.py."""
+    spec = importlib.util.spec_from_file_location("gpu_sim", FAKES)
     assert spec and spec.loader
-    fakes = importlib.util.module_from_spec(spec)
-    sys.modules["energy_fakes"] = fakes
-    spec.loader.exec_module(fakes)
-    module = fakes.FakePynvml([fakes.FakeGpu(uuid=fakes.uuid(0), power_w=300.0)])
+    sim = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_sim"] = sim
+    spec.loader.exec_module(sim)
+    module = sim.host("H100", watts=300.0)
+    module.gpus[0].runs_caller = True
     sys.modules["pynvml"] = module
     return module
 
@@ -66,12 +68,12 @@ def main() -> None:
             report.finish(args.json)
             return
         if not FAKES.is_file():
-            report.skip("sampler", f"{FAKES.relative_to(REPO)} (the energy tests' fake NVML) is not here")
+            report.skip("sampler", f"{FAKES.relative_to(REPO)} (the energy tests' GPU simulator) is not here")
             report.finish(args.json)
             return
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         install_fake()
-        report.note("CPU cost check with the energy tests' fake NVML (tests/energy_fakes.py FakePynvml): "
+        report.note("CPU cost check with the energy tests' GPU simulator (tests/gpu_sim.py, one H100): "
                     "NOT a GPU measurement")
     n = 64 if args.quick else 128
     reps = 3 if args.quick else 7

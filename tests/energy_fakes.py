@@ -1,12 +1,10 @@
 """Stand-ins for hardware this machine lacks, behind the interfaces the real things use.
 
-- `FakePynvml`: a module object installed as `sys.modules["pynvml"]` (where llem imports NVML). Its
-  energy counter integrates each GPU's power exactly over `time.perf_counter()`; tests change a GPU's
-  power at any moment with `set_power`.
+- NVML: the GPU simulator (`tests/gpu_sim.py`, re-exported here): real pynvml exceptions and structs,
+  per-model power reporting, 100 ms counter ticks, MIG, mixed-model hosts, handle errors, old drivers.
+  `sim_meter` / `run_for` drive llem's NVML meter on the simulator's clock, so windows take no real time.
 - `FakeRaplTree`: a powercap folder whose `energy_uj` files a thread advances at known powers,
   wrapping at `max_energy_range_uj`.
-- The GPU simulator (`tests/gpu_sim.py`, re-exported here): real pynvml exceptions and structs, per-model
-  power reporting, 100 ms counter ticks, MIG, mixed-model hosts, handle errors, old drivers.
 """
 
 from __future__ import annotations
@@ -14,182 +12,34 @@ from __future__ import annotations
 import os
 import threading
 import time
-import types
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gpu_sim import MODELS, SimClock, SimGpu, SimNvml, add_migs, gpu_uuid, host  # noqa: F401  (re-exported)
 
-NOT_SUPPORTED = 3
-FUNCTION_NOT_FOUND = 13
+
+def sim_meter(sim: SimNvml, hz: float = 10.0, **kw: Any) -> Any:
+    """llem's NvmlMeter on the simulator's clock: it polls and samples only when the test moves time."""
+    from llem.energy.nvml import NvmlMeter
+
+    clock = sim.clock
+    assert isinstance(clock, SimClock), "sim_meter needs host(..., clock=SimClock())"
+    return NvmlMeter(hz, clock=clock, sleep=clock.sleep, threaded=False, **kw)
 
 
-class FakeNVMLError(Exception):
-    def __init__(self, value: int) -> None:
-        super().__init__(value)
-        self.value = value
-
-
-@dataclass
-class FakeGpu:
-    uuid: str
-    name: str = "NVIDIA H100 80GB HBM3"
-    power_w: float = 100.0
-    has_counter: bool = True
-    temperature_c: float = 40.0
-    temp_rise_c_per_kj: float = 0.0  # temperature climbs with energy used (drift tests)
-    reasons: int = 0  # clock event reasons bitmask
-    persistence: int = 1
-    power_limit_mw: int = 700_000
-    pids: list[int] = field(default_factory=list)
-    counter_period_s: float = 0.0  # >0: the counter only advances every this many seconds
-    energy_j: float = 0.0
-    t_last: float = field(default_factory=time.perf_counter)
-
-
-class _Util:
-    def __init__(self, gpu: int, memory: int) -> None:
-        self.gpu, self.memory = gpu, memory
-
-
-class _Mem:
-    def __init__(self, used: int) -> None:
-        self.used, self.total, self.free = used, 80 << 30, (80 << 30) - used
-
-
-class _Proc:
-    def __init__(self, pid: int) -> None:
-        self.pid, self.usedGpuMemory = pid, 1 << 30
-
-
-class FakePynvml(types.ModuleType):
-    """The subset of nvidia-ml-py's `pynvml` that llem calls, with the same names and units."""
-
-    NVML_TEMPERATURE_GPU = 0
-    NVML_CLOCK_SM = 1
-    NVML_CLOCK_MEM = 2
-    NVML_FEATURE_ENABLED = 1
-    NVML_ERROR_NOT_SUPPORTED = NOT_SUPPORTED
-    NVML_ERROR_FUNCTION_NOT_FOUND = FUNCTION_NOT_FOUND
-    NVMLError = FakeNVMLError
-
-    def __init__(self, gpus: list[FakeGpu], init_error: bool = False, event_reasons: bool = True) -> None:
-        super().__init__("pynvml")
-        self.gpus = gpus
-        self.init_error = init_error
-        self.inits = 0
-        self.shutdowns = 0
-        self.lock = threading.Lock()
-        self.event_reasons = event_reasons  # False: an older driver without the clock-event-reasons call
-
-    # -- simulation --------------------------------------------------------------------------------
-    def _advance(self, g: FakeGpu) -> None:
-        now = time.perf_counter()
-        g.energy_j += g.power_w * (now - g.t_last)
-        g.t_last = now
-
-    def set_power(self, index: int, watts: float) -> None:
-        with self.lock:
-            g = self.gpus[index]
-            self._advance(g)
-            g.power_w = watts
-
-    def energy_between(self, index: int) -> float:
-        with self.lock:
-            self._advance(self.gpus[index])
-            return self.gpus[index].energy_j
-
-    # -- pynvml API --------------------------------------------------------------------------------
-    def nvmlInit(self) -> None:
-        if self.init_error:
-            raise FakeNVMLError(12)  # NVML_ERROR_LIBRARY_NOT_FOUND
-        self.inits += 1
-        now = time.perf_counter()
-        for g in self.gpus:
-            g.t_last = now
-
-    def nvmlShutdown(self) -> None:
-        self.shutdowns += 1
-
-    def nvmlDeviceGetCount(self) -> int:
-        return len(self.gpus)
-
-    def nvmlSystemGetDriverVersion(self) -> str:
-        return "550.54.15"
-
-    def nvmlSystemGetCudaDriverVersion(self) -> int:
-        return 12040  # CUDA 12.4
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> FakeGpu:
-        return self.gpus[index]
-
-    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> FakeGpu | tuple[str, FakeGpu]:
-        for g in self.gpus:
-            if g.uuid == uuid:
-                return g
-            if uuid.startswith("MIG-") and uuid[4:].startswith(g.uuid[4:12]):  # a MIG instance of g
-                return ("mig", g)
-        raise FakeNVMLError(6)  # NOT_FOUND
-
-    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, mig: tuple[str, FakeGpu]) -> FakeGpu:
-        return mig[1]
-
-    def nvmlDeviceGetUUID(self, h: FakeGpu) -> str:
-        return h.uuid
-
-    def nvmlDeviceGetName(self, h: FakeGpu) -> str:
-        return h.name
-
-    def nvmlDeviceGetTotalEnergyConsumption(self, h: FakeGpu) -> int:
-        if not h.has_counter:
-            raise FakeNVMLError(NOT_SUPPORTED)
-        with self.lock:
-            self._advance(h)
-            if h.counter_period_s:
-                # Counter value as of its last update tick (energy up to then, exactly).
-                tick = (h.t_last // h.counter_period_s) * h.counter_period_s
-                return int((h.energy_j - h.power_w * (h.t_last - tick)) * 1000)
-            return int(h.energy_j * 1000)  # mJ
-
-    def nvmlDeviceGetPowerUsage(self, h: FakeGpu) -> int:
-        return int(h.power_w * 1000)  # mW
-
-    def nvmlDeviceGetTemperature(self, h: FakeGpu, sensor: int) -> int:
-        with self.lock:
-            self._advance(h)
-            return int(h.temperature_c + h.temp_rise_c_per_kj * h.energy_j / 1000)
-
-    def nvmlDeviceGetClockInfo(self, h: FakeGpu, kind: int) -> int:
-        return 1980 if kind == self.NVML_CLOCK_SM else 2619
-
-    def nvmlDeviceGetUtilizationRates(self, h: FakeGpu) -> _Util:
-        return _Util(97, 40)
-
-    def nvmlDeviceGetMemoryInfo(self, h: FakeGpu) -> _Mem:
-        return _Mem(10 << 30)
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeGpu) -> int:
-        if not self.event_reasons:
-            raise FakeNVMLError(FUNCTION_NOT_FOUND)
-        return h.reasons
-
-    def nvmlDeviceGetCurrentClocksThrottleReasons(self, h: FakeGpu) -> int:
-        return h.reasons
-
-    def nvmlDeviceGetPersistenceMode(self, h: FakeGpu) -> int:
-        return h.persistence
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, h: FakeGpu) -> int:
-        return h.power_limit_mw
-
-    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeGpu | tuple[str, FakeGpu]) -> list[_Proc]:
-        g = h[1] if isinstance(h, tuple) else h  # a MIG handle lists its parent's processes here
-        return [_Proc(p) for p in g.pids]
-
-
-def uuid(n: int) -> str:
-    return f"GPU-{n:08x}-1111-2222-3333-{n:012x}"
+def run_for(meter: Any, seconds: float, during: Callable[[float], None] | None = None) -> None:
+    """Between a sim meter's `start` and `stop`: move the clock `seconds` in sample-rate steps, sampling
+    after each step but the last (the closing sample is `stop`'s own). `during(t)` runs before each sample
+    (script the power there)."""
+    n = max(1, round(seconds * meter.sample_hz))
+    for i in range(n):
+        meter.clock.advance(seconds / n)
+        if during:
+            during(meter.clock())
+        if i < n - 1:
+            meter.sample_now()
 
 
 # -- RAPL ------------------------------------------------------------------------------------------

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
-from energy_fakes import FakeGpu, FakePynvml, intel_tree, uuid
+from energy_fakes import SimClock, gpu_uuid, host, intel_tree, run_for, sim_meter
 
 from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter
 from llem.energy.baseline import baseline_for, measure_baselines
-from llem.energy.nvml import NvmlMeter
 from llem.energy.rapl import RaplMeter
 from llem.energy.summary import energy_block
 
@@ -108,25 +105,28 @@ def test_rapl_baseline_on_a_fake_tree_is_its_idle_power(tmp_path: Path, monkeypa
 def test_nvml_baseline_is_keyed_by_gpu_uuid_and_adjusts_the_window(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    nv = FakePynvml([FakeGpu(uuid(7), power_w=70.0)])
-    monkeypatch.setitem(sys.modules, "pynvml", nv)
-    meter = NvmlMeter(sample_hz=50)
+    sim = host("H100", 8, clock=SimClock(), watts=70.0)  # 100 ms counter ticks, each GPU at its own phase
+    sim.gpus[7].runs_caller = True
+    monkeypatch.setitem(sys.modules, "pynvml", sim)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpu_uuid(7))
+    meter = sim_meter(sim, 50)
     meter.probe()
-    base = measure_baselines([meter], 0.4, 3600.0, tmp_path)
-    assert base["devices"]["gpu:0"]["identity"] == uuid(7)
-    assert base["devices"]["gpu:0"]["power_w"] == pytest.approx(70.0, rel=0.01)
-    nv.set_power(0, 270.0)  # the workload adds 200 W above idle
+    base = measure_baselines([meter], 0.4, 3600.0, tmp_path, wait=lambda s: run_for(meter, s))
+    assert base["devices"]["gpu:0"]["identity"] == gpu_uuid(7)
+    assert base["devices"]["gpu:0"]["duration_s"] == pytest.approx(0.4)
+    assert base["devices"]["gpu:0"]["power_w"] == pytest.approx(70.0, abs=0.05)
+    sim.set_power(7, 270.0)  # the workload adds 200 W above idle
     meter.start()
-    t0 = time.perf_counter()
-    threading.Event().wait(0.5)
-    window_s = time.perf_counter() - t0
+    run_for(meter, 0.5)
     reading = meter.stop()
     meter.close()
+    window_s = reading.duration_s
+    assert window_s == pytest.approx(0.5)
     block = energy_block([reading], [], window_s, output_tokens=50, requests=5, baseline=base)
-    assert block["gpu_j"] == pytest.approx(270.0 * window_s, rel=0.02)
+    assert block["gpu_j"] == pytest.approx(270.0 * 0.5, abs=0.05)
     adj = block["adjusted"]
-    assert adj["gpu_j"] == pytest.approx(block["gpu_j"] - 70.0 * window_s, rel=0.01)
-    assert adj["gpu_j"] == pytest.approx(200.0 * window_s, rel=0.03)
+    assert adj["gpu_j"] == pytest.approx(block["gpu_j"] - base["devices"]["gpu:0"]["power_w"] * window_s)
+    assert adj["gpu_j"] == pytest.approx(200.0 * 0.5, abs=0.1)
     assert adj["j_per_output_token"] == pytest.approx(adj["gpu_j"] / 50)
     assert block["devices"][0]["adjusted_j"] == pytest.approx(adj["gpu_j"])
     assert block["j_per_output_token"] == pytest.approx(block["gpu_j"] / 50)  # raw kept beside adjusted

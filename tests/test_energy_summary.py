@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from energy_fakes import FakeGpu, FakePynvml, intel_tree, uuid
+from energy_fakes import host, intel_tree
 
 from llem.config.schema import EnergyConfig
 from llem.config.validate import ConfigError
@@ -56,7 +56,7 @@ def test_codecarbon_estimates_are_labelled_and_never_summed_with_measurements() 
 
 def test_auto_picks_nvml_and_rapl_and_says_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setitem(sys.modules, "pynvml", FakePynvml([FakeGpu(uuid(0), name="NVIDIA A100-SXM4-80GB")]))
+    monkeypatch.setitem(sys.modules, "pynvml", host("A100"))  # real clock: build_meters probes the counter step
     intel_tree(tmp_path)
     sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path)))
     assert [m.name for m in sel.meters] == ["nvml", "rapl"]

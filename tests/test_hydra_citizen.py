@@ -21,7 +21,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.utils import JobStatus
 
 from llem.config.paths import conf_dir
-from llem.config.schema import StudyConfig
+from llem.config.schema import StudyConfig, StudyJobConfig
 from llem.config.validate import ConfigError
 from llem.launch.settings import LaunchSettings
 from llem.study.plan import StudyError, check_job_count
@@ -90,13 +90,52 @@ def test_launcher_knobs_compose_under_hydra_launcher(api: None) -> None:
     assert (s.timeout_s, s.kill_grace_s, s.fresh_process) == (7, 3, "auto")
 
 
-def test_the_launcher_takes_study_job_out_of_the_overrides_it_composes_with() -> None:
-    from hydra_plugins.llem_launcher.llem_launcher import split_study_job
+def test_the_study_tag_round_trips_and_is_not_the_users_override() -> None:
+    from llem.study.jobtag import TAG_KEY, parse_tag, study_job_of, tag_override, user_overrides
 
-    user, sj = split_study_job(["pytorch.batch_size=2", "study_job.cycle=1", "study_job.config_hash='0123456789012345'",
-                                "study_job.study_design_hash='1e23456789012345'", "study_job.index=7", "n=3"])
-    assert user == ["pytorch.batch_size=2", "n=3"]
-    assert sj == {"cycle": 1, "config_hash": "0123456789012345", "study_design_hash": "1e23456789012345", "index": 7}
+    tag = tag_override(7, 1, "0123456789012345", "1e23456789012345")
+    assert tag == "++hydra.job.env_set.LLEM_STUDY_JOB='1:0123456789012345:1e23456789012345:7'"
+    want = {"cycle": 1, "config_hash": "0123456789012345", "study_design_hash": "1e23456789012345", "index": 7}
+    assert study_job_of(["pytorch.batch_size=2", tag, "n=3"]) == want  # digit-only hashes stay strings
+    assert user_overrides(["pytorch.batch_size=2", tag, "study_job.cycle=1", "n=3"]) == ["pytorch.batch_size=2", "n=3"]
+    old = ["study_job.cycle=1", "study_job.config_hash='0123456789012345'",  # folders of older llem versions
+           "study_job.study_design_hash='1e23456789012345'", "study_job.index=7", "n=3"]
+    assert study_job_of(old) == want
+    assert study_job_of(["n=3"]) == {}
+    for bad in ["1:abc:def", "x:abc:def:2", "1:abc::2", "1:abc:def:-2"]:
+        with pytest.raises(ConfigError, match=f"{TAG_KEY}={bad} is invalid: allowed '<cycle>:<config_hash>"):
+            parse_tag(bad)
+
+
+def test_the_job_reads_its_place_from_hydras_env_set_into_study_job() -> None:
+    from omegaconf import OmegaConf
+
+    from llem.app import _set_study_job
+    from llem.config.schema import ExperimentConfig
+
+    cfg = OmegaConf.structured(ExperimentConfig)
+    OmegaConf.set_struct(cfg, True)
+    _set_study_job(cfg, {"LLEM_STUDY_JOB": "2:0123456789012345:1e23456789012345:9", "OTHER": "x"})
+    assert OmegaConf.to_container(cfg.study_job) == {"cycle": 2, "config_hash": "0123456789012345",
+                                                     "study_design_hash": "1e23456789012345", "index": 9}
+    plain = OmegaConf.structured(ExperimentConfig(study_job=StudyJobConfig(cycle=3)))  # study_job.cycle=3 by hand
+    _set_study_job(plain, {})
+    assert plain.study_job.cycle == 3 and plain.study_job.index is None
+    with pytest.raises(ConfigError, match="hydra.job.env_set.LLEM_STUDY_JOB=oops is invalid"):
+        _set_study_job(cfg, {"LLEM_STUDY_JOB": "oops"})
+
+
+def test_a_torn_jobs_identity_comes_from_the_tag_hydra_saved(tmp_path: Path) -> None:
+    from llem.study.jobfiles import identity_from_overrides
+    from llem.study.jobtag import tag_override
+
+    (tmp_path / ".hydra").mkdir()
+    hydra_yaml = {"hydra": {"overrides": {"hydra": ["hydra.sweep.dir=x", tag_override(4, 2, "00c0ffee00c0ffee", "d35")],
+                                          "task": ["n=2"]}}}
+    (tmp_path / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra_yaml))
+    (tmp_path / ".hydra" / "overrides.yaml").write_text("- n=2\n")
+    assert identity_from_overrides(tmp_path) == {"cycle": 2, "config_hash": "00c0ffee00c0ffee",
+                                                 "study_design_hash": "d35", "job_index": 4}
 
 
 # -- the cap before the work -------------------------------------------------------------------------------
@@ -194,6 +233,74 @@ def test_joblib_launcher_runs_a_study_with_manifest_summary_and_resume(tmp_path:
     assert "1 already completed, 1 to run" in p.stdout
     assert read_result(sweep / "0")["started_at"] == kept
     assert read_result(sweep / "1")["status"] == "completed"
+
+
+# -- the study tag through launchers that compose each job themselves ---------------------------------------
+SUBDIR = "hydra.sweep.subdir=${hydra.job.override_dirname}"
+USERS = [[f"pytorch.batch_size={b}", *(o.replace("=true", "=True") for o in FAST)] for b in (1, 2)]  # as Hydra saves them
+
+
+def assert_identity_is_the_users(sweep: Path, users: list[list[str]]) -> dict[str, dict[str, Any]]:
+    """Every job folder: named by the user's overrides only, `.hydra/overrides.yaml` = the user's
+    overrides, and result.json knows the job's place in the study as plan.json planned it."""
+    plan = json.loads((sweep / "plan.json").read_text())
+    planned = {j["index"]: j for j in plan["jobs"]}
+    folders = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert sorted(f.name for f in folders) == sorted(
+        ",".join(sorted(u)) for u in users)  # override_dirname: no hashes
+    out = {}
+    for folder in folders:
+        saved = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
+        assert sorted(saved) in [sorted(u) for u in users]
+        task = yaml.safe_load((folder / ".hydra" / "hydra.yaml").read_text())["hydra"]["overrides"]["task"]
+        assert task == saved
+        r = read_result(folder)
+        ident = r["identity"]
+        job = planned[ident["job_index"]]
+        assert (ident["cycle"], ident["config_hash"], ident["study_design_hash"]) == (
+            job["cycle"], job["config_hash"], plan["study_design_hash"])
+        assert r["config"]["study_job"] == {"cycle": job["cycle"], "config_hash": job["config_hash"],
+                                            "study_design_hash": plan["study_design_hash"], "index": job["index"]}
+        assert sorted(ident["overrides"]) == sorted(saved)
+        out[folder.name] = r
+    m = json.loads((sweep / "manifest.json").read_text())  # the manifest found the launcher's folder names
+    assert m["status"] == "completed" and sorted(Path(j["job_dir"]).name for j in m["jobs"]) == sorted(out)
+    assert [j["status"] for j in m["jobs"]] == ["completed"] * len(users)
+    return out
+
+
+@pytest.mark.slow
+def test_basic_launcher_keeps_hydras_identity_and_resume_finds_jobs_by_their_tag(
+        api: None, tmp_path: Path, tiny_model: Path) -> None:
+    sweep = tmp_path / "basic"
+    args = ["hydra/launcher=basic", "pytorch.batch_size=1,2", *FAST, f"hydra.sweep.dir={sweep}", SUBDIR]
+    returns = multirun(args)
+    users = USERS
+    flat = [r for batch in returns for r in batch]
+    assert sorted(sorted(r.overrides) for r in flat) == sorted(sorted(u) for u in users)  # JobReturn.overrides
+    assert "LLEM_STUDY_JOB" not in os.environ  # Hydra set it for the task only
+    results = assert_identity_is_the_users(sweep, users)
+
+    kept, torn = sorted(results)  # batch_size=1 stays; batch_size=2's result.json is torn
+    (sweep / torn / "result.json").write_text("null\n")
+    multirun([*args, "study.resume=true", "hydra.job.config.override_dirname.exclude_keys=[study.resume]"])  # same folders
+    assert read_result(sweep / kept)["started_at"] == results[kept]["started_at"]  # not run again
+    again = read_result(sweep / torn)  # found by its tag, run again in its own folder
+    assert again["status"] == "completed" and list((sweep / torn).glob("result.json.torn-*"))
+    keys = ("job_index", "cycle", "config_hash", "study_design_hash")
+    assert [again["identity"][k] for k in keys] == [results[torn]["identity"][k] for k in keys]
+    m = json.loads((sweep / "manifest.json").read_text())
+    assert m["status"] == "completed" and [j["status"] for j in m["jobs"]] == ["completed", "completed"]
+
+
+@pytest.mark.slow
+def test_joblib_launcher_keeps_hydras_identity(tmp_path: Path, llem_cache: Path, tiny_model: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "joblib"
+    p = run_llem(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "pytorch.batch_size=1,2", *FAST,
+                  f"hydra.sweep.dir={sweep}", SUBDIR], tmp_path, llem_cache, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert_identity_is_the_users(sweep, USERS)
 
 
 # -- planning speed: the fast paths give what OmegaConf gives -----------------------------------------------

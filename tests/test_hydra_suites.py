@@ -27,6 +27,17 @@ from hydra.test_utils.launcher_common_tests import (
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture(autouse=True)
+def _hydra_as_in_a_fresh_process(hydra_restore_singletons: None) -> None:
+    """Hydra's suites expect its defaults as in their own process: no version_base chosen yet (so jobs
+    chdir into their folder, as version_base 1.1 does). Other tests in this pytest process compose llem's
+    app with version_base=None, which Hydra keeps in a singleton; forget it here (restored afterwards)."""
+    from hydra import version
+    from hydra.core.singleton import Singleton
+
+    Singleton._instances.pop(version.VersionBase, None)  # type: ignore[attr-defined]
+
+
 @pytest.mark.parametrize("launcher_name, overrides", [("llem", [])])
 class TestLlemLauncher(LauncherTestSuite):
     pass

@@ -212,6 +212,22 @@ def test_command_placeholders_are_filled_and_secrets_never_shown(tmp_path: Path)
     assert _is_local("127.0.0.1") and _is_local("localhost") and not _is_local("192.0.2.1")  # TEST-NET-1
 
 
+def test_a_managed_server_names_the_gpus_it_inherits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from energy_fakes import gpu_uuid, host
+
+    from llem.backends.openai import OpenaiBackend
+
+    monkeypatch.setitem(sys.modules, "pynvml", host(["A10", "H100"]))  # in PCI bus order
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
+    b = OpenaiBackend.__new__(OpenaiBackend)
+    b.info = {"mode": "managed"}
+    h100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": gpu_uuid(1)}
+    assert b.devices() == [h100]  # CUDA 0 = the GPU it was given (fastest-first would make ordinal 1 the A10)
+    b.info = {"mode": "external"}
+    assert b.devices() == []  # a running server's devices are not llem's to know
+
+
 @pytest.mark.slow
 def test_bad_openai_value_on_the_command_line_exits_2_before_any_server_starts(tmp_path: Path, llem_cache: Path) -> None:
     p = run_llem(["backend=openai", "openai.endpoint=responses", "hydra.run.dir=out"], tmp_path, llem_cache, timeout=120)

@@ -49,8 +49,7 @@ def test_jobs_are_configs_times_cycles_with_the_contract_overrides() -> None:
     assert [(j.index, j.config, j.cycle) for j in plan.jobs] == [
         (0, 0, 0), (1, 1, 0), (2, 0, 1), (3, 1, 1), (4, 0, 2), (5, 1, 2)]
     j = plan.jobs[3]
-    assert j.overrides == ["x=b", "study_job.cycle=1", f"study_job.config_hash='{j.config_hash}'",
-                           f"study_job.study_design_hash='{plan.study_design_hash}'", "study_job.index=3"]
+    assert j.overrides == ["x=b", f"++hydra.job.env_set.LLEM_STUDY_JOB='1:{j.config_hash}:{plan.study_design_hash}:3'"]
     assert plan.counts() == {"configs": 2, "valid_configs": 2, "skipped_configs": 0, "cycles": 3, "jobs": 6,
                              "skipped_jobs": 0, "already_completed": 0, "to_launch": 6}
 
@@ -115,8 +114,8 @@ def test_shuffled_order_is_seeded_by_the_design_hash_when_no_seed_is_given() -> 
 
 
 def test_digit_only_hashes_stay_strings_in_overrides() -> None:
-    assert study_job_overrides(0, 1, "0123456789012345", "1e23456789012345")[1:3] == [
-        "study_job.config_hash='0123456789012345'", "study_job.study_design_hash='1e23456789012345'"]
+    assert study_job_overrides(0, 1, "0123456789012345", "1e23456789012345") == [
+        "++hydra.job.env_set.LLEM_STUDY_JOB='1:0123456789012345:1e23456789012345:0'"]
 
 
 @given(st.dictionaries(st.text(min_size=1, max_size=5), st.one_of(st.integers(), st.text(max_size=5),

@@ -10,10 +10,11 @@ died. On any other Hydra app it is a plain process-per-job launcher: the child's
 returned as is and nothing of llem's is written into the app's folders (its bookkeeping lives in a
 private scratch folder), so it passes Hydra's own launcher test suites (tests/test_hydra_suites.py).
 
-The four `study_job.*` overrides llem's sweeper gives every job are taken out of the override list the
-job is composed with and set into the job's config instead: Hydra's identity of the job
-(`hydra.overrides.task`, `overrides.yaml`, `override_dirname`, `JobReturn.overrides`) holds only the
-user's overrides, while the job still knows its cycle, hashes and index.
+llem's sweeper hands each job its cycle, hashes and index as one Hydra-side override
+(`++hydra.job.env_set.LLEM_STUDY_JOB=...`, llem.study.jobtag), the same for every launcher: Hydra files
+it under `hydra.overrides.hydra`, so the job's identity (`hydra.overrides.task`, `overrides.yaml`,
+`override_dirname`, `JobReturn.overrides`) holds only the user's overrides. This launcher composes with
+the overrides as given and only reads the tag for its manifest entries and progress labels.
 
 No `from __future__ import annotations` here: Hydra's plugin scan executes this module outside
 sys.modules, where dataclasses cannot resolve string annotations.
@@ -47,7 +48,6 @@ from llem.launch.settings import is_llem_app
 
 log = logging.getLogger(__name__)
 
-STUDY_JOB = "study_job"
 STATUS_FILE = "result.json"  # what the Supervisor reads in a job's folder (the scratch one for other apps)
 
 
@@ -132,22 +132,6 @@ def _picklable(value: Any, fallback: Any) -> Any:
         return fallback
 
 
-def split_study_job(overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
-    """The user's overrides, and the `study_job.*` values llem's sweeper added (parsed as Hydra does)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    user, values = [], {}
-    parser = None
-    for line in overrides:
-        if line.startswith(STUDY_JOB + "."):
-            parser = parser or OverridesParser.create()
-            o = parser.parse_override(line)
-            values[o.key_or_group.split(".", 1)[1]] = o.value()
-        else:
-            user.append(line)
-    return user, values
-
-
 class LlemLauncher(Launcher):
     def __init__(self, **settings: Any) -> None:
         self.settings = {k: v for k, v in settings.items() if not k.startswith("_")}
@@ -220,18 +204,18 @@ class LlemLauncher(Launcher):
         from llem.launch.outcome import Outcome
         from llem.launch.supervisor import Finished, JobPlan
         from llem.study.hashing import config_hash
+        from llem.study.jobtag import study_job_of, user_overrides
 
         assert self.config is not None and self.hydra_context is not None
         llem_app = self.llem_app
-        user, sj = split_study_job(overrides) if llem_app else (list(overrides), {})
+        user = user_overrides(overrides)
+        sj: dict[str, Any] = {}
         try:
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, user)
+            sj = study_job_of(overrides) if llem_app else {}
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = num
                 sweep_config.hydra.job.num = num
-                if sj and llem_app:
-                    for k, v in sj.items():
-                        sweep_config[STUDY_JOB][k] = v
             HydraConfig.instance().set_config(sweep_config)  # as run_job does: ${hydra:...} resolves
             job_dir = Path(str(OmegaConf.select(sweep_config, "hydra.sweep.dir"))) / str(
                 OmegaConf.select(sweep_config, "hydra.sweep.subdir"))
@@ -350,14 +334,17 @@ class LlemLauncher(Launcher):
     def _llem_manifest(self, sweep_dir: Path, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> bool:
         """The manifest llem's sweeper writes, made here when another sweeper (e.g. basic) runs llem's app."""
         from llem.study import manifest
+        from llem.study.jobtag import study_job_of, user_overrides
 
         created = manifest.load(sweep_dir) is None
         if created:
             entries = []
             for i, overrides in enumerate(job_overrides):
-                user, sj = split_study_job(overrides)
-                entries.append({"index": int(sj.get("index", initial_job_idx + i)), "status": "planned",
-                                "overrides": user, "cycle": int(sj.get("cycle") or 0)})
+                sj = study_job_of(overrides)
+                index = sj.get("index")
+                entries.append({"index": int(index) if index is not None else initial_job_idx + i,
+                                "status": "planned", "overrides": user_overrides(overrides),
+                                "cycle": int(sj.get("cycle") or 0)})
             manifest.ensure_jobs(sweep_dir, entries, {"status": "running", "sweep_dir": str(sweep_dir),
                                                       "created_by": "llem launcher"})
         return created

@@ -29,13 +29,12 @@ from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.config_loader import ConfigLoader
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.errors import HydraException
 from omegaconf import Container, DictConfig, ListConfig, Node, OmegaConf, ValueNode, open_dict
 
 from llem.config.schema import BACKENDS, ExperimentConfig
 from llem.config.validate import ConfigError, problems
 from llem.study.hashing import config_hash
-from llem.study.plan import Candidate
+from llem.study.plan import Candidate, StudyError
 from llem.study.scope import SweepKey
 
 RESERVED = ("study", "study_job")  # study settings are not swept; study_job is the sweeper's to set
@@ -43,20 +42,23 @@ RESERVED = ("study", "study_job")  # study settings are not swept; study_job is 
 
 def sweep_keys(overrides: Sequence[Override]) -> list[SweepKey]:
     """The sweep's keys with their values, exactly as BasicSweeper.split_arguments collects them
-    (a later override of the same key replaces the values but keeps the first position)."""
+    (a later override of the same key replaces the values but keeps the first position).
+    A key llem's sweeper cannot sweep is a StudyError (one line naming it, exit 2)."""
     final: dict[str, SweepKey] = {}
     for o in overrides:
         key = o.get_key_element()
         head = o.key_or_group.split(".", 1)[0]
         if head == "study_job":
-            raise HydraException(f"{o.input_line}: study_job.* is set by llem's sweeper for every job")
+            raise StudyError(f"{o.input_line} is refused: study_job.* is set by llem's sweeper for every job "
+                             "(its cycle, hashes and index); allowed: leave study_job.* out")
         if o.is_sweep_override():
             if head == "study":
-                raise HydraException(f"{o.input_line}: study.* settings cannot be swept (one value per study)")
+                raise StudyError(f"{o.input_line} is refused: study.* settings cannot be swept; allowed: one value "
+                                 f"per study (e.g. {o.key_or_group}=<value>), a separate study per value")
             if not o.is_discrete_sweep():
                 assert o.value_type is not None
-                raise HydraException(f"llem's sweeper does not support sweep type: {o.value_type.name} "
-                                     f"({o.input_line}); use a,b,c, range(), choice() or glob()")
+                raise StudyError(f"{o.input_line} is refused: llem's sweeper does not support sweep type "
+                                 f"{o.value_type.name}; allowed: a,b,c, range(), choice() or glob()")
             final[key] = SweepKey(key, o.key_or_group, tuple(o.sweep_string_iterator()))
         else:
             final[key] = SweepKey(key, o.key_or_group, (o.get_value_element_as_str(),))

@@ -33,6 +33,7 @@ from llem.study import manifest
 from llem.study.estimate import load_history
 from llem.study.exits import StudyFailed, exit_or_raise
 from llem.study.gaps import GPU_CONFIG_GAP_S, GPU_CYCLE_GAP_S, Gaps, gpu_host, resolve_gaps
+from llem.study.jobtag import user_overrides
 from llem.study.lock import hold
 from llem.study.plan import PLAN_TEXT_FILE, Plan, StudyError, build_plan, check_job_count, check_startable
 from llem.study.resume import (
@@ -253,7 +254,7 @@ class LlemSweeper(Sweeper):
                   + ("" if summarized else ":"), file=sys.stderr)
             for job in [] if summarized else failed[:20]:
                 err = job.get("error") or {}
-                user = [o for o in job["overrides"] if not o.startswith("study_job.")]
+                user = user_overrides(job["overrides"])
                 print(f"  job {job['index']} ({' '.join(user)}): "
                       f"{err.get('type', 'failed')}: {err.get('message', '')}", file=sys.stderr)
             exit_or_raise(StudyFailed(f"{len(failed)} of {len(launch)} jobs failed (manifest: "
@@ -292,7 +293,13 @@ class LlemSweeper(Sweeper):
         """Re-aggregate the manifest from the job folders (any launcher), set the study status,
         write the sweep summary. Returns the failed jobs and whether the summary (which lists
         them) was printed."""
-        m = manifest.rebuild(sweep_dir)
+        m = manifest.load(sweep_dir)
+        for entry in (m or {}).get("jobs", []):  # a launcher's own folder names (e.g. subdir=override_dirname)
+            ret = launched.get(entry["index"])
+            out = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret and ret.hydra_cfg else None
+            if out and not entry.get("job_dir"):
+                entry["job_dir"] = str(out)
+        m = manifest.rebuild(sweep_dir, m)
         for entry in m["jobs"]:
             ret = launched.get(entry["index"])
             if ret is not None and ret.status == JobStatus.FAILED and entry["status"] in ("planned", "interrupted"):

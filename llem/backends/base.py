@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from llem.config.schema import BACKENDS, ExperimentConfig, import_target
@@ -36,6 +37,8 @@ class Backend(ABC):
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
+        self.sources: Any = None  # llem.models.Sources: what loads (path, pinned Hub commit, tokenizer)
+        self.job_dir: Path | None = None  # the job's folder, for side files (openai: the server's log)
 
     @abstractmethod
     def load(self) -> None:
@@ -67,6 +70,10 @@ class Backend(ABC):
     def devices(self) -> list[dict[str, Any]]:
         """Accelerators this job used (name, index, uuid where known)."""
         return []
+
+    def compile_report(self) -> dict[str, Any] | None:
+        """Shapes warmed and graphs compiled inside the window, where the backend compiles (else None)."""
+        return None
 
     def close(self) -> None:
         """Free the engine; vLLM must leave no processes behind."""

@@ -181,7 +181,7 @@ class OpenaiBackend(Backend):
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _job_dir(self) -> Path:
-        return Path(getattr(self, "job_dir", None) or os.getcwd())
+        return self.job_dir or Path(os.getcwd())
 
     def default_command(self, port: int, served: str) -> tuple[list[str], dict[str, str]]:
         assert self.sources is not None
@@ -448,6 +448,22 @@ class OpenaiBackend(Backend):
             peaks = {pid: _peak_rss(pid) for pid in self._server_pids}
             mem["server_peak_rss_bytes"] = {str(pid): v for pid, v in peaks.items() if v is not None}
         return mem
+
+    def devices(self) -> list[dict[str, Any]]:
+        """A managed server's GPUs: the CUDA devices this job sees (the server inherits them), via NVML.
+        A running server's devices are unknown to llem: none listed."""
+        if self.info.get("mode") != "managed":
+            return []
+        try:
+            from llem.device.gpus import nvml_session, open_gpus, resolve
+
+            with nvml_session() as nv:
+                res = resolve(nv, open_gpus(nv), os.environ.get("CUDA_VISIBLE_DEVICES"),
+                              os.environ.get("CUDA_DEVICE_ORDER"))
+                return [{"index": v.cuda_index, "name": v.gpu.name, "uuid": v.mig_uuid or v.gpu.uuid}
+                        for v in res.visible]
+        except Exception:  # noqa: BLE001 - no NVIDIA driver or GPU here: a CPU server
+            return []
 
     # -- exit -------------------------------------------------------------------------------------------
     def close(self) -> None:

@@ -58,7 +58,7 @@ def make_meter(name: str, cfg: EnergyConfig) -> Meter:
     if name == "codecarbon":
         from llem.energy.codecarbon import CodeCarbonMeter
 
-        return CodeCarbonMeter(cfg.country_iso_code, cfg.codecarbon_measure_power_s)
+        return CodeCarbonMeter(cfg.country_iso_code, cfg.codecarbon_measure_power_s, _indices(cfg))
     raise ValueError(f"energy.meter={name!r} is invalid: allowed auto, none, nvml, rapl, zeus, codecarbon")
 
 

@@ -81,6 +81,11 @@ class Meter(ABC):
     @abstractmethod
     def stop(self) -> EnergyReading: ...
 
+    def attribute(self) -> Any:
+        """Called once the model is loaded: decide which devices are the job's (nvml: GPUs running its
+        processes). Default: every device the meter opened."""
+        return None
+
     def close(self) -> None:
         """Release handles (NVML, threads). Safe to call twice."""
 

@@ -31,7 +31,7 @@ SCHEMA_MAJOR = SCHEMA_VERSION.split(".")[0]
 OVERRIDE_PREFIX = "override."
 # Identity columns first, in this order; then overrides, then errors, then the flattened sections.
 ID_COLUMNS = ("job_dir", "sweep_dir", "status", "config_hash", "cycle", "study_design_hash", "job_index",
-              "backend", "model", "model_revision", "dataset", "precision", "started_at", "finished_at",
+              "backend", "model", "model_revision", "model_source", "model_path", "model_commit", "dataset", "precision", "started_at", "finished_at",
               "schema_version", "llem_version")
 ERROR_KEYS = ("type", "message", "reason", "exit_code", "exit_signal")
 SECTIONS = ("workload", "timing", "throughput", "latency", "energy", "serving", "flops", "memory", "model",
@@ -133,6 +133,9 @@ def flatten_result(result: dict[str, Any], job_dir: str) -> dict[str, Any]:
         "backend": ident.get("backend"),
         "model": ident.get("model"),
         "model_revision": ident.get("model_revision"),
+        "model_source": ident.get("model_source"),
+        "model_path": ident.get("model_path"),
+        "model_commit": ident.get("model_commit"),
         "dataset": ident.get("dataset"),
         "precision": ident.get("precision"),
         "started_at": result.get("started_at"),

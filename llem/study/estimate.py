@@ -76,7 +76,8 @@ def load_history(root: Path | None, recursive: bool = False, limit: int = MAX_HI
             continue
         result = _read(path)
         seconds = job_seconds(result) if isinstance(result, dict) else None
-        chash = result.get("identity", {}).get("config_hash") if isinstance(result, dict) else None
+        ident = result.get("identity") if isinstance(result, dict) else None
+        chash = ident.get("config_hash") if isinstance(ident, dict) else None
         if seconds is not None and isinstance(chash, str):
             found.setdefault(chash, []).append(seconds)
     return found

@@ -3,8 +3,8 @@
 A torn file (truncated, empty, `null` or another JSON type, not UTF-8) means the job did not
 complete: resume runs it again into its own folder after setting the torn files aside
 (`<name>.torn-<time>`, nothing is deleted), and the report lists them. A torn result.json says
-nothing about which job it was; the job's `.hydra/overrides.yaml` (written by Hydra before the job
-ran) still does.
+nothing about which job it was; the job's `.hydra/` files (written by Hydra before the job ran)
+still do.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from llem.io import TornFile, read_json_object, set_aside
 from llem.result import REQUESTS_FILE, RESULT_FILE, TIMESERIES_FILE
 
 OVERRIDES_FILE = Path(".hydra") / "overrides.yaml"
+HYDRA_FILE = Path(".hydra") / "hydra.yaml"
 PARQUET_MAGIC = b"PAR1"
 
 
@@ -106,21 +107,29 @@ def check(job_dir: str | os.PathLike[str]) -> JobFiles:
 
 
 def identity_from_overrides(job_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """config_hash, cycle, study_design_hash of a job from its `.hydra/overrides.yaml` ({} if none)."""
+    """config_hash, cycle, study_design_hash, job_index of a job from the overrides Hydra saved before it
+    ran ({} if none): the sweeper's tag in `.hydra/hydra.yaml` (hydra.overrides.hydra), else
+    `study_job.*` lines in `.hydra/overrides.yaml` (folders of older llem versions)."""
+    import yaml
+
+    from llem.study.jobtag import study_job_of
+
+    lines: list[str] = []
+    for name, path in ((HYDRA_FILE, ("hydra", "overrides", "hydra")), (OVERRIDES_FILE, ())):
+        try:
+            node: Any = yaml.safe_load((Path(job_dir) / name).read_text(encoding="utf-8"))
+            for key in path:
+                node = node.get(key) if isinstance(node, dict) else None
+            lines += [str(x) for x in node or () if isinstance(x, str)]
+        except (OSError, ValueError, yaml.YAMLError, TypeError):
+            continue
     try:
-        text = (Path(job_dir) / OVERRIDES_FILE).read_text(encoding="utf-8")
-    except (OSError, ValueError):
+        found = study_job_of(lines)
+    except ValueError:  # a malformed tag names nothing
         return {}
-    keys = {"study_job.config_hash": "config_hash", "study_job.cycle": "cycle",
-            "study_job.study_design_hash": "study_design_hash", "study_job.index": "job_index"}
-    found: dict[str, Any] = {}
-    for line in text.splitlines():
-        line = line.strip().removeprefix("- ").strip()
-        key, _, value = line.partition("=")
-        if key in keys and value:
-            value = value.strip().strip("'\"")
-            found[keys[key]] = int(value) if keys[key] in ("cycle", "job_index") and value.isdigit() else value
-    return found
+    if "index" in found:
+        found["job_index"] = found.pop("index")
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def set_aside_torn(job_dir: str | os.PathLike[str], stamp: Optional[str] = None) -> list[Path]:

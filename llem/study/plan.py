@@ -19,6 +19,7 @@ from llem.result import now_iso
 from llem.study.estimate import Estimate, WallTime, config_estimates, human_seconds, wall_time
 from llem.study.gaps import Gaps, gap_before
 from llem.study.hashing import design_hash, digest
+from llem.study.jobtag import tag_override, user_overrides
 from llem.study.order import schedule, seed_from_design_hash
 
 PLAN_VERSION = 1
@@ -140,15 +141,10 @@ class Plan:
         return render(self, full)
 
 
-def user_overrides(overrides: Sequence[str]) -> list[str]:
-    """A job's overrides without the study_job.* bookkeeping (what the user's sweep gave it)."""
-    return [o for o in overrides if not o.startswith("study_job.")]
-
-
 def study_job_overrides(index: int, cycle: int, config_hash: str, study_design_hash: str) -> list[str]:
-    """The contract overrides every job carries (quoted: a hash of digits only must stay a string)."""
-    return [f"study_job.cycle={cycle}", f"study_job.config_hash='{config_hash}'",
-            f"study_job.study_design_hash='{study_design_hash}'", f"study_job.index={index}"]
+    """The bookkeeping every job carries: one Hydra-side override (llem.study.jobtag), so Hydra's identity
+    of the job (override_dirname, overrides.yaml, JobReturn.overrides) holds only the user's overrides."""
+    return [tag_override(index, cycle, config_hash, study_design_hash)]
 
 
 def fallback_hash(overrides: Sequence[str]) -> str:
