@@ -43,3 +43,17 @@ def run_llem(args: list[str], cwd: Path, cache: Path, timeout: float = 300, modu
 
 def read_result(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "result.json").read_text())
+
+
+@pytest.fixture
+def nvml_sim(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Install a GPU simulator (tests/gpu_sim.py `host(...)`) as `pynvml`, with no CUDA device settings
+    inherited from the shell: `sim = nvml_sim(host("H100", 8))`."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
+
+    def put(sim: Any) -> Any:
+        monkeypatch.setitem(sys.modules, "pynvml", sim)
+        return sim
+
+    return put

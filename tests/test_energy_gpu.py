@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from collections.abc import Callable
 
 import gpu_sim
@@ -22,18 +21,6 @@ from llem.energy.nvml import NvmlMeter
 from llem.energy.phases import phase_energy
 from llem.energy.summary import energy_block
 from llem.measure.latency import Phase
-
-
-@pytest.fixture
-def install(monkeypatch: pytest.MonkeyPatch) -> Callable[[SimNvml], SimNvml]:
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
-
-    def put(sim: SimNvml) -> SimNvml:
-        monkeypatch.setitem(sys.modules, "pynvml", sim)
-        return sim
-
-    return put
 
 
 def sim_meter(sim: SimNvml, hz: float = 10.0, **kw: object) -> NvmlMeter:
@@ -62,8 +49,8 @@ def window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | N
 
 
 # -- point 1: only the job's GPUs count ----------------------------------------------------------------
-def test_job_on_one_h100_of_eight_reports_that_gpu_not_the_host(install) -> None:
-    sim = install(host("H100", 8, clock=SimClock(), watts=[73.0] * 8))
+def test_job_on_one_h100_of_eight_reports_that_gpu_not_the_host(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", 8, clock=SimClock(), watts=[73.0] * 8))
     sim.gpus[3].runs_caller = True
     sim.gpus[5].pids = [424242]  # someone else's job
     sim.set_power(3, 400.0)
@@ -86,8 +73,8 @@ def test_job_on_one_h100_of_eight_reports_that_gpu_not_the_host(install) -> None
     assert set(ph["window"]["devices"]) == {"gpu:3"}
 
 
-def test_without_a_job_process_the_visible_gpus_count_and_gpu_indices_restrict(install, monkeypatch) -> None:
-    sim = install(host("H100", 8, clock=SimClock(), watts=[100.0 * (i + 1) for i in range(8)]))
+def test_without_a_job_process_the_visible_gpus_count_and_gpu_indices_restrict(nvml_sim, monkeypatch) -> None:
+    sim = nvml_sim(host("H100", 8, clock=SimClock(), watts=[100.0 * (i + 1) for i in range(8)]))
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     meter = sim_meter(sim)
@@ -104,8 +91,8 @@ def test_without_a_job_process_the_visible_gpus_count_and_gpu_indices_restrict(i
 
 
 # -- point 3: MIG counted once -----------------------------------------------------------------------------
-def test_two_mig_instances_of_one_gpu_count_it_once_with_a_warning(install, monkeypatch) -> None:
-    sim = install(host(["A100", "A100"], clock=SimClock(), watts=[300.0, 55.0]))
+def test_two_mig_instances_of_one_gpu_count_it_once_with_a_warning(nvml_sim, monkeypatch) -> None:
+    sim = nvml_sim(host(["A100", "A100"], clock=SimClock(), watts=[300.0, 55.0]))
     a, b = add_migs(sim, 0, 2)
     a.runs_caller = True
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{a.uuid},{b.uuid}")
@@ -120,8 +107,8 @@ def test_two_mig_instances_of_one_gpu_count_it_once_with_a_warning(install, monk
     assert any("MIG" in w and "no per-instance energy" in w for w in block["warnings"])
 
 
-def test_shortened_and_legacy_mig_identifiers_resolve_or_fail_clearly(install, monkeypatch) -> None:
-    sim = install(host(["H100", "H100"], clock=SimClock()))
+def test_shortened_and_legacy_mig_identifiers_resolve_or_fail_clearly(nvml_sim, monkeypatch) -> None:
+    sim = nvml_sim(host(["H100", "H100"], clock=SimClock()))
     migs = add_migs(sim, 1, 3)
     for cvd, want in ((migs[2].uuid[:13], migs[2].uuid), (f"MIG-{gpu_uuid(1)}/2/0", migs[1].uuid)):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", cvd)
@@ -141,9 +128,9 @@ def test_shortened_and_legacy_mig_identifiers_resolve_or_fail_clearly(install, m
 @pytest.mark.parametrize("model, source", [("H100", "power_instant_field"), ("A100", "power_instant_field"),
                                            ("V100", "power_usage_instant"), ("A100-no-field", "power_usage_instant"),
                                            ("A10-no-field", "power_usage_1s_average")])
-def test_power_source_per_gpu_family(install, model, source) -> None:
+def test_power_source_per_gpu_family(nvml_sim, model, source) -> None:
     name = model.removesuffix("-no-field")
-    sim = install(host(name, clock=SimClock(), watts=100.0))
+    sim = nvml_sim(host(name, clock=SimClock(), watts=100.0))
     if model.endswith("-no-field"):  # a driver without NVML_FI_DEV_POWER_INSTANT
         sim.gpus[0].model = dataclasses.replace(MODELS[name], power_instant_field=False)
     meter = sim_meter(sim, hz=20)
@@ -163,8 +150,8 @@ def test_power_source_per_gpu_family(install, model, source) -> None:
         assert first_after["power_w"] == pytest.approx(500.0)
 
 
-def test_hopper_power_usage_is_averaged_but_llem_reads_power_instant(install) -> None:
-    sim = install(host("H100", clock=SimClock(), watts=100.0))
+def test_hopper_power_usage_is_averaged_but_llem_reads_power_instant(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(), watts=100.0))
     sim.nvmlInit()
     h = sim.nvmlDeviceGetHandleByIndex(0)
     sim.set_power(0, 700.0)
@@ -175,8 +162,8 @@ def test_hopper_power_usage_is_averaged_but_llem_reads_power_instant(install) ->
     assert fv.value.uiVal == 700_000 and fv.timestamp == int(sim.clock() * 1e6)
 
 
-def test_pre_volta_has_no_counter_and_uses_the_power_integral(install) -> None:
-    sim = install(host("P100", clock=SimClock(), watts=150.0))
+def test_pre_volta_has_no_counter_and_uses_the_power_integral(nvml_sim) -> None:
+    sim = nvml_sim(host("P100", clock=SimClock(), watts=150.0))
     reading, t0, t1 = window(sim_meter(sim, hz=20), 2.0)
     (dev,) = reading.devices
     assert dev.method == "nvml_power_integral" and dev.extra["counter_j"] is None
@@ -184,8 +171,8 @@ def test_pre_volta_has_no_counter_and_uses_the_power_integral(install) -> None:
 
 
 # -- point 5: counter ticks ---------------------------------------------------------------------------------
-def _tick_errors(install, phase: float) -> tuple[float, float, float | None]:
-    sim = install(host("H100", clock=SimClock(1000.0 + phase), watts=100.0))
+def _tick_errors(nvml_sim, phase: float) -> tuple[float, float, float | None]:
+    sim = nvml_sim(host("H100", clock=SimClock(1000.0 + phase), watts=100.0))
     meter = sim_meter(sim)
     meter.probe()
     meter.start()
@@ -205,8 +192,8 @@ def _tick_errors(install, phase: float) -> tuple[float, float, float | None]:
         reading.extra["counter_step_s"]
 
 
-def test_window_energy_within_1pct_of_truth_despite_100ms_counter_ticks(install) -> None:
-    errors = [_tick_errors(install, k * 0.0137) for k in range(8)]
+def test_window_energy_within_1pct_of_truth_despite_100ms_counter_ticks(nvml_sim) -> None:
+    errors = [_tick_errors(nvml_sim, k * 0.0137) for k in range(8)]
     corrected = max(abs(e) for e, _, _ in errors)
     naive = max(abs(n) for _, n, _ in errors)
     print(f"5 s windows, 100 ms ticks: corrected max error {corrected:.4%}, uncorrected {naive:.4%}")
@@ -215,8 +202,8 @@ def test_window_energy_within_1pct_of_truth_despite_100ms_counter_ticks(install)
     assert all(step == pytest.approx(0.1, abs=0.002) for _, _, step in errors)
 
 
-def test_prefill_decode_split_within_3pct_with_100ms_ticks(install) -> None:
-    sim = install(host("H100", clock=SimClock(500.0), watts=90.0))
+def test_prefill_decode_split_within_3pct_with_100ms_ticks(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(500.0), watts=90.0))
     meter = sim_meter(sim, hz=10)
     meter.probe()
     meter.start()
@@ -244,8 +231,8 @@ def test_prefill_decode_split_within_3pct_with_100ms_ticks(install) -> None:
         pytest.approx(ph["window"]["gpu_j"], rel=1e-9)
 
 
-def test_resolution_is_the_counter_step_when_sampling_faster(install) -> None:
-    sim = install(host("H100", clock=SimClock(), watts=200.0))
+def test_resolution_is_the_counter_step_when_sampling_faster(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(), watts=200.0))
     reading, t0, t1 = window(sim_meter(sim, hz=50), 1.0)
     ph = phase_energy([reading], [Phase(t0 + 0.2, t0 + 0.3, t0 + 0.9)], t0, t1)
     assert reading.extra["counter_step_s"] == pytest.approx(0.1, abs=0.002)
@@ -253,8 +240,8 @@ def test_resolution_is_the_counter_step_when_sampling_faster(install) -> None:
 
 
 # -- point 2: device identity ----------------------------------------------------------------------------------
-def test_mixed_models_indices_refused_unless_pci_order(install, monkeypatch) -> None:
-    sim = install(host(["V100", "A100", "V100"], clock=SimClock()))  # CUDA fastest-first: the A100 comes first
+def test_mixed_models_indices_refused_unless_pci_order(nvml_sim, monkeypatch) -> None:
+    sim = nvml_sim(host(["V100", "A100", "V100"], clock=SimClock()))  # CUDA fastest-first: the A100 comes first
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
     with pytest.raises(MeterUnavailable, match="CUDA_DEVICE_ORDER=FASTEST_FIRST on a host mixing GPU models"):
         sim_meter(sim).probe()
@@ -276,20 +263,20 @@ def test_mixed_models_indices_refused_unless_pci_order(install, monkeypatch) -> 
     meter.close()
 
 
-def test_launcher_sets_pci_order_and_warns_about_a_users_other_order(install) -> None:
+def test_launcher_sets_pci_order_and_warns_about_a_users_other_order(nvml_sim) -> None:
     from llem.launch.slots import order_warning, slot_env
 
-    install(host(["V100", "A100"], clock=SimClock()))
+    nvml_sim(host(["V100", "A100"], clock=SimClock()))
     assert slot_env((), {})["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert "CUDA_DEVICE_ORDER" not in slot_env(("1",), {"CUDA_DEVICE_ORDER": "FASTEST_FIRST"})
     assert "mixing GPU models" in (order_warning({"CUDA_DEVICE_ORDER": "FASTEST_FIRST"}) or "")
     assert order_warning({}) is None
 
 
-def test_cuda_visible_devices_parsing_follows_cuda(install) -> None:
+def test_cuda_visible_devices_parsing_follows_cuda(nvml_sim) -> None:
     from llem.device import nvml_session, open_gpus, resolve
 
-    install(host("H100", 3, clock=SimClock()))
+    nvml_sim(host("H100", 3, clock=SimClock()))
     with nvml_session() as nv:
         gpus = open_gpus(nv)
         assert [v.gpu.nvml_index for v in resolve(nv, gpus, "1,1,0", "PCI_BUS_ID").visible] == [1, 0]
@@ -301,12 +288,12 @@ def test_cuda_visible_devices_parsing_follows_cuda(install) -> None:
         assert resolve(nv, gpus, "", "PCI_BUS_ID").visible == []
 
 
-def test_health_probe_counts_and_gaps_use_the_same_identity(install, monkeypatch) -> None:
+def test_health_probe_counts_and_gaps_use_the_same_identity(nvml_sim, monkeypatch) -> None:
     from llem.launch import health
     from llem.launch.slots import nvml_device_count
     from llem.study.gaps import gpu_host
 
-    sim = install(host(["A100", "A100"], clock=SimClock()))
+    sim = nvml_sim(host(["A100", "A100"], clock=SimClock()))
     (mig,) = add_migs(sim, 1, 1)
     mig.pids = [31337]
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -319,8 +306,8 @@ def test_health_probe_counts_and_gaps_use_the_same_identity(install, monkeypatch
 
 
 # -- point 6: failures degrade ---------------------------------------------------------------------------------
-def test_no_permission_on_the_jobs_gpu_fails_nvml_and_auto_carries_on(install, monkeypatch, tmp_path) -> None:
-    sim = install(host("H100", 2, clock=SimClock()))
+def test_no_permission_on_the_jobs_gpu_fails_nvml_and_auto_carries_on(nvml_sim, monkeypatch, tmp_path) -> None:
+    sim = nvml_sim(host("H100", 2, clock=SimClock()))
     sim.gpus[1].open_error = sim.NVML_ERROR_NO_PERMISSION
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -335,8 +322,8 @@ def test_no_permission_on_the_jobs_gpu_fails_nvml_and_auto_carries_on(install, m
     sel.meters[0].close()
 
 
-def test_gpu_lost_mid_window_is_a_warning_not_a_crash(install) -> None:
-    sim = install(host("H100", 2, clock=SimClock(), watts=[200.0, 300.0]))
+def test_gpu_lost_mid_window_is_a_warning_not_a_crash(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", 2, clock=SimClock(), watts=[200.0, 300.0]))
     meter = sim_meter(sim)
     meter.probe()
     sim.gpus[1].lost_at = sim.clock() + 1.5
@@ -348,8 +335,8 @@ def test_gpu_lost_mid_window_is_a_warning_not_a_crash(install) -> None:
     assert by["gpu:1"].energy_j == pytest.approx(300.0 * 1.5, rel=0.1)
 
 
-def test_old_driver_library_mismatch_and_missing_v_functions_degrade(install) -> None:
-    sim = install(host("A100", clock=SimClock(), old_driver=True))
+def test_old_driver_library_mismatch_and_missing_v_functions_degrade(nvml_sim) -> None:
+    sim = nvml_sim(host("A100", clock=SimClock(), old_driver=True))
     sim.gpus[0].reasons = 0x4
     meter = sim_meter(sim)
     meter.probe()
@@ -361,8 +348,8 @@ def test_old_driver_library_mismatch_and_missing_v_functions_degrade(install) ->
     assert th["throttle_s"]["sw_power_cap"] > 0 and th["temperature_start_c"] is not None
 
 
-def test_bindings_without_deprecated_functions_lose_nothing(install) -> None:
-    sim = install(host("H100", clock=SimClock(), removed=gpu_sim.DEPRECATED))
+def test_bindings_without_deprecated_functions_lose_nothing(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(), removed=gpu_sim.DEPRECATED))
     sim.gpus[0].reasons = 0x40
     with pytest.raises(AttributeError):
         sim.nvmlDeviceGetTemperature  # noqa: B018  (gone, as in CUDA 14 bindings)
@@ -374,8 +361,8 @@ def test_bindings_without_deprecated_functions_lose_nothing(install) -> None:
 
 
 # -- the simulator itself ---------------------------------------------------------------------------------------
-def test_simulated_temperature_rises_under_load_and_decays(install) -> None:
-    sim = install(host("H100", clock=SimClock(), watts=70.0))
+def test_simulated_temperature_rises_under_load_and_decays(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(), watts=70.0))
     g = sim.gpus[0]
     cold = g.temperature_at(sim.clock())
     sim.set_power(0, 700.0)
@@ -392,8 +379,8 @@ def test_simulated_temperature_rises_under_load_and_decays(install) -> None:
     assert 0 < c < 1 << 64
 
 
-def test_simulated_counter_ticks_and_mig_have_no_energy(install) -> None:
-    sim = install(host("H100", clock=SimClock(), watts=100.0))
+def test_simulated_counter_ticks_and_mig_have_no_energy(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(), watts=100.0))
     add_migs(sim, 0, 1)
     sim.nvmlInit()
     h = sim.nvmlDeviceGetHandleByIndex(0)
@@ -451,8 +438,8 @@ def test_llem_on_a_simulated_8_gpu_h100_host_reports_the_jobs_gpu(tmp_path, llem
     assert "load_s" not in read_result(folder).get("timing", {})
 
 
-def test_a_gpu_nvml_cannot_open_does_not_make_a_homogeneous_host_look_mixed(install, monkeypatch) -> None:
-    sim = install(host("H100", 4, clock=SimClock()))
+def test_a_gpu_nvml_cannot_open_does_not_make_a_homogeneous_host_look_mixed(nvml_sim, monkeypatch) -> None:
+    sim = nvml_sim(host("H100", 4, clock=SimClock()))
     sim.gpus[0].open_error = sim.NVML_ERROR_NO_PERMISSION  # another tenant's GPU
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2")  # CUDA's default order: fastest first = PCI order here
     meter = sim_meter(sim)

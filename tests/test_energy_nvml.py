@@ -11,25 +11,13 @@ import sys
 from collections.abc import Callable
 
 import pytest
-from energy_fakes import SimClock, SimNvml, add_migs, gpu_uuid, host, run_for, sim_meter
+from energy_fakes import SimClock, add_migs, gpu_uuid, host, run_for, sim_meter
 from gpu_sim import REAL
 
 from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
 from llem.energy.nvml import POLL_S, NvmlMeter
 from llem.energy.summary import energy_block
-
-
-@pytest.fixture
-def install(monkeypatch: pytest.MonkeyPatch) -> Callable[[SimNvml], SimNvml]:
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)
-
-    def put(sim: SimNvml) -> SimNvml:
-        monkeypatch.setitem(sys.modules, "pynvml", sim)
-        return sim
-
-    return put
 
 
 def _window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | None = None):
@@ -42,8 +30,8 @@ def _window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | 
     return reading, reading.extra["t_start_s"], reading.extra["t_end_s"]
 
 
-def test_counter_energy_matches_simulated_power_and_integral_agrees(install) -> None:
-    sim = install(host("H100", clock=SimClock(), watts=250.0))
+def test_counter_energy_matches_simulated_power_and_integral_agrees(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(), watts=250.0))
     meter = sim_meter(sim, 50)
     meter.probe()
     assert meter.gpus[0].counter_step_s == pytest.approx(0.1, abs=0.002)  # measured, not assumed
@@ -69,8 +57,8 @@ def test_counter_energy_matches_simulated_power_and_integral_agrees(install) -> 
     assert sim.shutdowns == 1
 
 
-def test_power_steps_are_followed_by_counter_and_sampled_series(install) -> None:
-    sim = install(host("H100", clock=SimClock(), watts=100.0))
+def test_power_steps_are_followed_by_counter_and_sampled_series(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock(), watts=100.0))
     meter = sim_meter(sim, 100)
     meter.probe()
     t_step: list[float] = []
@@ -99,8 +87,8 @@ def test_power_steps_are_followed_by_counter_and_sampled_series(install) -> None
         assert r["energy_j"] == pytest.approx(sim.true_energy(0, t0, r["t_s"]), abs=tol), r["t_s"] - t0
 
 
-def test_gpu_without_counter_reports_the_power_integral(install) -> None:
-    sim = install(host("P100", clock=SimClock(), watts=80.0))  # Pascal: no energy counter
+def test_gpu_without_counter_reports_the_power_integral(nvml_sim) -> None:
+    sim = nvml_sim(host("P100", clock=SimClock(), watts=80.0))  # Pascal: no energy counter
     meter = sim_meter(sim, 50)
     meter.probe()
     assert "no counter" in meter.describe() and meter.gpus[0].power_source == "power_usage_instant"
@@ -110,8 +98,8 @@ def test_gpu_without_counter_reports_the_power_integral(install) -> None:
     assert gpu.energy_j == pytest.approx(80.0 * 0.5, rel=1e-3) and t1 - t0 == pytest.approx(0.5)
 
 
-def test_every_visible_gpu_is_measured_per_gpu_and_in_total(install) -> None:
-    sim = install(host("H100", 2, clock=SimClock(), watts=[100.0, 300.0]))  # counters tick at different phases
+def test_every_visible_gpu_is_measured_per_gpu_and_in_total(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", 2, clock=SimClock(), watts=[100.0, 300.0]))  # counters tick at different phases
     reading, t0, t1 = _window(sim_meter(sim, 20), 0.4)
     by = {d.device: d for d in reading.devices}
     assert set(by) == {"gpu:0", "gpu:1"}
@@ -123,8 +111,8 @@ def test_every_visible_gpu_is_measured_per_gpu_and_in_total(install) -> None:
     assert {r["device"] for r in reading.timeseries} == {"gpu:0", "gpu:1"}
 
 
-def test_cuda_visible_devices_maps_by_uuid_and_by_index(install, monkeypatch) -> None:
-    sim = install(host("H100", 4, clock=SimClock(), watts=[100.0 + i for i in range(4)]))
+def test_cuda_visible_devices_maps_by_uuid_and_by_index(nvml_sim, monkeypatch) -> None:
+    sim = nvml_sim(host("H100", 4, clock=SimClock(), watts=[100.0 + i for i in range(4)]))
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", f"{gpu_uuid(3)},{gpu_uuid(1)[:12]}")
     meter = sim_meter(sim)
     meter.probe()
@@ -140,8 +128,8 @@ def test_cuda_visible_devices_maps_by_uuid_and_by_index(install, monkeypatch) ->
         sim_meter(sim).probe()
 
 
-def test_mig_instance_is_measured_as_its_whole_gpu_with_a_warning(install, monkeypatch) -> None:
-    sim = install(host("A100", 2, clock=SimClock(), watts=[100.0, 90.0]))
+def test_mig_instance_is_measured_as_its_whole_gpu_with_a_warning(nvml_sim, monkeypatch) -> None:
+    sim = nvml_sim(host("A100", 2, clock=SimClock(), watts=[100.0, 90.0]))
     (mig,) = add_migs(sim, 1, 1)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mig.uuid)
     reading, t0, t1 = _window(sim_meter(sim, 20), 0.2)
@@ -151,15 +139,15 @@ def test_mig_instance_is_measured_as_its_whole_gpu_with_a_warning(install, monke
     assert any("MIG instance" in w and "whole GPU" in w for w in reading.warnings)
 
 
-def test_gpu_indices_out_of_range_is_a_clear_error(install) -> None:
-    sim = install(host("H100", clock=SimClock()))
+def test_gpu_indices_out_of_range_is_a_clear_error(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock()))
     with pytest.raises(MeterUnavailable, match=r"energy.gpu_indices=\[3\] is invalid.*0..0"):
         sim_meter(sim, gpu_indices=[3]).probe()
 
 
-def test_thermal_and_process_warnings_reach_the_energy_block(install) -> None:
+def test_thermal_and_process_warnings_reach_the_energy_block(nvml_sim) -> None:
     other = 999_999 if not os.path.exists("/proc/999999") else 999_998
-    sim = install(host("H100", clock=SimClock(), watts=70.0))  # idled long at 70 W: 32 + 0.1 °C/W × 70 = 39 °C
+    sim = nvml_sim(host("H100", clock=SimClock(), watts=70.0))  # idled long at 70 W: 32 + 0.1 °C/W × 70 = 39 °C
     g = sim.gpus[0]
     g.reasons, g.persistence, g.pids, g.runs_caller = 0x4 | 0x40 | 0x1, 0, [other], True
     meter = sim_meter(sim, 10)
@@ -182,8 +170,8 @@ def test_thermal_and_process_warnings_reach_the_energy_block(install) -> None:
     assert g.reasons  # unchanged
 
 
-def test_older_driver_falls_back_to_throttle_reasons_and_deprecated_temperature(install) -> None:
-    sim = install(host("A100", clock=SimClock(), old_driver=True))  # no ...EventReasons, no TemperatureV
+def test_older_driver_falls_back_to_throttle_reasons_and_deprecated_temperature(nvml_sim) -> None:
+    sim = nvml_sim(host("A100", clock=SimClock(), old_driver=True))  # no ...EventReasons, no TemperatureV
     sim.gpus[0].reasons = 0x8
     reading, t0, t1 = _window(sim_meter(sim, 20), 0.2)
     dev = reading.devices[0]
@@ -192,8 +180,8 @@ def test_older_driver_falls_back_to_throttle_reasons_and_deprecated_temperature(
     assert dev.energy_j == pytest.approx(55.0 * 0.2, abs=0.005)
 
 
-def test_short_window_and_few_samples_are_warned_about(install) -> None:
-    sim = install(host("H100", clock=SimClock()))
+def test_short_window_and_few_samples_are_warned_about(nvml_sim) -> None:
+    sim = nvml_sim(host("H100", clock=SimClock()))
     reading, t0, t1 = _window(sim_meter(sim, 10), 0.02)
     assert t1 - t0 == pytest.approx(0.02)
     block = energy_block([reading], [], 0.02, 10, 1)
@@ -202,11 +190,11 @@ def test_short_window_and_few_samples_are_warned_about(install) -> None:
     assert "samples in the window (< 10" in text
 
 
-def test_missing_bindings_and_driver_are_reported(install, monkeypatch, tmp_path) -> None:
+def test_missing_bindings_and_driver_are_reported(nvml_sim, monkeypatch, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # nvidia-ml-py not installed
     with pytest.raises(MeterUnavailable, match="pip install nvidia-ml-py"):
         NvmlMeter().probe()
-    install(host("H100", clock=SimClock(), init_error=REAL.NVML_ERROR_DRIVER_NOT_LOADED))
+    nvml_sim(host("H100", clock=SimClock(), init_error=REAL.NVML_ERROR_DRIVER_NOT_LOADED))
     with pytest.raises(MeterUnavailable, match="energy.meter=nvml: NVML could not start"):
         build_meters(EnergyConfig(meter="nvml"))
     sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path / "absent")))
@@ -251,9 +239,9 @@ def test_llem_with_fake_nvml_reports_gpu_energy_phases_and_thermal(tmp_path, lle
     assert set(ts["device"]) == {"gpu:0"} and (ts["power_w"] == 150.0).all()
 
 
-def test_environment_records_the_gpu_driver_and_cuda_version(install) -> None:
+def test_environment_records_the_gpu_driver_and_cuda_version(nvml_sim) -> None:
     from llem.env import snapshot
 
-    install(host("H100", driver="550.54.15", cuda=12040))
+    nvml_sim(host("H100", driver="550.54.15", cuda=12040))
     env = snapshot()
     assert (env["driver_version"], env["cuda_version"]) == ("550.54.15", "12.4")

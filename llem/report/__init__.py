@@ -59,6 +59,16 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(map(esc, r)) + " |" for r in rows)]
 
 
+def _read_or_note(loader: Any, job_dir: str, torn: dict[str, str] | None) -> pd.DataFrame | None:
+    """A job's side file through `loader`, or None with the torn file noted (path → why)."""
+    try:
+        return loader(job_dir)
+    except TornFile as e:
+        if torn is not None:
+            torn[e.path] = e.why
+        return None
+
+
 def _requests_by_config(jobs: pd.DataFrame, configs: pd.DataFrame,
                         torn: dict[str, str] | None = None) -> dict[str, pd.DataFrame]:
     """Every completed job's requests.jsonl, pooled per config (cycles together), keyed by label;
@@ -66,12 +76,7 @@ def _requests_by_config(jobs: pd.DataFrame, configs: pd.DataFrame,
     label = dict(zip(configs["config_hash"], configs["config"]))
     out: dict[str, list[pd.DataFrame]] = {}
     for _, job in jobs[jobs["status"] == "completed"].iterrows():
-        try:
-            frame = load_requests(job["job_dir"])
-        except TornFile as e:
-            if torn is not None:
-                torn[e.path] = e.why
-            continue
+        frame = _read_or_note(load_requests, job["job_dir"], torn)
         if frame is not None and job["config_hash"] in label:
             out.setdefault(label[job["config_hash"]], []).append(frame)
     return {k: pd.concat(v, ignore_index=True) for k, v in out.items()}
@@ -88,12 +93,7 @@ def _timeseries_job(jobs: pd.DataFrame, job: str | None,
     else:
         candidates = jobs[jobs["status"] == "completed"]
     for _, row in candidates.iterrows():
-        try:
-            series = load_timeseries(row["job_dir"])
-        except TornFile as e:
-            if torn is not None:
-                torn[e.path] = e.why
-            continue
+        series = _read_or_note(load_timeseries, row["job_dir"], torn)
         if series is not None and not series.empty:
             return row, series
     return ("no timeseries.parquet in these jobs: an energy meter that samples power (nvml, rapl) writes "
