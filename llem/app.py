@@ -66,7 +66,10 @@ def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
         try:
             result = run_job(experiment, out_dir, resolved, list(hc.overrides.task), chash)
         except UserError as e:  # the job wrote result.json (status failed); say where, on the command line
-            e.result_file = str(out_dir / "result.json")  # type: ignore[attr-defined]
+            from llem.io import StorageError
+
+            if not isinstance(e, StorageError):  # ... unless writing it is what failed
+                e.result_file = str(out_dir / "result.json")  # type: ignore[attr-defined]
             raise
     except UserError as e:
         if _CLI and hc.mode == RunMode.RUN:  # here, not after Hydra's "Error executing job" line
@@ -147,6 +150,7 @@ def _report_user_error(func: Callable[[], Any]) -> Any:
     try:
         return func()
     except Exception as e:
+        e = _as_storage_error(e)
         lines = user_error_lines(e)
         if lines is None:
             raise
@@ -164,6 +168,27 @@ def _exit_user_error(e: BaseException, lines: list[str]) -> None:
         print(f"llem: {line}", file=sys.stderr)
     sys.stderr.flush()
     raise SystemExit(getattr(e, "exit_code", 2)) from None
+
+
+def _as_storage_error(e: Exception) -> Exception:
+    """A full disk or read-only folder met by Hydra's own writes (`.hydra/`, `multirun.yaml`) becomes
+    llem's StorageError: one line with the folder and its free space, exit code 4, as for llem's files."""
+    from llem.io import StorageError, storage_reason
+
+    if not isinstance(e, OSError) or isinstance(e, StorageError) or storage_reason(e) is None:
+        return e
+    return StorageError(e.filename or _hydra_output_dir(e) or os.getcwd(), e)
+
+
+def _hydra_output_dir(e: BaseException) -> str | None:
+    """The folder Hydra was writing to when `e` was raised: its `_save_config(..., output_dir)` frame
+    (Hydra has already dropped its job config by the time the error reaches us)."""
+    where = None
+    for frame, _ in traceback.walk_tb(e.__traceback__):
+        value = frame.f_locals.get("output_dir")
+        if isinstance(value, (str, os.PathLike)):
+            where = os.path.abspath(value)
+    return where
 
 
 def user_error_lines(e: BaseException) -> list[str] | None:

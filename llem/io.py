@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
+from llem.errors import UserError
+
 STORAGE_EXIT_CODE = 4  # `python -m llem -m ...` when the disk filled up or the folder cannot be written
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 IO_ERROR_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO})
@@ -74,8 +76,9 @@ def free_space_text(path: str | os.PathLike[str]) -> str:
     return f"{human_bytes(usage.free)} free of {human_bytes(usage.total)}"
 
 
-class StorageError(OSError):
-    """A file could not be written: disk full (`reason` disk_full) or not writable (io_error)."""
+class StorageError(UserError, OSError):
+    """A file could not be written: disk full (`reason` disk_full) or not writable (io_error). A host
+    problem the user fixes (free space, permissions), so one line and its own exit code, no traceback."""
 
     exit_code = STORAGE_EXIT_CODE
 

@@ -617,3 +617,20 @@ def test_property_corrupt_random_files_of_a_finished_study_then_resume_completes
         build_report(sweep, out=tmp_path / f"{sweep.name}-report2")
 
     case()
+
+
+@pytest.mark.slow
+def test_a_full_disk_before_llem_writes_anything_is_one_line_and_exit_4(small_disk: Path, llem_cache: Path) -> None:
+    """Hydra's own first writes (`.hydra/` of a single run) and the study lock of a multirun meet the full
+    disk before any llem result exists: still one line naming the folder, exit code 4, no traceback."""
+    from conftest import run_llem
+
+    _fill(small_disk)
+    single = run_llem(["hydra.run.dir=" + str(small_disk / "run")], small_disk.parent, llem_cache, timeout=120)
+    multi = run_llem(["-m", "n=1,2", "hydra.sweep.dir=" + str(small_disk / "sweep")], small_disk.parent,
+                     llem_cache, timeout=120)
+    for proc, where in ((single, small_disk / "run" / ".hydra"), (multi, small_disk / "sweep" / ".llem.lock")):
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("llem:")]
+        assert proc.returncode == io.STORAGE_EXIT_CODE, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
+        assert f"cannot write {where}: No space left on device" in lines[0] and "free of" in lines[0]

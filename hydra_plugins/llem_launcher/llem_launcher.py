@@ -22,7 +22,6 @@ sys.modules, where dataclasses cannot resolve string annotations.
 
 import atexit
 import copy
-import json
 import logging
 import os
 import pickle
@@ -107,7 +106,9 @@ def run_in_child(hydra_context: HydraContext, task_function: TaskFunction, sweep
     if status_dir is not None:
         status = {"status": "completed" if ret.status == JobStatus.COMPLETED else "failed", "error": error,
                   "identity": {"pid": os.getpid()}}
-        Path(status_dir, STATUS_FILE).write_text(json.dumps(status))
+        from llem.io import atomic_write_json
+
+        atomic_write_json(Path(status_dir, STATUS_FILE), status)
     return ret
 
 

@@ -39,10 +39,15 @@ def _finite(v: object) -> bool:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
+    import io
+
+    from llem.io import atomic_write_bytes
+
     fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    buf = io.BytesIO()  # rendered in memory, then written atomically: a re-run never leaves half a PNG
+    fig.savefig(buf, dpi=DPI, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
-    return path
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _maybe_log(ax: plt.Axes, axis: str, values: Sequence[float]) -> None:

@@ -172,9 +172,11 @@ def acquire(sweep_dir: str | os.PathLike[str], reserve_bytes: int = RESERVE_BYTE
             if reserve_bytes > 0:
                 with contextlib.suppress(OSError):  # a disk already full: no reserve, the study goes on
                     os.posix_fallocate(fd, len(lock.header), reserve_bytes)
-        except BaseException:
+        except BaseException as e:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+            if isinstance(e, OSError) and not isinstance(e, io.StorageError) and io.storage_reason(e):
+                raise io.StorageError(path, e) from e  # a full disk before the study starts: one line, exit 4
             raise
         _held[key] = lock
         io.on_disk_full(lock.release_reserve)
