@@ -21,6 +21,7 @@ sys.modules, where dataclasses cannot resolve string annotations.
 """
 
 import atexit
+import contextlib
 import copy
 import logging
 import os
@@ -292,6 +293,7 @@ class LlemLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        stack = contextlib.ExitStack()
         try:
             try:
                 settings = self.launch_settings()
@@ -305,7 +307,11 @@ class LlemLauncher(Launcher):
             log.info(f"llem launcher: {len(job_overrides)} job(s), one process each, sweep dir {sweep_dir}")
             self._configs = {}
             fork_server = self._zygote(settings)
-            if self.llem_app:
+            if self.llem_app:  # the folder is this study's before its manifest is touched (llem.study.lock)
+                from llem.study.exits import exit_or_raise
+                from llem.study.lock import hold
+
+                stack.enter_context(hold(sweep_dir, on_refused=exit_or_raise))
                 created = self._llem_manifest(sweep_dir, job_overrides, initial_job_idx)
                 gaps = self._gaps()
                 book_dir = sweep_dir
@@ -319,6 +325,7 @@ class LlemLauncher(Launcher):
                 self._llem_finish(sweep_dir, finished, created)
             return [self._job_return(f) for f in finished]
         finally:
+            stack.close()
             if self._scratch is not None:
                 shutil.rmtree(self._scratch, ignore_errors=True)
                 self._scratch = None
