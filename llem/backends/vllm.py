@@ -38,7 +38,7 @@ from typing import Any
 from llem.backends.base import Backend, RunOutput, Workload
 from llem.config.schema import ExperimentConfig, VllmConfig
 from llem.config.validate import ConfigError
-from llem.measure.latency import Phase, RequestRecord
+from llem.measure.latency import Phase, RequestRecord, spread_tokens
 from llem.models import config_parameter_counts, parameters_check, resolve_sources
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -108,13 +108,7 @@ class RequestTiming:
         """Each output token's time: measured when streamed, else spread evenly from first to last."""
         if self.token_times:
             return self.token_times
-        n, first = self.output_tokens, self.t_first_token
-        if n <= 0 or first is None:
-            return []
-        if n == 1:
-            return [first]
-        step = (self.t_end - first) / (n - 1)
-        return [first + k * step for k in range(n)]
+        return spread_tokens(self.t_first_token, self.t_end, self.output_tokens)
 
 
 def steady_state_span(spans: Sequence[tuple[float, float]], batch: int,

@@ -27,6 +27,7 @@ from typing import Any, Optional, TextIO, Union
 import psutil
 
 from llem import io
+from llem.device import process_tree
 from llem.launch import health as health_mod
 from llem.launch.child import PARENT_PID_ENV
 from llem.launch.console import countdown, fmt_s, progress_text
@@ -176,9 +177,7 @@ class Supervisor:
         if self.fork_server is not None and self.fork_server.pid is not None:
             own.add(self.fork_server.pid)
         for r in self.running.values():
-            own.add(r.proc.pid)
-            with suppress(psutil.Error):
-                own.update(p.pid for p in psutil.Process(r.proc.pid).children(recursive=True))
+            own.update(process_tree(r.proc.pid))
         s = self.settings
         return health_mod.check(refs, s.health_max_memory_used_mib, s.health_check_processes, own, self.probe)
 

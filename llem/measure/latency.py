@@ -68,6 +68,16 @@ class Phase:
     t_end: float
 
 
+def spread_tokens(first: float | None, end: float, n: int) -> list[float]:
+    """Token times where only the first and last are known: n instants evenly from first to end."""
+    if n <= 0 or first is None:
+        return []
+    if n == 1:
+        return [first]
+    step = (end - first) / (n - 1)
+    return [first + k * step for k in range(n)]
+
+
 def latency_block(records: list[RequestRecord]) -> dict[str, Any]:
     """The result's `latency` block: stats of TTFT, per-request ITL, per-step ITL and e2e."""
     ttft = [r.ttft_s for r in records if r.ttft_s is not None]

@@ -21,7 +21,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from llem.measure.latency import RequestRecord
+from llem.measure.latency import RequestRecord, spread_tokens
 from llem.measure.stats import summarize
 from llem.serving.attribution import Span, attribute, energy_function
 
@@ -46,13 +46,7 @@ def token_instants(r: RequestRecord) -> list[float]:
     """Each output token's time: streamed where there is one time per token, else spread evenly."""
     if r.token_times and len(r.token_times) == r.output_tokens:
         return list(r.token_times)
-    n, first = r.output_tokens, r.t_first_token
-    if n <= 0 or first is None:
-        return []
-    if n == 1:
-        return [first]
-    step = (r.t_end - first) / (n - 1)
-    return [first + k * step for k in range(n)]
+    return spread_tokens(r.t_first_token, r.t_end, r.output_tokens)
 
 
 def _itl_gaps(records: Sequence[RequestRecord]) -> list[float]:
