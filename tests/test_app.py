@@ -42,6 +42,12 @@ def test_default_job_writes_a_complete_result(tmp_path: Path, llem_cache: Path) 
     assert (folder / ".hydra" / "config.yaml").is_file()
     rows = [json.loads(x) for x in (folder / "requests.jsonl").read_text().splitlines()]
     assert [x["index"] for x in rows] == [0, 1, 2, 3] and all(x["output_tokens"] == 6 for x in rows)
+    # the headline latencies are the requests' own: p50 of 4 values = mean of the middle two
+    for key, field in (("ttft_s", "ttft_s"), ("itl_request_mean_s", "itl_s"), ("e2e_s", "e2e_s")):
+        mid = sorted(x[field] for x in rows)[1:3]
+        assert r["latency"][key]["p50"] == pytest.approx(sum(mid) / 2, rel=1e-6), key
+    # static batches of 3 then 1: requests of a batch share their start, so TTFT <= e2e, request by request
+    assert all(0 < x["ttft_s"] < x["e2e_s"] for x in rows)
     assert "output tok/s" in proc.stdout and "TTFT p50" in proc.stdout and "energy     not measured" in proc.stdout
 
 

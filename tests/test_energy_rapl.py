@@ -124,7 +124,9 @@ def test_llem_with_rapl_writes_energy_block_and_timeseries(tmp_path: Path, llem_
     r = read_result(folder)
     e = r["energy"]
     assert r["status"] == "completed" and e["measured"] and e["meters"] == ["rapl"] and e["basis"] == "cpu"
-    assert e["cpu_j"] > 0 and e["dram_j"] > 0
+    window_s = r["timing"]["window_s"]
+    assert e["cpu_j"] == pytest.approx(30.0 * window_s, rel=0.1)  # the fake package's 30 W
+    assert e["dram_j"] == pytest.approx(5.0 * window_s, rel=0.1)  # and its DRAM's 5 W, not folded into cpu_j
     assert e["j_per_output_token"] == pytest.approx(e["cpu_j"] / r["workload"]["output_tokens"])
     assert e["wh_per_1000_queries"] == pytest.approx(e["cpu_j"] / 4 * 1000 / 3600)
     assert e["mean_power_w"] == pytest.approx(30.0, rel=0.1)  # the fake package's power
