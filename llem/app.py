@@ -209,6 +209,12 @@ def user_error_lines(e: BaseException) -> list[str] | None:
         return [_yaml_problem(e)]
     if isinstance(e, MissingConfigException):
         return [_missing_config(e)]
+    if isinstance(e, RuntimeError):  # a config naming a Hydra plugin that is not installed
+        from llem.extras import plugin_class_message
+
+        line = plugin_class_message(str(e))
+        if line:
+            return [line]
     if isinstance(e, CompactHydraException) and not isinstance(e, InstantiationException):
         cause = e.__cause__ or e.__context__
         if isinstance(cause, yaml.YAMLError):
@@ -251,8 +257,12 @@ def _missing_config(e: Any) -> str:
 
         return (f"{group}={value}: no such option in config group '{group}'.{group_hint(value, options)} "
                 f"Allowed: {', '.join(options)}{extra_hint(group, value)}")
+    from llem.extras import missing_config_hint
+
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return f"{first} (missing config '{missing}')" if missing and missing not in first else first
+    first = f"{first} (missing config '{missing}')" if missing and missing not in first else first
+    hint = missing_config_hint(missing)
+    return first.rstrip(".") + hint if hint else first
 
 
 _VALUE = re.compile(r"(?:Invalid value|Value) '(.*?)'")

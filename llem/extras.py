@@ -15,6 +15,7 @@ gives the pip line for `hydra/launcher=joblib` and the like when Hydra says "no 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,3 +136,27 @@ def group_hint(group: str, option: str) -> str:
     if feature is None or installed(feature):
         return ""
     return f"; {group}={option} needs {EXTRAS[feature].what}, which is not installed: {pip_line(feature)}"
+
+
+def missing_config_hint(missing: str) -> str:
+    """The hint for Hydra's "Could not load 'hydra/launcher/submitit_slurm'" (a preset whose defaults
+    name a plugin's config, as conf/hydra/launcher/slurm.yaml does)."""
+    group, _, option = missing.rpartition("/")
+    return group_hint(group, option)
+
+
+_PLUGIN_CLASS = re.compile(r"Unknown plugin class\s*:\s*'([\w.]+)'")
+
+
+def plugin_class_message(error: str) -> str | None:
+    """Hydra's "Unknown plugin class : 'hydra_plugins.hydra_ray_launcher...'" (a config that names a plugin
+    which is not installed, as conf/hydra/launcher/llem_ray.yaml does) as the extra's line, else None."""
+    found = _PLUGIN_CLASS.search(error)
+    if not found:
+        return None
+    target = found.group(1)
+    for feature, e in EXTRAS.items():
+        if any(target == m or target.startswith(m + ".") for m in e.modules) and not installed(feature):
+            return message(feature)
+    return None
+
