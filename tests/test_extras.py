@@ -183,3 +183,22 @@ def test_version_flag_prints_the_package_version(tmp_path: Path) -> None:
                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
         assert p.returncode == 0 and p.stdout == f"llem {llem.__version__}\n", p
     assert llem.__version__ not in ("", "0+unknown")  # this environment has llem installed (editable)
+
+
+def test_hydra_errors_about_uninstalled_plugins_become_the_extra_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra.errors import MissingConfigException
+
+    from llem.app import user_error_lines
+
+    unknown = RuntimeError("Unknown plugin class : 'hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher'")
+    preset = MissingConfigException("In 'hydra/launcher/slurm': Could not load 'hydra/launcher/submitit_slurm'.",
+                                    missing_cfg_file="hydra/launcher/submitit_slurm")
+    assert user_error_lines(unknown) is None  # installed here: a real bug, keep the traceback
+    assert user_error_lines(preset) == ["In 'hydra/launcher/slurm': Could not load 'hydra/launcher/submitit_slurm'."]
+    assert user_error_lines(RuntimeError("Unknown plugin class : 'x.y.Z'")) is None
+    hide(monkeypatch, "hydra_plugins.hydra_ray_launcher", "hydra_plugins.hydra_submitit_launcher")
+    assert user_error_lines(unknown) == ["hydra/launcher=llem_ray needs Ray and Hydra's Ray launcher "
+                                         "(hydra-ray-launcher), which is not installed: pip install 'llem[ray]'"]
+    assert user_error_lines(preset) == [
+        "In 'hydra/launcher/slurm': Could not load 'hydra/launcher/submitit_slurm'; hydra/launcher=submitit_slurm "
+        "needs Hydra's submitit launcher (hydra-submitit-launcher), which is not installed: pip install 'llem[slurm]'"]

@@ -64,6 +64,7 @@ def test_wheel_and_sdist_pass_twine_check_and_carry_configs_and_plugins(dist: di
     meta = zipfile.ZipFile(dist["wheel"]).read(
         next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
     version = dist["wheel"].name.split("-")[1]
+    assert dist["sdist"].name == f"llem-{version}.tar.gz"  # the wheel, built from the sdist (no git), kept it
     assert f"Version: {version}" in meta and "Provides-Extra: all" in meta and "Provides-Extra: report" in meta
     with tarfile.open(dist["sdist"]) as t:
         members = t.getnames()
