@@ -82,7 +82,7 @@ def test_bare_install_runs_and_names_every_missing_extra(dist: dict[str, Path], 
     env["LLEM_CACHE"] = str(tmp_path / "cache")
     _ok(_run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", str(venv)], user, env))
     py, llem = str(venv / "bin" / "python"), str(venv / "bin" / "llem")
-    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]  # .pyc on first import
     index = os.environ.get("LLEM_TORCH_INDEX")
     _ok(_run([*pip, f"torch=={torch.__version__.split('+')[0]}", *(["--index-url", index] if index else [])],
              user, env, 600))
