@@ -104,6 +104,11 @@ def main() -> None:
     """Console entry: friendly unknown-key errors first, then Hydra, with user errors mapped to exit 2."""
     from llem.config.overrides import check_argv, scope_backend_overrides
 
+    if "--version" in sys.argv[1:]:  # before Hydra, whose parser has no such flag
+        from llem import __version__
+
+        print(f"llem {__version__}")
+        sys.exit(0)
     sys.argv[1:], problem = scope_backend_overrides(sys.argv[1:])
     problem = problem or check_argv(sys.argv[1:])
     if problem:
@@ -204,6 +209,12 @@ def user_error_lines(e: BaseException) -> list[str] | None:
         return [_yaml_problem(e)]
     if isinstance(e, MissingConfigException):
         return [_missing_config(e)]
+    if isinstance(e, RuntimeError):  # a config naming a Hydra plugin that is not installed
+        from llem.extras import plugin_class_message
+
+        line = plugin_class_message(str(e))
+        if line:
+            return [line]
     if isinstance(e, CompactHydraException) and not isinstance(e, InstantiationException):
         cause = e.__cause__ or e.__context__
         if isinstance(cause, yaml.YAMLError):
@@ -242,10 +253,16 @@ def _missing_config(e: Any) -> str:
     options = [str(o) for o in (getattr(e, "options", None) or [])]
     if "/" in missing and options:
         group, _, value = missing.rpartition("/")
+        from llem.extras import group_hint as extra_hint
+
         return (f"{group}={value}: no such option in config group '{group}'.{group_hint(value, options)} "
-                f"Allowed: {', '.join(options)}")
+                f"Allowed: {', '.join(options)}{extra_hint(group, value)}")
+    from llem.extras import missing_config_hint
+
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return f"{first} (missing config '{missing}')" if missing and missing not in first else first
+    first = f"{first} (missing config '{missing}')" if missing and missing not in first else first
+    hint = missing_config_hint(missing)
+    return first.rstrip(".") + hint if hint else first
 
 
 _VALUE = re.compile(r"(?:Invalid value|Value) '(.*?)'")

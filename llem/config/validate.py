@@ -214,6 +214,9 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     """Raise ConfigError listing every problem; return cfg unchanged when valid."""
+    from llem.extras import check_config as check_extras
+
+    check_extras(cfg)  # a missing optional package (backend, meter, dataset): MissingExtra, its pip line
     found = problems(cfg)
     if found:
         raise ConfigError(found)

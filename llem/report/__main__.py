@@ -22,6 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.cv_threshold > 0:
         parser.error(f"--cv-threshold={args.cv_threshold}: allowed a number > 0")
+    from llem.extras import MissingExtra, require
+
+    try:
+        require("report")  # matplotlib: one line with the pip command, not a traceback from deep inside
+    except MissingExtra as e:
+        print(f"llem: {e}", file=sys.stderr)
+        return 2
     from llem.report import ReportError, build_report
 
     try:

@@ -198,8 +198,15 @@ def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, 
             lines.append(f"  job {idx}  {' '.join(s['overrides'])}  reason: {_short(s['reason'])}")
     if sweep_dir is not None:
         lines.append(f"summary: {Path(sweep_dir) / (SUMMARY_STEM + '.csv')} (+ .parquet)"
-                     + (f"; plots: python -m llem.report {sweep_dir}" if n_done else ""))
+                     + (f"; plots: python -m llem.report {sweep_dir}{_report_extra()}" if n_done else ""))
     return "\n".join(lines)
+
+
+def _report_extra() -> str:
+    """' (needs: pip install ...)' when the report's plotting package is not installed."""
+    from llem.extras import installed, pip_line
+
+    return "" if installed("report") else f" (needs matplotlib: {pip_line('report')})"
 
 
 def write_sweep_summary(sweep_dir: str | Path, cv_threshold: float = CV_THRESHOLD) -> str:
