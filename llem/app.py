@@ -50,6 +50,8 @@ def to_experiment(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
 
 
 def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
+    import logging
+
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -58,6 +60,7 @@ def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     from llem.study.hashing import config_hash
     from llem.summary import render
 
+    logging.raiseExceptions = False  # a log file that became unwritable: no "--- Logging error ---" traceback
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
     single = _CLI and hc.mode == RunMode.RUN  # a single run on the command line (studies: the launcher's)

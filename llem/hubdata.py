@@ -31,6 +31,9 @@ def offline_unless_reachable(hub_id: str) -> Iterator[None]:
     from llem.config.preflight import hub_unreachable
     from llem.datasets import DatasetError
 
+    if Path(hub_id).expanduser().exists():  # a local dataset folder or script: no Hub involved
+        yield
+        return
     here = cached(hub_id)
     if constants.HF_HUB_OFFLINE:
         if not here:
