@@ -17,6 +17,7 @@ import dataclasses
 import os
 import shutil
 from pathlib import Path
+from enum import Enum
 from typing import Any
 from urllib.parse import urlparse
 
@@ -29,12 +30,83 @@ HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--re
                "--config-name", "-cd", "--config-dir", "--experimental-rerun", "-i", "--info")
 
 
+SEED_MAX = 2**32 - 1  # numpy's and vLLM's seed range (torch takes more; the smallest wins)
+
+
 def check(c: Any, cfg: ExperimentConfig) -> None:
     """Add (key, value, allowed) problems to `c` (llem.config.validate._Checks)."""
     _check_prompt_cap(c, cfg)
     _check_offline_scenario(c, cfg)
     if cfg.backend == "openai" and getattr(cfg, "openai", None) is not None:
         _check_openai(c, cfg)
+    _check_ranges(c, cfg)
+    _check_every_leaf(c, cfg)
+
+
+def _check_ranges(c: Any, cfg: ExperimentConfig) -> None:
+    """Knobs that had no range check (found by tests/test_every_key.py)."""
+    from llem.launch.settings import FRESH_PROCESS
+
+    for key, value in (("seed", cfg.seed), ("study.shuffle_seed", cfg.study.shuffle_seed)):
+        if value is not None and not 0 <= value <= SEED_MAX:
+            c.add(key, value, f"{'null or ' if key != 'seed' else ''}an integer in [0, {SEED_MAX}]")
+    e = cfg.energy
+    _at_least(c, "energy.baseline_ttl_s", e.baseline_ttl_s, 0.0)
+    _at_least(c, "energy.thermal_plateau_s", e.thermal_plateau_s, 0.0, open_=True)
+    _at_least(c, "energy.thermal_tolerance_c", e.thermal_tolerance_c, 0.0)
+    _at_least(c, "energy.codecarbon_measure_power_s", e.codecarbon_measure_power_s, 0.0, open_=True)
+    if e.gpu_indices is not None and any(not isinstance(i, int) or i < 0 for i in e.gpu_indices):
+        c.add("energy.gpu_indices", list(e.gpu_indices), "null or a list of CUDA ordinals >= 0")
+    s = cfg.study
+    _at_least(c, "study.job_estimate_s", s.job_estimate_s, 0.0)
+    _at_least(c, "study.kill_grace_s", s.kill_grace_s, 0.0)
+    _at_least(c, "study.health_max_memory_used_mib", s.health_max_memory_used_mib, 0.0)
+    _at_least(c, "study.health_wait_max_s", s.health_wait_max_s, 0.0)
+    _at_least(c, "study.health_poll_s", s.health_poll_s, 0.0, open_=True)
+    if s.fresh_process not in FRESH_PROCESS:
+        c.add("study.fresh_process", s.fresh_process, f"one of {', '.join(FRESH_PROCESS)}")
+    j = cfg.study_job
+    if j.cycle is None or j.cycle < 0:
+        c.add("study_job.cycle", j.cycle, "an integer >= 0 (set by llem's sweeper)")
+    if j.index is not None and j.index < 0:
+        c.add("study_job.index", j.index, "null or an integer >= 0 (set by llem's sweeper)")
+    _at_least(c, "debug.sleep_s", cfg.debug.sleep_s, 0.0)
+    if not 0 <= cfg.debug.exit_code <= 255:
+        c.add("debug.exit_code", cfg.debug.exit_code, "an integer in [0, 255] (a process exit status)")
+
+
+def _at_least(c: Any, key: str, value: float | None, lo: float, open_: bool = False) -> None:
+    if value is None or value != value or value < lo or (open_ and value == lo):
+        c.add(key, value, f"a number {'>' if open_ else '>='} {lo:g}")
+
+
+def _check_every_leaf(c: Any, cfg: ExperimentConfig) -> None:
+    """Rules for every key, so a new knob has them too: no setting is nan, and none is the empty string
+    (null is the default; "" would reach a loader or a server as a name)."""
+    from llem.config.schema import BACKENDS
+
+    seen = {key for key, _, _ in c.problems}
+    skip = {name for name in BACKENDS if name != cfg.backend}
+
+    def walk(node: Any, prefix: str) -> None:
+        for f in dataclasses.fields(node):
+            if not prefix and f.name in skip:
+                continue
+            value, key = getattr(node, f.name), prefix + f.name
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            elif key in seen:
+                continue
+            elif isinstance(value, float) and value != value:
+                c.add(key, value, "a number, not nan")
+            elif isinstance(value, str) and not value.strip() and not isinstance(value, Enum):
+                c.add(key, repr(value), "a non-empty string" + (" (or null for the default)" if _optional(node, f) else ""))
+
+    walk(cfg, "")
+
+
+def _optional(node: Any, f: Any) -> bool:
+    return "None" in str(f.type)
 
 
 def _check_prompt_cap(c: Any, cfg: ExperimentConfig) -> None:
