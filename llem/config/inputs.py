@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -145,7 +145,7 @@ def _check_openai(c: Any, cfg: ExperimentConfig) -> None:
             c.add("openai.base_url", o.base_url, "http(s)://host:port/v1 with a port in 1..65535")
         return
     cmd = o.server.command
-    if cmd and str(cmd[0]).strip():
+    if cmd and str(cmd[0]).strip() and not any(k == "openai.server.command" for k, _, _ in c.problems):
         program = str(cmd[0])
         found = shutil.which(program) if os.sep not in program else program
         if found is None or not Path(found).exists():

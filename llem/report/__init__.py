@@ -135,6 +135,8 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
     configs = table[table["skipped_reason"].isna()] if "skipped_reason" in table else table
     out_dir = Path(out) if out is not None else (folder if folder.is_dir() else folder.parent) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("compare.*"):  # an earlier --vs into this folder: not this report's
+        stale.unlink(missing_ok=True)
     rep = Report(out_dir=out_dir, page=out_dir / PAGE)
     rep.files += write_table(jobs, out_dir, "jobs")
     rep.files += write_table(table, out_dir, "configs")
@@ -180,8 +182,6 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
                                                     "power and temperature")))
 
     compare_text, compare_md = "", []
-    for stale in out_dir.glob("compare.*"):  # an earlier --vs into this folder: not this report's
-        stale.unlink(missing_ok=True)
     if vs is not None:
         vs = Path(vs)
         jobs_b = load(vs) if vs.exists() else pd.DataFrame()
