@@ -82,7 +82,7 @@ def _skipped(manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
     return list(by_config.values())
 
 
-_ENDED = ("failed", "interrupted", "timeout")  # manifest job states of a job that ran and did not complete
+_ENDED = ("failed", "timeout")  # manifest states of a job that ran and failed (interrupted ones count as not run)
 
 
 def _not_run(manifest: dict[str, Any] | None, jobs: pd.DataFrame) -> list[dict[str, Any]]:
