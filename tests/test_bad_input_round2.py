@@ -114,6 +114,12 @@ CASES: list[tuple[str, list[str], dict[str, str], list[str], int, bool]] = [
     ("model and dataset both wrong: model first, both reported", ["model.id=nobody/none", "dataset=hf",
                                                                  "dataset.hub_id=foo/bar"],
      {"HF_HUB_OFFLINE": "1"}, ["model.id=nobody/none", "dataset.hub_id=foo/bar"], 2, True),
+    # keys the schema walk (tests/test_every_key.py) found unchecked, through the command line
+    ("a negative plateau", ["energy.thermal_plateau_s=-1"], {}, ["energy.thermal_plateau_s=-1.0 is invalid", "> 0"],
+     1, True),
+    ("a negative seed", ["seed=-5"], {}, ["seed=-5 is invalid", "[0, 4294967295]"], 1, True),
+    ("nan", ["study.health_poll_s=nan"], {}, ["study.health_poll_s=nan is invalid"], 1, True),
+    ("an empty string", ["dataset.split=''"], {}, ["dataset.split='' is invalid", "a non-empty string"], 1, True),
     ("flag after an override", ["hydra.sweep.dir={dir}/never", "-m", "n=1,2"], {},
      ["put Hydra's flags before the overrides", "python -m llem -m hydra.sweep.dir="], 1, False),
 ]
@@ -376,3 +382,34 @@ def test_progress_is_quiet_when_short_and_shows_lines_or_a_bar_when_long(monkeyp
     assert lines[-1].startswith("llem progress: synthetic prompts: 2560/2560 (100 %)"), log
     bar = run(True, 0.05)
     assert bar.startswith("\rllem progress: [") and bar.endswith("\n") and "\n" not in bar[:-1], bar[:200]
+
+
+def test_n_is_bounded_by_max_prompts_exactly_unless_allowed() -> None:
+    from llem.config.schema import ExperimentConfig, PytorchConfig
+    from llem.config.validate import problems
+
+    cfg = ExperimentConfig()
+    cfg.pytorch = PytorchConfig()
+    cfg.max_prompts, cfg.n = 50, 50
+    assert not problems(cfg)  # at the cap: fine
+    cfg.n = 51
+    assert [(k, v) for k, v, _ in problems(cfg)] == [("n", 51)]
+    cfg.allow_over_max_prompts = True
+    assert not problems(cfg)
+    cfg.max_prompts = 0
+    assert [k for k, _, _ in problems(cfg)] == ["max_prompts"]
+
+
+def test_serving_knobs_are_refused_only_under_offline_and_only_when_changed() -> None:
+    from llem.config.schema import ExperimentConfig, PytorchConfig, VllmConfig
+    from llem.config.validate import problems
+
+    cfg = ExperimentConfig()
+    cfg.pytorch = PytorchConfig()
+    assert not problems(cfg)  # the defaults, nan-free: inf request_rate is the default
+    cfg.scenario.slo.ttft_s = 2.0
+    assert [k for k, _, _ in problems(cfg)] == ["scenario.slo.ttft_s"]
+    serving = ExperimentConfig()
+    serving.backend, serving.pytorch, serving.vllm = "vllm", None, VllmConfig()
+    serving.scenario.name, serving.scenario.request_rate, serving.scenario.slo.ttft_s = "serving", 5.0, 2.0
+    assert not problems(serving)
