@@ -119,14 +119,14 @@ def _read_csv(path: Path, column: str | None) -> list[str]:
 
 
 def _read_hub(hub_id: str, config: str | None, split: str, column: str | None) -> list[str]:
-    try:
-        import datasets
-    except ImportError as e:
-        raise DatasetError("dataset=hf/aienergyscore from the Hub needs `pip install llem[datasets]`") from e
     from llem.hubdata import offline_unless_reachable
 
     try:
-        with offline_unless_reachable(hub_id):  # not cached and no Hub: one line in seconds, no retries
+        with offline_unless_reachable(hub_id):  # not cached and no Hub: one line in seconds (before importing
+            try:  # `datasets`, which alone takes seconds), no retries
+                import datasets
+            except ImportError as e:
+                raise DatasetError("dataset=hf/aienergyscore from the Hub needs `pip install llem[datasets]`") from e
             ds = datasets.load_dataset(hub_id, config, split=split)
     except DatasetError:
         raise

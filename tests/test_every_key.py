@@ -165,11 +165,15 @@ def test_the_walk_sees_every_section_and_backend() -> None:
     keys = {k for _, k, _ in schema_keys()}
     assert {"n", "model.id", "scenario.slo.ttft_s", "openai.server.command", "vllm.max_num_seqs",
             "pytorch.batch_size", "study.max_jobs", "max_prompts"} <= keys
-    for name, spec in BACKENDS.items():  # a new backend's knobs are walked too
+    for name in BACKENDS:  # a new backend's knobs are walked too
         assert any(k.startswith(f"{name}.") for k in keys), name
     stale = (set(ALLOWED_FREE) | set(ALLOWED_ANY) | set(CONTEXT)) - keys
     assert not stale, f"allow-list entries for keys the schema no longer has: {sorted(stale)}"
     assert len(CASES) > 150, len(CASES)
+    from llem.config.inputs import FRESH_PROCESS
+    from llem.launch.settings import FRESH_PROCESS as LAUNCHER_FRESH_PROCESS
+
+    assert FRESH_PROCESS == LAUNCHER_FRESH_PROCESS
 
 
 @pytest.mark.parametrize(("backend", "key", "value"), CASES, ids=[_id(c) for c in CASES])

@@ -30,6 +30,7 @@ HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--re
                "--config-name", "-cd", "--config-dir", "--experimental-rerun", "-i", "--info")
 
 
+FRESH_PROCESS = ("auto", "fork", "spawn")  # as llem.launch.settings.FRESH_PROCESS (a layer up; a test ties them)
 SEED_MAX = 2**32 - 1  # numpy's and vLLM's seed range (torch takes more; the smallest wins)
 
 
@@ -45,8 +46,6 @@ def check(c: Any, cfg: ExperimentConfig) -> None:
 
 def _check_ranges(c: Any, cfg: ExperimentConfig) -> None:
     """Knobs that had no range check (found by tests/test_every_key.py)."""
-    from llem.launch.settings import FRESH_PROCESS
-
     for key, value in (("seed", cfg.seed), ("study.shuffle_seed", cfg.study.shuffle_seed)):
         if value is not None and not 0 <= value <= SEED_MAX:
             c.add(key, value, f"{'null or ' if key != 'seed' else ''}an integer in [0, {SEED_MAX}]")
