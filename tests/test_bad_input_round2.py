@@ -413,3 +413,38 @@ def test_serving_knobs_are_refused_only_under_offline_and_only_when_changed() ->
     serving.backend, serving.pytorch, serving.vllm = "vllm", None, VllmConfig()
     serving.scenario.name, serving.scenario.request_rate, serving.scenario.slo.ttft_s = "serving", 5.0, 2.0
     assert not problems(serving)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root for a read-only bind mount")
+def test_a_job_folder_turning_read_only_mid_study_is_one_line_and_a_true_summary(tmp_path: Path,
+                                                                                  llem_cache: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = _start(["-m", "pytorch.max_output_tokens=2,3,4", "debug.fault=sleep", "debug.sleep_s=2", "n=2",
+                   "warmup.n_batches=0", "quiet=true", "energy=none", "study.progress=false",
+                   f"hydra.sweep.dir={sweep}"], tmp_path, llem_cache)
+    job1 = sweep / "1"
+    mounted = False
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if json.loads((job1 / "result.json").read_text())["status"] == "running":
+                    break
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        for cmd in (["mount", "--bind", str(job1), str(job1)], ["mount", "-o", "remount,bind,ro", str(job1)]):
+            if subprocess.run(cmd, capture_output=True, timeout=10).returncode:
+                pytest.skip("cannot bind-mount here")
+            mounted = True
+        out, err = proc.communicate(timeout=180)
+    finally:
+        proc.kill()
+        if mounted:
+            subprocess.run(["umount", str(job1)], capture_output=True, timeout=10)
+    assert proc.returncode == 4, err[-3000:]
+    assert "Traceback" not in err and "Logging error" not in err, err[-3000:]
+    assert all(line.startswith("llem: ") for line in err.splitlines() if line.strip()), err[-3000:]
+    assert "1 completed, 1 failed/interrupted, 1 not run" in out, out[-3000:]
+    assert "job 1  pytorch.max_output_tokens=3  failed  StorageError: cannot write" in out, out[-3000:]
