@@ -50,30 +50,41 @@ def to_experiment(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
 
 
 def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
+    import logging
+
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from llem.faults import exit_one_line, stop_signals_interrupt
     from llem.job import run_job
     from llem.study.hashing import config_hash
     from llem.summary import render
 
+    logging.raiseExceptions = False  # a log file that became unwritable: no "--- Logging error ---" traceback
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
+    single = _CLI and hc.mode == RunMode.RUN  # a single run on the command line (studies: the launcher's)
     try:
-        _set_study_job(cfg, hc.job.env_set)
-        experiment, resolved = to_experiment(cfg)
-        chash = experiment.study_job.config_hash or config_hash(resolved)
-        try:
-            result = run_job(experiment, out_dir, resolved, list(hc.overrides.task), chash)
-        except UserError as e:  # the job wrote result.json (status failed); say where, on the command line
-            from llem.io import StorageError
+        with stop_signals_interrupt() if single else contextlib.nullcontext():  # SIGTERM/SIGHUP as SIGINT
+            _set_study_job(cfg, hc.job.env_set)
+            experiment, resolved = to_experiment(cfg)
+            chash = experiment.study_job.config_hash or config_hash(resolved)
+            try:
+                result = run_job(experiment, out_dir, resolved, list(hc.overrides.task), chash)
+            except UserError as e:  # the job wrote result.json (status failed); say where, on the command line
+                from llem.io import StorageError
 
-            if not isinstance(e, StorageError):  # ... unless writing it is what failed
-                e.result_file = str(out_dir / "result.json")  # type: ignore[attr-defined]
-            raise
+                if not isinstance(e, StorageError):  # ... unless writing it is what failed
+                    e.result_file = str(out_dir / "result.json")  # type: ignore[attr-defined]
+                raise
     except UserError as e:
-        if _CLI and hc.mode == RunMode.RUN:  # here, not after Hydra's "Error executing job" line
+        if single:  # here, not after Hydra's "Error executing job" line
             _exit_user_error(e, user_error_lines(e) or [str(e)])
+        raise
+    except (Exception, KeyboardInterrupt) as e:  # a signal, a server gone, a bug: one line (llem/faults.py)
+        if single:
+            written = out_dir / "result.json"
+            exit_one_line(e, str(written) if written.is_file() else None)
         raise
     if not experiment.quiet:
         print(render(result.as_dict(), str(out_dir)), flush=True)
@@ -102,6 +113,7 @@ def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
 
 def main() -> None:
     """Console entry: friendly unknown-key errors first, then Hydra, with user errors mapped to exit 2."""
+    from llem.config.inputs import argv_order_problem
     from llem.config.overrides import check_argv, scope_backend_overrides
 
     if "--version" in sys.argv[1:]:  # before Hydra, whose parser has no such flag
@@ -109,7 +121,9 @@ def main() -> None:
 
         print(f"llem {__version__}")
         sys.exit(0)
-    sys.argv[1:], problem = scope_backend_overrides(sys.argv[1:])
+    problem = argv_order_problem(sys.argv[1:])  # `x=1 -m y=2`: argparse's usage text otherwise
+    if not problem:
+        sys.argv[1:], problem = scope_backend_overrides(sys.argv[1:])
     problem = problem or check_argv(sys.argv[1:])
     if problem:
         print(f"llem: {problem}", file=sys.stderr)
@@ -157,8 +171,10 @@ def _report_user_error(func: Callable[[], Any]) -> Any:
     except Exception as e:
         e = _as_storage_error(e)
         lines = user_error_lines(e)
-        if lines is None:
-            raise
+        if lines is None:  # not bad input: still one line, never a traceback unless HYDRA_FULL_ERROR=1
+            from llem.faults import exit_one_line
+
+            exit_one_line(e)
         _exit_user_error(e, lines)
 
 
@@ -180,6 +196,10 @@ def _as_storage_error(e: Exception) -> Exception:
     llem's StorageError: one line with the folder and its free space, exit code 4, as for llem's files."""
     from llem.io import StorageError, storage_reason
 
+    if not isinstance(e, OSError) and not isinstance(e, StorageError):  # logging's "Unable to configure
+        cause = e.__cause__ or e.__context__  # handler 'file'" (a ValueError) over a read-only run dir
+        if isinstance(cause, OSError) and storage_reason(cause) is not None:
+            e = cause
     if not isinstance(e, OSError) or isinstance(e, StorageError) or storage_reason(e) is None:
         return e
     return StorageError(e.filename or _hydra_output_dir(e) or os.getcwd(), e)

@@ -119,12 +119,17 @@ def _read_csv(path: Path, column: str | None) -> list[str]:
 
 
 def _read_hub(hub_id: str, config: str | None, split: str, column: str | None) -> list[str]:
+    from llem.hubdata import offline_unless_reachable
+
     try:
-        import datasets
-    except ImportError as e:
-        raise DatasetError("dataset=hf/aienergyscore from the Hub needs `pip install llem[datasets]`") from e
-    try:
-        ds = datasets.load_dataset(hub_id, config, split=split)
+        with offline_unless_reachable(hub_id):  # not cached and no Hub: one line in seconds (before importing
+            try:  # `datasets`, which alone takes seconds), no retries
+                import datasets
+            except ImportError as e:
+                raise DatasetError("dataset=hf/aienergyscore from the Hub needs `pip install llem[datasets]`") from e
+            ds = datasets.load_dataset(hub_id, config, split=split)
+    except DatasetError:
+        raise
     except Exception as e:  # not found, offline and not cached, no such split/config, ...
         first = (str(e).strip().splitlines() or [""])[0]
         raise DatasetError(f"dataset.hub_id={hub_id!r} (config {config}, split {split}) cannot be loaded: "
@@ -138,6 +143,8 @@ def _file(cfg: DatasetConfig) -> Path:
     if not cfg.path:
         raise DatasetError(f"dataset={cfg.name} needs dataset.path=<file>")
     path = Path(cfg.path).expanduser()
+    if path.is_dir():
+        raise DatasetError(f"dataset.path={cfg.path!r} is a directory; allowed a {cfg.name} file")
     if not path.is_file():
         raise DatasetError(f"dataset.path={cfg.path!r}: no such file")
     return path
@@ -147,10 +154,13 @@ def synthetic(n: int, input_tokens: int, seed: int, encode: Callable[[str], list
               decode: Callable[[list[int]], str]) -> list[str]:
     """Seeded word salad cut to `input_tokens` tokens of the model's own tokenizer."""
     from llem.models.tiny import _WORDS
+    from llem.progress import Progress
 
     rng = random.Random(seed)
     prompts = []
+    progress = Progress(n, "synthetic prompts")  # long preparations show progress (outside the window)
     for _ in range(n):
+        progress.step()
         text = " ".join(rng.choice(_WORDS) for _ in range(input_tokens * 2 + 8))
         ids = encode(text)[:input_tokens]
         prompt = decode(ids)
@@ -159,6 +169,7 @@ def synthetic(n: int, input_tokens: int, seed: int, encode: Callable[[str], list
             k -= 1
             prompt = decode(ids[:k])
         prompts.append(prompt)
+    progress.done()
     return prompts
 
 

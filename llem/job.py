@@ -16,7 +16,7 @@ from typing import Any
 
 from llem import __version__
 from llem.backends.base import Backend, RunOutput, Workload, make_backend
-from llem.config.preflight import preflight
+from llem.config.preflight import before_load
 from llem.config.schema import BACKENDS, ExperimentConfig
 from llem.config.validate import validate
 from llem.datasets import load_prompts, needs_tokenizer
@@ -30,7 +30,7 @@ from llem.io import atomic_write_json, atomic_write_text
 from llem.measure.latency import latency_block
 from llem.measure.stats import cv
 from llem.measure.window import MeasurementWindow
-from llem.models import identity_fields, locate_all
+from llem.models import identity_fields
 from llem.result import REQUESTS_FILE, RESULT_FILE, TIMESERIES_FILE, Result, flops_block, now_iso
 from llem.study.jobfiles import set_aside_torn
 
@@ -139,9 +139,11 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
     try:
         use_pci_order()  # before CUDA starts: CUDA numbers GPUs as NVML does, unless the user chose an order
         validate(cfg)
-        locate_all(cfg)  # model.id / revision / tokenizer problems: exit 2 before meters, baseline and load
-        prompts = None if needs_tokenizer(cfg.dataset) else load_prompts(cfg.dataset, cfg.n, cfg.seed)
-        preflight(cfg, prompts)  # device, Hub reachable, prompt + output within the model's context
+        # the model (id, revision, tokenizer folder, device, config.json, Hub reachable, or the outside
+        # server: exit 2 before meters, baseline and load), then the dataset, then
+        # prompt + output within the model's context; both a model and a dataset problem are reported
+        prompts = before_load(cfg, lambda: None if needs_tokenizer(cfg.dataset) else
+                              load_prompts(cfg.dataset, cfg.n, cfg.seed))
         result.environment = snapshot()
         if os.environ.get("LLEM_HEALTH"):  # GPU health seen by llem's launcher before this job
             result.environment["health"] = json.loads(os.environ["LLEM_HEALTH"])

@@ -244,7 +244,7 @@ def test_context_check_is_exact_at_the_boundary() -> None:
     cfg.dataset.input_tokens = 64  # synthetic prompts are exactly input_tokens long: fits
     check_context(cfg, gpt2, "test", None)
     cfg.dataset.input_tokens, cfg.pytorch.max_input_tokens = 2000, 1024  # the prompt alone fills it
-    with pytest.raises(ConfigError, match=r"lower pytorch.max_input_tokens \(now 1024\) to at most 999"):
+    with pytest.raises(ConfigError, match=r"pytorch.max_input_tokens=1024 is invalid: allowed at most 999"):
         check_context(cfg, gpt2, "test", None)
 
 

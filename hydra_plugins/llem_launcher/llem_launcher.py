@@ -98,7 +98,8 @@ def run_in_child(hydra_context: HydraContext, task_function: TaskFunction, sweep
     error = None
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
         exc = ret._return_value
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # else the launcher's one `llem: job N failed` line
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         error = {"type": type(exc).__name__, "message": str(exc),
                  "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
         ret._return_value = _picklable(exc, JobFailed(f"{type(exc).__name__}: {exc}"))

@@ -189,7 +189,12 @@ class LlemSweeper(Sweeper):
         settings = getattr(self.launcher, "launch_settings", None)
         if callable(settings):
             try:
-                settings()
+                found = settings()
+                gpus = getattr(found, "gpus_per_job", 0)
+                if gpus:  # GPU slots this host cannot give: refused before plan, manifest or summary exist
+                    from llem.launch.slots import launcher_slots
+
+                    launcher_slots(gpus)
             except ConfigError as e:
                 exit_or_raise(e)
 

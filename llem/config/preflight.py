@@ -39,13 +39,92 @@ _ROPE_PRESCALED = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepsee
 
 def preflight(cfg: ExperimentConfig, prompts: list[str] | None = None) -> None:
     """Raise a UserError (ConfigError, ModelNotFound) for what would only fail after the model loaded."""
+    found = check_model(cfg)
+    if found is not None and found[0] is not None:
+        check_context(cfg, found[0], found[1], prompts)
+
+
+def check_model(cfg: ExperimentConfig) -> tuple[dict[str, Any] | None, str] | None:
+    """The device, then the model (config.json, Hub reachable) or the outside server; the model's
+    (config.json dict, origin) when llem runs it."""
+    from llem.models import locate_all
+
+    locate_all(cfg)  # model.id / revision / tokenizer_id: from the file system alone
     check_device(cfg)
     section = getattr(cfg, cfg.backend, None)
-    if section is None or getattr(section, "base_url", None):  # an outside server: its model, not ours
-        return
-    config, origin = model_config(cfg)
-    if config is not None:
-        check_context(cfg, config, origin, prompts)
+    if section is None:
+        return None
+    base_url = getattr(section, "base_url", None)
+    if base_url:  # an outside server: its model, not ours; but it must answer, in seconds
+        check_server(f"{cfg.backend}.base_url", str(base_url))
+        return None
+    return model_config(cfg)
+
+
+def before_load(cfg: ExperimentConfig, load: Any) -> list[str] | None:
+    """Every check before meters and model load, in the documented order (docs/errors.md): the model
+    (device, folder, config.json, Hub), then the dataset (`load()`: the prompts, or None when they need
+    the tokenizer), then prompt + output within the context. A model problem and a dataset problem are
+    both reported, one line each."""
+    from llem.errors import UserError
+
+    problems: list[UserError] = []
+    found = None
+    try:
+        found = check_model(cfg)
+    except UserError as e:
+        problems.append(e)
+    prompts = None
+    try:
+        prompts = load()
+    except UserError as e:
+        problems.append(e)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise InputProblems(problems)
+    if found is not None and found[0] is not None:
+        check_context(cfg, found[0], found[1], prompts)
+    return prompts
+
+
+class InputProblems(ConfigError):
+    """Several problems found before load (the model's and the dataset's): one line each."""
+
+    def __init__(self, errors: list[Any]) -> None:
+        self.errors = errors
+        lines = [line for e in errors for line in str(e).splitlines() if line.strip()]
+        super().__init__([p for e in errors for p in getattr(e, "problems", [])], "\n".join(lines))
+
+
+def check_server(key: str, base_url: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> None:
+    """A server at `base_url` must accept a connection and answer an HTTP request within `timeout_s`
+    (any status: it is alive); nothing listening, or a socket that accepts and never answers, is a
+    ConfigError in seconds instead of the client's longer timeouts."""
+    import http.client
+
+    url = urlparse(base_url)
+    host = url.hostname or ""
+    try:
+        port = url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:
+        return  # validate says so
+    problem = hub_unreachable(f"{url.scheme}://{host}:{port}", timeout_s)
+    if problem:
+        raise ConfigError([(key, base_url, f"the URL of a running OpenAI-compatible server: nothing accepts a "
+                                           f"connection at {host}:{port} ({problem})")])
+    cls = http.client.HTTPSConnection if url.scheme == "https" else http.client.HTTPConnection
+    conn = cls(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", (url.path.rstrip("/") or "") + "/models")
+        conn.getresponse().read(0)
+    except (OSError, http.client.HTTPException) as e:
+        why = f"no answer within {timeout_s:g} s" if isinstance(e, TimeoutError | socket.timeout) else (
+            f"{type(e).__name__}: {e}")
+        raise ConfigError([(key, base_url, f"the URL of a running OpenAI-compatible server: {host}:{port} accepts "
+                                           f"connections but {why} to GET {url.path.rstrip('/')}/models")]) from None
+    finally:
+        conn.close()
 
 
 # -- device ---------------------------------------------------------------------------------------------
@@ -115,17 +194,28 @@ def model_config(cfg: ExperimentConfig) -> tuple[dict[str, Any] | None, str]:
         return dict(ARCHS[src.id.split("/", 1)[1]]), f"the builtin {src.id}"
     if src.kind == "local":
         path = Path(src.path) / "config.json"
-        return (_read_json(path) if path.is_file() else None), str(path)
+        return (_read_json(path, "model.id", src.id) if path.is_file() else None), str(path)
     _require_hub(src.id, src.revision, "model.id")
     return _hub_config(src.id, src.revision), f"config.json of {src.id}"
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_json(path: Path, key: str = "model.id", value: str | None = None) -> dict[str, Any] | None:
+    """config.json as a dict; not JSON (or not an object): a ConfigError naming `key`, the file and the
+    line, before any loader trips over it."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None  # the loader will say what is wrong with it
-    return data if isinstance(data, dict) else None
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return None  # unreadable: the loader will say what is wrong with it
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        where = f"line {e.lineno}, column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise ConfigError([(key, value if value is not None else str(path.parent),
+                            f"a model whose config.json is valid JSON ({path} is not: {where})")]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([(key, value if value is not None else str(path.parent),
+                            f"a model whose config.json is a JSON object ({path} holds {type(data).__name__})")])
+    return data
 
 
 def _allowed(repo_id: str) -> str:
@@ -165,11 +255,11 @@ def _hub_config(repo_id: str, revision: str | None) -> dict[str, Any] | None:
 
     cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
     if isinstance(cached, str):
-        return _read_json(Path(cached))
+        return _read_json(Path(cached), "model.id", repo_id)
     if constants.HF_HUB_OFFLINE:
         return None  # cached without a config.json: the loader decides
     try:
-        return _read_json(Path(hf_hub_download(repo_id, "config.json", revision=revision)))
+        return _read_json(Path(hf_hub_download(repo_id, "config.json", revision=revision)), "model.id", repo_id)
     except errors.EntryNotFoundError:
         return None  # no config.json (e.g. a GGUF repo): the loader decides
     except errors.RevisionNotFoundError as e:
@@ -265,10 +355,10 @@ def check_context(cfg: ExperimentConfig, config: dict[str, Any], origin: str, pr
             longest, what = _longest_prompt(cfg, prompts, max_in)
     if longest + max_out > context:
         room = context - longest
-        allowed = (f"at most {room} so that {what} + output fits {where}" if room >= 1 else
-                   f"a prompt shorter than {where}: lower {name}.{in_knob} (now {max_in}) to at most "
-                   f"{context - max_out}")
-        raise ConfigError([(f"{name}.{out_knob}", max_out, allowed)])
+        if room >= 1:
+            raise ConfigError([(f"{name}.{out_knob}", max_out, f"at most {room} so that {what} + output fits {where}")])
+        raise ConfigError([(f"{name}.{in_knob}", max_in, f"at most {context - max_out} so that the prompt "
+                            f"({what}) + {name}.{out_knob}={max_out} fits {where}")])
 
 
 def _longest_prompt(cfg: ExperimentConfig, prompts: list[str], max_in: int) -> tuple[int, str]:

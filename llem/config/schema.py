@@ -295,6 +295,8 @@ class _ExperimentCore:
     debug: DebugConfig = field(default_factory=DebugConfig)
     save_requests: bool = True  # per-request latencies beside result.json (requests.jsonl)
     quiet: bool = False  # no summary print
+    max_prompts: int = 100_000  # bound on n against typos (like study.max_jobs); docs/errors.md
+    allow_over_max_prompts: bool = False  # true: n above max_prompts runs anyway
 
 
 def _with_backend_sections(core: type) -> type:
@@ -312,6 +314,7 @@ def _with_backend_sections(core: type) -> type:
 ExperimentConfig = _with_backend_sections(_ExperimentCore)
 
 # Top-level keys that do not change what is measured: excluded from config_hash.
-NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests")
+NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests", "max_prompts",
+                                          "allow_over_max_prompts")
 # Nested settings that do not change what is measured either (where files are cached).
 NON_MEASUREMENT_SUBKEYS: tuple[tuple[str, str], ...] = (("model", "cache_dir"), ("openai", "api_key_env"))

@@ -89,6 +89,9 @@ def problems(cfg: ExperimentConfig) -> list[tuple[str, Any, str]]:
     _check_scenario(c, cfg)
     _check_dataset(c, cfg)
     _check_rest(c, cfg)
+    from llem.config import inputs  # n cap, serving knobs under offline, openai URL/command (issue 23)
+
+    inputs.check(c, cfg)
     return c.problems
 
 
@@ -179,6 +182,8 @@ def _check_dataset(c: _Checks, cfg: ExperimentConfig) -> None:
     if d.name in ("jsonl", "csv") or (d.name == "aienergyscore" and d.path):
         if not d.path:
             c.add("dataset.path", d.path, f"a {d.name} file path (dataset={d.name} reads a local file)")
+        elif Path(d.path).expanduser().is_dir():
+            c.add("dataset.path", d.path, f"a {d.name} file, not a directory")
         elif not Path(d.path).expanduser().is_file():
             c.add("dataset.path", d.path, "an existing file (no such file)")
     if d.name == "hf" and not d.hub_id:

@@ -114,7 +114,15 @@ def locate_all(cfg: ExperimentConfig) -> ModelSources:
                                 "null unless model.tokenizer_id is set (the model's tokenizer follows model.revision)")])
         return ModelSources(model, model)
     tokenizer = locate(m.tokenizer_id, m.tokenizer_revision, "model.tokenizer_id", "model.tokenizer_revision")
+    if tokenizer.kind == "local" and not any((Path(tokenizer.path) / f).is_file() for f in TOKENIZER_FILES):
+        raise ConfigError([("model.tokenizer_id", m.tokenizer_id, f"a tokenizer folder (one of {', '.join(TOKENIZER_FILES)}); "
+                                                                  f"{tokenizer.path} has none")])
     return ModelSources(model, tokenizer)
+
+
+# A folder holding any of these is a tokenizer folder transformers can load (issue 23: an empty one).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model", "merges.txt")
 
 
 def resolve_sources(cfg: ExperimentConfig) -> ModelSources:

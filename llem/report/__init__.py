@@ -135,6 +135,8 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
     configs = table[table["skipped_reason"].isna()] if "skipped_reason" in table else table
     out_dir = Path(out) if out is not None else (folder if folder.is_dir() else folder.parent) / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob("compare.*"):  # an earlier --vs into this folder: not this report's
+        stale.unlink(missing_ok=True)
     rep = Report(out_dir=out_dir, page=out_dir / PAGE)
     rep.files += write_table(jobs, out_dir, "jobs")
     rep.files += write_table(table, out_dir, "configs")
@@ -186,6 +188,7 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
         if jobs_b.empty:
             raise ReportError(f"--vs={str(vs)!r}: no result.json there; allowed a folder that holds llem results")
         cmp, matching = compare(jobs, jobs_b)
+        _say_differences(matching, jobs, jobs_b)
         rep.files += write_table(cmp, out_dir, "compare")
         compare_text = render_compare(cmp, matching, str(folder), str(vs))
         fig = plots.compare_ratios(cmp, out_dir / "compare.png", str(folder), str(vs))
@@ -256,3 +259,18 @@ def _page(folder: Path, jobs: pd.DataFrame, table: pd.DataFrame, configs: pd.Dat
         lines += [f"## {title}", "", *compare_md, ""]
         lines += [f"![{title}]({fig.name})" if isinstance(fig, Path) else f"> {fig}", ""]
     return "\n".join(lines)
+
+
+def _say_differences(matching: Any, jobs_a: pd.DataFrame, jobs_b: pd.DataFrame) -> None:
+    """For configs matched by their overrides (different hashes): in what their configs differ."""
+    from llem.results.confdiff import differences, job_config
+
+    def first_dir(jobs: pd.DataFrame, h: str) -> str | None:
+        rows = jobs[jobs["config_hash"] == h]
+        return str(rows["job_dir"].iloc[0]) if len(rows) else None
+
+    for ha, hb, how in matching.pairs:
+        if how == "config_hash":
+            continue
+        da, db = first_dir(jobs_a, ha), first_dir(jobs_b, hb)
+        matching.differences[(ha, hb)] = differences(job_config(da), job_config(db)) if da and db else []

@@ -60,6 +60,7 @@ class Matching:
     unmatched_a: list[str] = field(default_factory=list)
     unmatched_b: list[str] = field(default_factory=list)
     key_columns: list[str] = field(default_factory=list)
+    differences: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (hash A, hash B) -> "n: 4 vs 16"
 
 
 def _configs(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -174,6 +175,8 @@ def render_compare(table: pd.DataFrame, matching: Matching, name_a: str, name_b:
     if matching.key_columns and not table.empty and (table["match"] == "overrides").any():
         lines.append("  matched by overrides on: " + ", ".join(c.removeprefix("override.") for c in matching.key_columns)
                      + " (config hashes differ in settings constant within each study)")
+        for (ha, hb), diff in matching.differences.items():
+            lines.append(f"    {ha[:8]} vs {hb[:8]} differ in: {', '.join(diff) if diff else 'settings not recorded'}")
     if matching.unmatched_a or matching.unmatched_b:
         lines.append(f"  unmatched configs: {len(matching.unmatched_a)} in A, {len(matching.unmatched_b)} in B")
     return "\n".join(lines)

@@ -82,6 +82,9 @@ def _skipped(manifest: dict[str, Any] | None) -> list[dict[str, Any]]:
     return list(by_config.values())
 
 
+_ENDED = ("failed", "timeout")  # manifest states of a job that ran and failed (interrupted ones count as not run)
+
+
 def _not_run(manifest: dict[str, Any] | None, jobs: pd.DataFrame) -> list[dict[str, Any]]:
     """Manifest jobs that never left a result.json (planned but not launched, or lost)."""
     if not manifest:
@@ -159,9 +162,14 @@ def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, 
     skipped = _skipped(manifest)
     design = (manifest or {}).get("study_design_hash") or next(
         (h for h in jobs.get("study_design_hash", []) if isinstance(h, str)), None)
-    head = f"llem study{' ' + design if design else ''}: {len(configs)} config(s), {len(jobs)} job(s): " \
-           f"{n_done} completed, {len(failed)} failed/interrupted"
     lost = _not_run(manifest, jobs)
+    # the manifest's word where a job's own result.json could not say it (its folder unwritable: no
+    # result.json, or one left at "running"): such a job failed, it was not "not run"
+    by_key = {(j.get("config_hash"), j.get("cycle")): j for j in (manifest or {}).get("jobs", [])}
+    ended = [j for j in lost if j.get("status") in _ENDED]
+    lost = [j for j in lost if j.get("status") not in _ENDED]
+    head = f"llem study{' ' + design if design else ''}: {len(configs)} config(s), {len(jobs) + len(ended)} job(s): " \
+           f"{n_done} completed, {len(failed) + len(ended)} failed/interrupted"
     if lost:  # planned jobs without a result.json (an interrupted study): counted, not hidden
         head += f", {len(lost)} not run"
     if skipped:
@@ -179,15 +187,27 @@ def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, 
         reason = next((x for x in jobs["energy.reason"] if isinstance(x, str) and x), None)
         if reason:
             lines.append(f"  energy not measured: {_short(reason)}")
-    if len(failed):
-        lines.append(f"failed ({len(failed)}):")
+    if len(failed) or ended:
+        lines.append(f"failed ({len(failed) + len(ended)}):")
         label_cols = varying_overrides(jobs)
         for _, r in failed.iterrows():
-            err = f"{r.get('error.type') or r['status']}: {_short(r.get('error.message') or '')}"
-            if isinstance(r.get("error.reason"), str):
-                err += f" [{r['error.reason']}]"
+            status, etype, emsg, reason = r["status"], r.get("error.type"), r.get("error.message"), r.get("error.reason")
+            known = by_key.get((r.get("config_hash"), r.get("cycle"))) or {}
+            if status == "running" and known.get("status") in _ENDED:  # its result.json could not be finished
+                merr = known.get("error") or {}
+                status, etype, emsg, reason = known["status"], merr.get("type"), merr.get("message"), merr.get("reason")
+            err = f"{etype if isinstance(etype, str) and etype else status}: {_short(emsg if isinstance(emsg, str) else '')}"
+            if isinstance(reason, str):
+                err += f" [{reason}]"
             where = f"job {r['job_index']}" if not pd.isna(r.get("job_index")) else Path(str(r["job_dir"])).name
-            lines.append(f"  {where}  {config_label(r, label_cols) or '(defaults)'}  {r['status']}  {err}")
+            lines.append(f"  {where}  {config_label(r, label_cols) or '(defaults)'}  {status}  {err}")
+        for j in ended:
+            merr = j.get("error") or {}
+            err = f"{merr.get('type') or j.get('status')}: {_short(merr.get('message') or '')}"
+            if merr.get("reason"):
+                err += f" [{merr['reason']}]"
+            lines.append(f"  job {j.get('index')}  {' '.join(j.get('overrides') or []) or '(defaults)'}  "
+                         f"{j.get('status')} (no result.json)  {err}")
     if lost:
         lines.append(f"not run ({len(lost)}): " + ", ".join(
             f"job {j.get('index')} ({j.get('status')})" for j in lost[:20]) + (" ..." if len(lost) > 20 else ""))
