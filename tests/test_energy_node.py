@@ -13,7 +13,15 @@ from typing import Any
 
 import pytest
 from conftest import run_llem
-from node_bmc import RedfishMockup, free_port, ipmi_bmc, redfish_with_auth, silent_bmc, sushy_static
+from node_bmc import (
+    RedfishMockup,
+    free_port,
+    ipmi_bmc,
+    redfish_with_auth,
+    self_signed,
+    silent_bmc,
+    sushy_static,
+)
 
 from llem.config.schema import EnergyConfig, NodeConfig
 from llem.config.validate import ConfigError
@@ -265,6 +273,26 @@ def test_redfish_bad_bmcs_stop_before_the_model_loads(tmp_path: Path, monkeypatc
             build_meters(energy_cfg("redfish", address))
         with pytest.raises(MeterUnavailable, match="energy.node.chassis=GPU: no such chassis"):
             build_meters(energy_cfg("redfish", address, chassis="GPU"))
+
+
+@pytest.mark.slow
+def test_redfish_over_https_checks_the_certificate_unless_told_not_to(tmp_path: Path) -> None:
+    mock = RedfishMockup(tmp_path / "m", style="legacy", power_w=275.0)
+    with sushy_static(mock.root, tls=self_signed(tmp_path / "tls")) as address:
+        assert address.startswith("https://")
+        with pytest.raises(MeterUnavailable, match="TLS failed .*certificate verify failed.*verify_tls=false"):
+            build_meters(energy_cfg("redfish", address))
+        sel = build_meters(energy_cfg("redfish", address, verify_tls=False))
+        assert sel.meters[-1].client.read()["power_w"] == 275.0
+        sel.meters[-1].close()
+
+
+def test_serving_per_request_energy_follows_the_node_basis() -> None:
+    from llem.serving.attribution import energy_function
+
+    readings = [_reading("nvml", "gpu:0", "gpu", 300.0), _reading("node", "node", "node", 1000.0)]
+    at, source = energy_function(readings, "node", 0.0, 2.0, 1000.0)
+    assert source == "timeseries" and at(1.0) == pytest.approx(500.0) and at(2.0) == 1000.0
 
 
 # -- IPMI against pyghmi's BMC ----------------------------------------------------------------------------

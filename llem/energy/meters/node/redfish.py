@@ -63,6 +63,10 @@ class RedfishClient:
             if isinstance(reason, (TimeoutError, socket.timeout)):
                 raise MeterUnavailable(f"{where}: no answer within energy.node.timeout_s={self.timeout_s:g} s "
                                        f"(GET {path})") from None
+            if isinstance(reason, ssl.SSLError):
+                hint = ("; a self-signed BMC certificate needs energy.node.verify_tls=false"
+                        if self.node.verify_tls else "")
+                raise MeterUnavailable(f"{where}: TLS failed ({reason}){hint}") from None
             raise MeterUnavailable(f"{where} is unreachable ({reason})") from None
         except (ValueError, OSError) as e:
             raise MeterUnavailable(f"{where}: bad answer to GET {path} ({type(e).__name__}: {e})") from None
