@@ -365,3 +365,35 @@ def test_job_measures_node_energy_and_never_writes_the_password(tmp_path: Path, 
     assert len(lines) == 1 and lines[0].startswith("llem: energy.node.source=redfish:") and "401" in lines[0]
     assert "nope" not in bad.stderr and PASSWORD not in bad.stderr
     assert not list((tmp_path / "bad").glob("outputs/*/*/timeseries*"))  # stopped before the model loaded
+
+
+@pytest.mark.slow
+def test_node_meter_runs_beside_the_gpu_meter_in_one_window(tmp_path: Path, nvml_sim: Any) -> None:
+    from gpu_sim import host
+
+    from llem.measure.window import MeasurementWindow
+
+    nvml_sim(host("H100", 1, watts=[300.0]))
+    mock = RedfishMockup(tmp_path / "m", style="environment", power_w=700.0)
+    with sushy_static(mock.root) as address:
+        cfg = energy_cfg("redfish", address, sample_s=0.1)
+        cfg.meter, cfg.rapl_root = "auto", str(tmp_path / "no-rapl")
+        sel = build_meters(cfg)
+        assert [m.name for m in sel.meters] == ["nvml", "node"]
+        with MeasurementWindow(sel.meters) as w:
+            time.sleep(0.8)
+        mock.set_power(250.0)  # a BMC reading below the GPU's: the sensors disagree
+        with MeasurementWindow(sel.meters) as w2:
+            time.sleep(0.8)
+        for m in sel.meters:
+            m.close()
+    b = energy_block(w.readings, sel.notes, w.duration_s, output_tokens=10, requests=1)
+    assert b["gpu_j"] == pytest.approx(300.0 * w.duration_s, rel=0.05)
+    assert b["node_j"] == pytest.approx(700.0 * w.duration_s, rel=0.05)
+    rest = b["node"]["breakdown"]
+    assert rest["rest_parts_subtracted"] == ["gpu"] and rest["rest_j"] == pytest.approx(b["node_j"] - b["gpu_j"])
+    assert rest["rest_mean_power_w"] == pytest.approx(400.0, rel=0.05)
+    assert b["basis"] == "gpu" and b["measured_total_j"] == b["gpu_j"]
+    b2 = energy_block(w2.readings, sel.notes, w2.duration_s, output_tokens=10, requests=1, basis="node")
+    assert b2["node"]["breakdown"]["rest_j"] < 0 and any("sensors disagree" in x for x in b2["warnings"])
+    assert b2["j_per_output_token"] == pytest.approx(b2["node_j"] / 10)
