@@ -340,14 +340,15 @@ def test_job_measures_node_energy_and_never_writes_the_password(tmp_path: Path, 
     env = {"BMC_USER": USER, "BMC_PASS": PASSWORD}
     (tmp_path / "bad").mkdir()
     with redfish_with_auth(mock.root, USER, PASSWORD) as address:
-        proc = run_llem([*SMALL, "energy.node.source=redfish", f"energy.node.address={address}",
+        proc = run_llem(["-m", *SMALL, "energy.node.source=redfish", f"energy.node.address={address}",
                          "energy.node.username_env=BMC_USER", "energy.node.password_env=BMC_PASS",
                          "energy.node.sample_s=0.1", "energy.basis=node"], tmp_path, llem_cache, env=env)
         assert proc.returncode == 0, proc.stderr
         bad = run_llem([*SMALL, "energy.node.source=redfish", f"energy.node.address={address}",
                         "energy.node.username_env=BMC_USER", "energy.node.password_env=BMC_PASS"],
                        tmp_path / "bad", llem_cache, env={**env, "BMC_PASS": "nope", "HYDRA_FULL_ERROR": "0"})
-    (folder,) = [p.parent for p in tmp_path.glob("outputs/*/*/result.json")]
+    (folder,) = [p.parent for p in tmp_path.glob("multirun/**/result.json")]
+    assert list(tmp_path.glob("multirun/**/plan.json")) and list(tmp_path.glob("multirun/**/manifest.json"))
     r = json.loads((folder / "result.json").read_text())
     e = r["energy"]
     assert e["basis"] == "node" and e["node_mean_power_w"] == pytest.approx(512.0)
@@ -355,7 +356,7 @@ def test_job_measures_node_energy_and_never_writes_the_password(tmp_path: Path, 
     assert e["j_per_output_token"] == pytest.approx(e["node_j"] / r["workload"]["output_tokens"])
     assert e["node"]["source"] == "redfish" and e["node"]["sample_s"] == 0.1 and e["node"]["chassis"] == "1U"
     assert e["node"]["breakdown"]["rest_j"] == e["node_j"]  # nothing else measured on this host
-    # the password is nowhere: result, logs, Hydra's config copies, timeseries
+    # the password is nowhere: result, logs, Hydra's config copies, timeseries, the study's plan/manifest/locks
     for f in tmp_path.rglob("*"):
         if f.is_file() and "mockup" not in f.parts:
             assert PASSWORD.encode() not in f.read_bytes(), f
