@@ -79,6 +79,10 @@ class RedfishMockup:
         if style in ("legacy", "none"):
             chassis["Power"] = {"@odata.id": "/redfish/v1/Chassis/1U/Power"}
         _write_json(v1 / "Chassis" / "1U" / "index.json", chassis)
+        _write_json(v1 / "Chassis" / "1U" / "Sensors" / "TotalPower" / "index.json", {
+            "@odata.id": "/redfish/v1/Chassis/1U/Sensors/TotalPower", "@odata.type": "#Sensor.v1_7_0.Sensor",
+            "Id": "TotalPower", "Name": "Total Power", "ReadingType": "Power", "ReadingUnits": "W",
+            "SensingInterval": "PT0.5S", "PhysicalContext": "Chassis"})
         self.set_power(None if style == "none" else power_w)
 
     def set_power(self, power_w: float | None, energy_kwh: float | None = None) -> None:

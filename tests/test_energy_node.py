@@ -61,6 +61,13 @@ def test_summarise_with_fewer_than_two_readings_is_not_measured() -> None:
     assert not r.measured and "fewer than two" in r.reason and "3 BMC read(s) failed" in r.warnings[0]
 
 
+def test_iso_durations_as_redfish_writes_them() -> None:
+    from llem.energy.meters.node.redfish import iso_seconds
+
+    assert [iso_seconds(x) for x in ("PT1S", "PT0.5S", "PT1M30S", "P1DT1H", "", None, "1s")] == \
+        [1.0, 0.5, 90.0, 90000.0, None, None, None]
+
+
 def test_dcmi_power_reading_parses_current_min_max_average_period_and_state() -> None:
     import struct
 
@@ -228,6 +235,7 @@ def test_redfish_integral_follows_a_changing_reading(tmp_path: Path, style: str,
     assert d.extra["samples"] >= 15 and d.extra["chassis"] == "1U"
     if style == "environment":
         assert d.extra["reading"] == "EnvironmentMetrics.PowerWatts.Reading" and d.extra["counter_j"] == 0.0
+        assert d.extra["bmc_sensing_interval_s"] == 0.5  # the PowerWatts sensor's SensingInterval
     else:
         assert d.extra["reading"] == "Power.PowerControl[].PowerConsumedWatts" and d.extra["counter_j"] is None
 

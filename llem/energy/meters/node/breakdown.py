@@ -26,7 +26,8 @@ def node_figures(devices: list[dict[str, Any]], totals: dict[str, Any], window_s
     duration = extra.get("duration_s") or window_s
     info = {k: extra.get(k) for k in ("source", "address", "port", "chassis", "resource", "reading", "samples",
                                       "sample_interval_s", "min_power_w", "max_power_w", "counter_j",
-                                      "counter_step_j", "bmc_average_w", "bmc_period_s", "read_errors")
+                                      "counter_step_j", "bmc_average_w", "bmc_period_s", "bmc_sensing_interval_s",
+                                      "read_errors")
             if k in extra}
     block = {
         "node_j": node_j,

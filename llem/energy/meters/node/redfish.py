@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import socket
 import ssl
 import urllib.error
@@ -32,6 +33,7 @@ class RedfishClient:
         self.chassis_id: str | None = node.chassis
         self.resource: str | None = None  # the one URI read per sample
         self.kind: str | None = None  # environment_metrics | power_control
+        self.sensing_interval_s: float | None = None  # the sensor's SensingInterval, where the BMC says
         self._auth: str | None = None
         self._ctx: ssl.SSLContext | None = None
 
@@ -100,13 +102,25 @@ class RedfishClient:
                 if not link:
                     continue
                 looked.append(f"{link}")
-                if _power(kind, self._get_checked(link))[0] is not None:
+                doc = self._get_checked(link)
+                if _power(kind, doc)[0] is not None:
                     self.chassis_id = chassis.get("Id") or uri.rstrip("/").rsplit("/", 1)[-1]
                     self.resource, self.kind = link, kind
+                    self.sensing_interval_s = self._sensing_interval(doc)
                     return
         raise MeterUnavailable(f"Redfish BMC at {self.address}: no chassis reports power (looked at "
                                f"{', '.join(looked) or 'no EnvironmentMetrics or Power resource in ' + ', '.join(members)}"
                                "); this BMC cannot give node power over Redfish (try energy.node.source=ipmi)")
+
+    def _sensing_interval(self, doc: dict[str, Any]) -> float | None:
+        """The power sensor's `SensingInterval` (how often the BMC updates it), where it links one."""
+        uri = (doc.get("PowerWatts") or {}).get("DataSourceUri")
+        if not uri:
+            return None
+        try:
+            return iso_seconds(self._get(uri).get("SensingInterval"))
+        except Exception:  # optional: a BMC without Sensor resources still measures
+            return None
 
     def _ids(self, coll: str) -> list[str]:
         try:
@@ -121,6 +135,7 @@ class RedfishClient:
 
     def info(self) -> dict[str, Any]:
         return {"address": self.address, "chassis": self.chassis_id, "resource": self.resource,
+                "bmc_sensing_interval_s": self.sensing_interval_s,
                 "reading": {"environment_metrics": "EnvironmentMetrics.PowerWatts.Reading",
                             "power_control": "Power.PowerControl[].PowerConsumedWatts"}.get(self.kind or "")}
 
@@ -129,6 +144,16 @@ class RedfishClient:
 
     def close(self) -> None:
         pass
+
+
+def iso_seconds(text: Any) -> float | None:
+    """An ISO 8601 duration as Redfish writes it (`PT1S`, `PT0.5S`, `PT1M30S`) in seconds; None if not one."""
+    m = re.fullmatch(r"P(?:(\d+(?:\.\d+)?)D)?T?(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?",
+                     str(text or ""))
+    if not m or not any(m.groups()):
+        return None
+    d, h, mi, sec = (float(x) if x else 0.0 for x in m.groups())
+    return d * 86400 + h * 3600 + mi * 60 + sec
 
 
 def _power(kind: str, doc: dict[str, Any]) -> tuple[float | None, float | None]:
