@@ -50,7 +50,7 @@ def run(set_power, cfg: EnergyConfig, steps: list[float], dwell: float, initial:
     reading = meter.stop()
     meter.close()
     times = [r["t_s"] for r in reading.timeseries]
-    t0, t1 = times[0], times[-1]
+    t0, t1 = reading.devices[0].extra["span_start_s"], reading.devices[0].extra["span_end_s"]
     points = [(-1e18, initial), *switches, (1e18, switches[-1][1])]
     true_j = sum(p * (min(b, t1) - max(a, t0)) for (a, p), (b, _) in zip(points, points[1:]) if min(b, t1) > max(a, t0))
     got = reading.devices[0].energy_j

@@ -56,6 +56,16 @@ def test_summarise_integrates_trapezoid_over_the_readings_and_keeps_the_counter(
     assert r.extra["sample_hz"] == 1.0 and r.extra["sampled"] is True
 
 
+def test_summarise_clips_the_readings_to_the_meters_span() -> None:
+    rows = [{"t_s": 9.0, "power_w": 100.0}, {"t_s": 11.0, "power_w": 300.0}, {"t_s": 13.0, "power_w": 300.0}]
+    d = summarise(rows, "ipmi", {}, 1.0, 9.0, span=(10.0, 12.0)).devices[0]
+    # cumulative trapezoid 0, 400, 1000 J at 9, 11, 13 s, read linearly at 10 s (200) and 12 s (700)
+    assert d.energy_j == pytest.approx(500.0) and d.extra["mean_power_w"] == pytest.approx(250.0)
+    assert d.extra["readings_integral_j"] == pytest.approx(1000.0) and d.extra["span_s"] == 2.0
+    late = summarise(rows, "ipmi", {}, 1.0, 9.0, span=(8.0, 12.0))  # the first read came after the start
+    assert late.devices[0].energy_j == pytest.approx(700.0) and "cover 3.000 s of the 4.000 s" in late.warnings[0]
+
+
 def test_summarise_with_fewer_than_two_readings_is_not_measured() -> None:
     r = summarise([{"t_s": 1.0, "power_w": 5.0}], "ipmi", {}, 1.0, 1.0, errors=3, first_error="boom")
     assert not r.measured and "fewer than two" in r.reason and "3 BMC read(s) failed" in r.warnings[0]
@@ -211,7 +221,8 @@ def _measure(meter: Any, profile: Profile) -> EnergyReading:
 def _check_integral(reading: EnergyReading, profile: Profile, initial_w: float) -> float:
     d = reading.devices[0]
     times = [r["t_s"] for r in reading.timeseries]
-    true_j = profile.energy(times[0], times[-1], initial_w)
+    true_j = profile.energy(d.extra["span_start_s"], d.extra["span_end_s"], initial_w)
+    assert times[0] <= d.extra["span_start_s"] < d.extra["span_end_s"] <= times[-1]  # the readings bracket it
     err = d.energy_j - true_j
     assert abs(err) <= profile.bound(times, initial_w), (d.energy_j, true_j, times)
     return err / true_j

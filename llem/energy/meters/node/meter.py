@@ -11,6 +11,7 @@ it as a cross-check; at 1 Wh resolution it rarely resolves a window, so it never
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import statistics
 import time
@@ -58,6 +59,7 @@ class NodeMeter(Meter):
         self._sampler: Sampler | None = None
         self._probed = False
         self._t0 = 0.0
+        self._open = 0.0
 
     def probe(self) -> None:
         if self._probed:
@@ -85,20 +87,24 @@ class NodeMeter(Meter):
 
     def _read(self, t: float) -> list[dict[str, Any]]:
         r = self.client.read()
-        return [{**r, "t_s": t}]
+        # A BMC round trip takes milliseconds (127.0.0.1) to a second (a busy BMC): the reading is placed
+        # at the request's midpoint, not at its start.
+        return [{**r, "t_s": 0.5 * (t + self.clock()), "t_request_s": t}]
 
     def start(self) -> None:
         self.probe()
         self._sampler = Sampler(self._read, 1.0 / self.sample_s, name="llem-node-sampler", clock=self.clock)
         self._sampler.start()  # the opening reading is taken here, in this thread
         self._t0 = self._sampler.rows[0]["t_s"] if self._sampler.rows else self.clock()
+        self._open = self.clock()  # started last of the job's meters: the window's clock starts right after
 
     def stop(self) -> EnergyReading:
         assert self._sampler is not None, "stop() without start()"
+        close = self.clock()  # stopped first: the window's clock stopped right before
         sampler, self._sampler = self._sampler, None
         rows = sampler.stop()  # the closing reading first, then the thread ends
         return summarise(rows, self.client.source, self.client.info(), self.sample_s, self._t0,
-                         sampler.errors, sampler.first_error)
+                         sampler.errors, sampler.first_error, span=(self._open, close))
 
     def close(self) -> None:
         if self._sampler is not None:
@@ -108,9 +114,21 @@ class NodeMeter(Meter):
             self.client.close()
 
 
+def _at(ts: list[float], cum: list[float], t: float) -> float:
+    if t <= ts[0]:
+        return cum[0]
+    if t >= ts[-1]:
+        return cum[-1]
+    i = bisect.bisect_right(ts, t)
+    return cum[i - 1] + (cum[i] - cum[i - 1]) * (t - ts[i - 1]) / (ts[i] - ts[i - 1])
+
+
 def summarise(rows: list[dict[str, Any]], source: str, info: dict[str, Any], sample_s: float, t0: float,
-              errors: int = 0, first_error: str | None = None) -> EnergyReading:
-    """The node's energy over the readings (pure; unit-tested with hand-made rows)."""
+              errors: int = 0, first_error: str | None = None,
+              span: tuple[float, float] | None = None) -> EnergyReading:
+    """The node's energy (pure; unit-tested with hand-made rows): the trapezoid through the readings,
+    between the `span` edges (the meter's start returning and its stop being called: the window's edges,
+    since the node meter starts last and stops first), else over the readings themselves."""
     warnings: list[str] = []
     if errors:
         warnings.append(f"node ({source}): {errors} BMC read(s) failed during the window (first: {first_error}); "
@@ -126,9 +144,15 @@ def summarise(rows: list[dict[str, Any]], source: str, info: dict[str, Any], sam
                                     f"({len(p_rows)} of {len(rows)} answered)", extra=base_extra)
     ts = [r["t_s"] for r in p_rows]
     ps = [float(r["power_w"]) for r in p_rows]
-    energy = trapezoid(ts, ps)
+    integral = trapezoid(ts, ps)
     cum = cumulative_trapezoid(ts, ps)
-    covered = ts[-1] - ts[0]
+    a, b = span if span is not None and span[1] > span[0] else (ts[0], ts[-1])
+    if span is not None and span[1] > span[0]:
+        energy = _at(ts, cum, b) - _at(ts, cum, a)
+        duration = b - a
+        covered = max(0.0, min(b, ts[-1]) - max(a, ts[0]))
+    else:
+        energy, covered = integral, ts[-1] - ts[0]
     if duration > 0 and covered < duration - 1e-9:
         warnings.append(f"node ({source}): power readings cover {covered:.3f} s of the {duration:.3f} s window "
                         "(reads at an edge failed): the energy covers that span only")
@@ -138,11 +162,12 @@ def summarise(rows: list[dict[str, Any]], source: str, info: dict[str, Any], sam
                     if b["counter_j"] > a["counter_j"]})
     gaps = [b - a for a, b in zip(ts, ts[1:])]
     extra: dict[str, Any] = {
-        "source": source, **info, "samples": len(p_rows), "duration_s": covered,
+        "source": source, **info, "samples": len(p_rows), "duration_s": covered, "span_s": duration,
+        "span_start_s": a, "span_end_s": b,
         "sample_interval_s": statistics.median(gaps) if gaps else None,
         "mean_power_w": energy / covered if covered > 0 else None,
         "min_power_w": min(ps), "max_power_w": max(ps),
-        "integral_j": energy, "counter_j": counter_j, "counter_step_j": steps[0] if steps else None,
+        "readings_span_s": ts[-1] - ts[0], "readings_integral_j": integral, "counter_j": counter_j, "counter_step_j": steps[0] if steps else None,
         "read_errors": errors,
     }
     for key in ("average_w", "bmc_period_s"):  # IPMI DCMI: the BMC's own average over its period
