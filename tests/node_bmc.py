@@ -168,9 +168,9 @@ def sushy_static(mockup_dir: Path, tls: tuple[Path, Path] | None = None) -> Iter
 
 
 @contextlib.contextmanager
-def redfish_with_auth(mockup_dir: Path, user: str, password: str) -> Iterator[str]:
+def redfish_with_auth(mockup_dir: Path, user: str, password: str, delay_s: float = 0.0) -> Iterator[str]:
     """A Redfish server that answers 401 to any request without `user:password` basic auth (except the
-    service root, which Redfish leaves open), else the mockup's files."""
+    service root, which Redfish leaves open), else the mockup's files, each `delay_s` late (a slow BMC)."""
     expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
     class Handler(http_server.BaseHTTPRequestHandler):
@@ -187,6 +187,7 @@ def redfish_with_auth(mockup_dir: Path, user: str, password: str) -> Iterator[st
                 self.end_headers()
                 self.wfile.write(body.encode())
                 return
+            time.sleep(delay_s)
             f = mockup_dir / path.replace("/redfish/v1", "").lstrip("/") / "index.json"
             if not f.is_file():
                 self.send_error(404)

@@ -252,6 +252,28 @@ def test_redfish_integral_follows_a_changing_reading(tmp_path: Path, style: str,
 
 
 @pytest.mark.slow
+def test_a_slow_bmc_does_not_widen_the_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llem.measure.window import MeasurementWindow
+
+    monkeypatch.setenv("BMC_USER", USER)
+    monkeypatch.setenv("BMC_PASS", PASSWORD)
+    mock = RedfishMockup(tmp_path / "m", style="environment", power_w=400.0)
+    with redfish_with_auth(mock.root, USER, PASSWORD, delay_s=0.25) as address:
+        sel = build_meters(energy_cfg("redfish", address, sample_s=0.5, username_env="BMC_USER",
+                                      password_env="BMC_PASS"))
+        with MeasurementWindow(sel.meters) as w:
+            time.sleep(1.0)
+        sel.meters[-1].close()
+    (reading,) = [r for r in w.readings if r.meter == "node"]
+    d = reading.devices[0]
+    times = [r["t_s"] for r in reading.timeseries]
+    assert times[-1] - times[0] > w.duration_s + 0.2  # each edge read took 0.25 s, outside the window
+    assert d.extra["span_start_s"] <= w.t_start and d.extra["span_end_s"] >= w.t_end
+    assert d.energy_j == pytest.approx(400.0 * d.extra["span_s"]) and d.extra["mean_power_w"] == pytest.approx(400.0)
+    assert d.extra["span_s"] == pytest.approx(w.duration_s, abs=0.05)  # the window, not the 0.25 s reads around it
+
+
+@pytest.mark.slow
 def test_redfish_counter_is_recorded_beside_the_integral(tmp_path: Path) -> None:
     mock = RedfishMockup(tmp_path / "m", style="environment", power_w=3600.0, energy_kwh=10.0)
     with sushy_static(mock.root) as address:
