@@ -74,7 +74,8 @@ class IpmiClient:
                                    "management on this BMC; try energy.node.source=redfish")
 
     def _raw(self) -> dict[str, Any]:
-        return self.cmd.raw_command(netfn=NETFN_DCMI, command=CMD_GET_POWER_READING, data=REQUEST)
+        return self.cmd.raw_command(netfn=NETFN_DCMI, command=CMD_GET_POWER_READING, data=REQUEST,
+                                    timeout=float(self.node.timeout_s))  # the login keeps pyghmi's own (~5 s)
 
     def read(self) -> dict[str, Any]:
         rsp = self._raw()
