@@ -99,7 +99,7 @@ class EnergyConfig:
     codecarbon_measure_power_s: float = 1.0  # codecarbon's own power polling interval
     extra: dict[str, Any] = field(default_factory=dict)
     node: NodeConfig = field(default_factory=NodeConfig)  # BMC node power (energy.node.source=redfish|ipmi)
-    basis: str = "auto"  # per-token/request figures: auto (gpu, else cpu) | gpu | cpu | node
+    basis: str = "auto"  # per-token/request figures from: auto (gpu, else cpu, else node) | gpu | cpu | node
 
 
 @dataclass
