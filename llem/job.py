@@ -205,7 +205,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                                      result.flops.get("total_flop"), input_tokens=n_in,
                                      window_span=(window.t_start, window.t_end), phases=out.phases,
                                      steady_state=out.extra.get("steady_state"), baseline=baseline,
-                                     thermal_warmup=thermal)
+                                     thermal_warmup=thermal, basis=cfg.energy.basis)
         result.warnings.extend(result.energy.get("warnings", []))
         request_extra = None
         if cfg.scenario.name == "serving":  # rate, SLO, goodput, steady state, per-request energy (README "Serving")

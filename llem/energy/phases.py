@@ -76,7 +76,7 @@ def curves(readings: Iterable[EnergyReading]) -> list[Curve]:
 
 def _kind_totals(per_device: dict[str, float], kinds: dict[str, str]) -> dict[str, float | None]:
     totals: dict[str, float | None] = {}
-    for kind in KINDS:
+    for kind in (*KINDS, *(("node",) if "node" in kinds.values() else ())):  # the BMC's node: beside, not in
         values = [j for dev, j in per_device.items() if kinds[dev] == kind]
         totals[f"{kind}_j"] = sum(values) if values else None
     return totals

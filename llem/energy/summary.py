@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import Any
 
 from llem.energy.base import EnergyReading
+from llem.energy.meters.node.breakdown import node_figures, pick_basis
 from llem.energy.phases import KINDS, energy_in_span, phase_energy
 
 DRIFT_LIMIT_C = 10.0
@@ -34,9 +35,10 @@ def derived(energy_j: float | None, window_s: float, output_tokens: int, request
     }
 
 
-def _kind_totals(devices: list[dict[str, Any]], key: str = "energy_j") -> dict[str, float | None]:
+def _kind_totals(devices: list[dict[str, Any]], key: str = "energy_j",
+                 kinds: tuple[str, ...] = KINDS) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
-    for kind in KINDS:
+    for kind in kinds:
         values = [d[key] for d in devices if d["kind"] == kind]
         out[f"{kind}_j"] = None if not values or any(v is None for v in values) else sum(values)
     return out
@@ -46,7 +48,7 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
                  requests: int, total_flop: float | None = None, *, input_tokens: int | None = None,
                  window_span: tuple[float, float] | None = None, phases: list[Any] | None = None,
                  steady_state: dict[str, Any] | None = None, baseline: dict[str, Any] | None = None,
-                 thermal_warmup: dict[str, Any] | None = None) -> dict[str, Any]:
+                 thermal_warmup: dict[str, Any] | None = None, basis: str = "auto") -> dict[str, Any]:
     measured = [r for r in readings if r.measured]
     devices = [asdict(d) for r in measured for d in r.devices]
     real = [d for d in devices if not d["estimate"]]
@@ -67,7 +69,11 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
     parts = [k for k in KINDS if block[f"{k}_j"] is not None]
     block["measured_total_j"] = sum(block[f"{k}_j"] for k in parts) if real and parts else None
     block["measured_total_parts"] = parts if real else []
-    basis = "gpu" if block["gpu_j"] is not None else ("cpu" if block["cpu_j"] is not None else None)
+    # The BMC's whole node (energy.node.*): beside, never summed into, the parts; rest = node − parts.
+    node, node_warnings = node_figures(real, block, window_s, next(
+        (r.extra for r in measured if r.meter == "node"), None))
+    block.update(node)
+    basis = pick_basis(basis, block)  # energy.basis: auto = gpu, else cpu, else node
     block["basis"] = basis
     block.update(derived(block[f"{basis}_j"] if basis else None, window_s, output_tokens, requests, total_flop))
 
@@ -79,10 +85,10 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
         for d in devices:
             b = base_devices.get(d["device"])
             d["adjusted_j"] = None if b is None or d["estimate"] else d["energy_j"] - b["power_w"] * window_s
-        adj = _kind_totals([d for d in devices if not d["estimate"]], "adjusted_j")
+        adj = _kind_totals([d for d in devices if not d["estimate"]], "adjusted_j", (*KINDS, "node"))
         adjusted: dict[str, Any] = {**adj, "baseline_power_w": {
             k: sum(base_devices[d["device"]]["power_w"] for d in real if d["kind"] == k)
-            if adj[f"{k}_j"] is not None else None for k in KINDS}}
+            if adj[f"{k}_j"] is not None else None for k in (*KINDS, "node")}}
         adjusted.update(derived(adj[f"{basis}_j"] if basis else None, window_s, output_tokens, requests, total_flop))
         block["adjusted"] = adjusted
 
@@ -118,7 +124,7 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
     # GPU attribution (nvml): how the job's GPUs were decided, and visible GPUs left out of every total.
     block["attribution"] = next((r.extra["attribution"] for r in readings if r.extra.get("attribution")), None)
     block["unattributed_devices"] = [u for r in readings for u in r.extra.get("unattributed_devices") or []]
-    block["warnings"] = energy_warnings(readings, devices, window_s, baseline)
+    block["warnings"] = list(dict.fromkeys(energy_warnings(readings, devices, window_s, baseline) + node_warnings))
     return block
 
 

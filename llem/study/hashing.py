@@ -49,6 +49,9 @@ def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key == "scenario" and isinstance(value, Mapping) and value.get("name", "offline") == "offline":
             continue  # serving knobs change nothing offline (and offline hashes stay as before scenarios)
+        if key == "energy" and isinstance(value, Mapping):  # no node meter, auto basis: hashes as before them
+            value = {k: v for k, v in value.items() if not (k == "basis" and v == "auto") and not (
+                k == "node" and isinstance(v, Mapping) and v.get("source", "none") == "none")}
         out[key] = value
     for key, sub in NON_MEASUREMENT_SUBKEYS:
         if isinstance(out.get(key), Mapping) and sub in out[key]:

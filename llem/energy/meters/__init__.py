@@ -1,0 +1,1 @@
+"""Meters that run beside energy=auto's choice (the node's BMC), one package each."""
