@@ -53,6 +53,7 @@ ALLOWED_FREE: dict[str, str] = {
     "study.history_dir": "any folder; a missing one has no earlier results",
     "study_job.config_hash": "bookkeeping written by llem's sweeper (refused as an override in studies)",
     "study_job.study_design_hash": "as study_job.config_hash",
+    "energy.node.chassis": "any Redfish chassis id; an unknown one is refused when the meter opens, before load",
     "openai.api_key_env": "well-formed names are allowed; an unset one is refused (tested by the openai tests)",
 }
 # Free-form mappings and lists whose items the backend or server interprets: no bad value is
@@ -71,6 +72,7 @@ CONTEXT: dict[str, dict[str, Any]] = {
     "pytorch.top_p": {"pytorch.decoding": "sample"},
     "openai.server.ready_timeout_s": {},
     "openai.server.command": {},
+    "energy.node.address": {"energy.node.source": "redfish"},
 }
 BAD_WORD = "no-such-choice-xyz"
 
