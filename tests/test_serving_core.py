@@ -83,11 +83,11 @@ def test_scheduler_stamps_schedule_honours_max_concurrency_and_records_failures(
     async def main() -> list[RequestRecord]:
         t0 = time.perf_counter() + 0.01
         recs = await drive([0.0, 0.0, 0.0, 0.0, 0.0], send, max_concurrency=1, t0=t0)
-        return [replace(r, batch=round((r.t_scheduled - t0) * 1e6)) for r in recs]
+        return [replace(r, batch=round((r.t_due - t0) * 1e6)) for r in recs]
 
     recs = asyncio.run(main())
     assert [r.index for r in recs] == [0, 1, 2, 3, 4]
-    assert all(r.batch == 0 for r in recs)  # t_scheduled = t0 + offset exactly
+    assert all(r.batch == 0 for r in recs)  # t_due = t0 + offset exactly
     # one slot: each request is sent only after the one before it ended
     ok = [r for r in recs if r.error is None]
     assert all(b.t_submit >= a.t_end for a, b in zip(ok, ok[1:]))
@@ -158,10 +158,10 @@ def test_serving_block_on_a_known_timeline() -> None:
     scen = SimpleNamespace(request_rate=2.0, burstiness=1.0, max_concurrency=None, warmup_requests=0,
                            slo=SimpleNamespace(ttft_s=0.5, itl_s=0.2))
     recs = [
-        _rec(0, 0.0, 0.4, 1.0, out=4, t_scheduled=0.0, token_times=[0.4, 0.6, 0.8, 1.0]),  # meets
-        _rec(1, 0.5, 1.5, 2.1, out=4, t_scheduled=0.5, token_times=[1.5, 1.7, 1.9, 2.1]),  # ttft 1.0: misses
-        _rec(2, 1.1, 1.3, 1.9, out=4, t_scheduled=1.0, token_times=[1.3, 1.5, 1.7, 1.9]),  # meets, 0.1 s late
-        _rec(3, 1.6, None, 1.7, out=0, t_scheduled=1.5, error="EngineDeadError: x"),
+        _rec(0, 0.0, 0.4, 1.0, out=4, t_due=0.0, token_times=[0.4, 0.6, 0.8, 1.0]),  # meets
+        _rec(1, 0.5, 1.5, 2.1, out=4, t_due=0.5, token_times=[1.5, 1.7, 1.9, 2.1]),  # ttft 1.0: misses
+        _rec(2, 1.1, 1.3, 1.9, out=4, t_due=1.0, token_times=[1.3, 1.5, 1.7, 1.9]),  # meets, 0.1 s late
+        _rec(3, 1.6, None, 1.7, out=0, t_due=1.5, error="EngineDeadError: x"),
     ]
     block, rows = serving_block(recs, 0.0, 4.0, scen, readings=[], energy={"basis": "gpu", "gpu_j": 400.0})
     assert block["requests"] == {"sent": 4, "succeeded": 3, "failed": 1, "errors": ["EngineDeadError: x"]}

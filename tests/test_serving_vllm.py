@@ -62,9 +62,9 @@ def test_serving_job_reports_rate_latency_slo_and_per_request_records(study: dic
     assert s["slo"]["goodput_rate_s"] == pytest.approx(met / s["window_s"])
     for x in sorted(rows, key=lambda x: x["index"]):  # requests.jsonl: the serving columns, consistent
         assert x["success"] and x["error"] is None and x["output_tokens"] == 8 and len(x["token_times"]) == 8
-        assert x["t_scheduled"] <= x["t_submit"] < x["t_first_token"] == x["token_times"][0]
-        assert x["token_times"][-1] == x["t_end"] and x["lateness_s"] == pytest.approx(x["t_submit"] - x["t_scheduled"])
-    sched = sorted(x["t_scheduled"] for x in rows)
+        assert x["t_due"] <= x["t_submit"] < x["t_first_token"] == x["token_times"][0]
+        assert x["token_times"][-1] == x["t_end"] and x["lateness_s"] == pytest.approx(x["t_submit"] - x["t_due"])
+    sched = sorted(x["t_due"] for x in rows)
     assert sched[-1] - sched[0] > 0  # arrivals spread over time at rate 20, not all at once
 
 
@@ -92,7 +92,7 @@ def test_per_request_energy_shares_sum_to_busy_energy(study: dict[str, Any]) -> 
 def test_inf_rate_sends_everything_at_once_and_has_no_steady_state(study: dict[str, Any]) -> None:
     r, rows = study["jobs"]["inf"]["result"], study["jobs"]["inf"]["rows"]
     assert r["serving"]["request_rate"] is None and r["config"]["scenario"]["request_rate"] == math.inf
-    assert len({x["t_scheduled"] for x in rows}) == 1
+    assert len({x["t_due"] for x in rows}) == 1
     assert r["serving"]["steady_state"] is None and any("no steady state" in w for w in r["warnings"])
     assert r["identity"]["config_hash"] != study["jobs"]["20"]["result"]["identity"]["config_hash"]
 
