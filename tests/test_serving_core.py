@@ -23,7 +23,6 @@ from llem.config.schema import (
 from llem.config.validate import problems
 from llem.energy.base import EnergyReading
 from llem.measure.latency import RequestRecord
-from llem.serving.arrivals import arrival_offsets
 from llem.serving.attribution import Span, attribute, energy_function, running_at
 from llem.serving.metrics import meets_slo, serving_block, steady_state_span
 from llem.serving.schedule import drive, lateness_s
@@ -32,36 +31,7 @@ from llem.study.hashing import config_hash
 REPO = Path(__file__).resolve().parent.parent
 
 
-# -- arrival process --------------------------------------------------------------------------------------
-def _gaps(n: int, rate: float, burstiness: float, seed: int) -> list[float]:
-    t = arrival_offsets(n + 1, rate, burstiness, seed)
-    return [b - a for a, b in zip(t, t[1:])]
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("rate", [4.0, 50.0])
-def test_poisson_arrivals_have_mean_gap_one_over_rate_and_cv_one(seed: int, rate: float) -> None:
-    gaps = _gaps(1000, rate, 1.0, seed)
-    mean = statistics.fmean(gaps)
-    assert mean == pytest.approx(1 / rate, rel=0.05)
-    assert statistics.stdev(gaps) / mean == pytest.approx(1.0, rel=0.10)
-
-
-@pytest.mark.parametrize("burstiness", [0.25, 0.5, 4.0])
-def test_gamma_burstiness_keeps_the_rate_and_sets_cv_to_one_over_sqrt_shape(burstiness: float) -> None:
-    gaps = _gaps(1000, 10.0, burstiness, seed=3)
-    mean = statistics.fmean(gaps)
-    assert mean == pytest.approx(0.1, rel=0.05)
-    assert statistics.stdev(gaps) / mean == pytest.approx(1 / math.sqrt(burstiness), rel=0.10)
-
-
-def test_arrivals_are_seeded_start_at_zero_and_inf_rate_sends_all_at_once() -> None:
-    a = arrival_offsets(50, 8.0, 1.0, seed=7)
-    assert a == arrival_offsets(50, 8.0, 1.0, seed=7) and a != arrival_offsets(50, 8.0, 1.0, seed=8)
-    assert a[0] == 0.0 and all(y > x for x, y in zip(a, a[1:]))
-    assert arrival_offsets(5, math.inf) == [0.0] * 5
-    with pytest.raises(ValueError):
-        arrival_offsets(5, 0.0)
+# -- arrival process: tests/test_serving_arrivals.py (equal to vLLM's get_request) ---------------------
 
 
 # -- scheduler --------------------------------------------------------------------------------------------
@@ -204,6 +174,13 @@ def _serving(**kw) -> ScenarioConfig:
     (_serving(slo=SloConfig(itl_s=-1.0)), "scenario.slo.itl_s", "> 0"),
     (ScenarioConfig(name="online"), "scenario", "offline, serving"),
 ])
+def test_inf_burstiness_none_slo_and_ramp_up_are_accepted() -> None:
+    ok = _serving(burstiness=float("inf"), ramp_up="exponential", ramp_up_start_rps=1.0, ramp_up_end_rps=8.0,
+                  slo=SloConfig(ttft_s=None, tpot_s=None, e2el_s=2.0))
+    assert [p for p in problems(ExperimentConfig(backend="vllm", vllm=VllmConfig(), scenario=ok))
+            if p[0].startswith("scenario")] == []
+
+
 def test_bad_scenario_knobs_are_refused_naming_the_key(scenario: ScenarioConfig, key: str, allowed: str) -> None:
     cfg = ExperimentConfig(backend="vllm", vllm=VllmConfig(), scenario=scenario)
     found = [p for p in problems(cfg) if p[0] == key]

@@ -115,3 +115,19 @@ async def drive(offsets: Sequence[float], send: SendFn, max_concurrency: int | N
 def lateness_s(records: Sequence[RequestRecord]) -> list[float]:
     """Send − scheduled arrival per request (the scheduler's lateness, plus any max_concurrency wait)."""
     return [r.t_submit - r.t_due for r in records if r.t_due is not None]
+
+
+def arrival_schedule(n: int, scenario: Any, seed: int, input_tokens: Sequence[int] = ()) -> Schedule:
+    """n requests of the dataset (item i % len(input_tokens)) at vLLM's get_request delays (arrivals.py)."""
+    from llem.serving.arrivals import arrival_offsets, offered_rate_s
+
+    s = scenario
+    ramp = getattr(s, "ramp_up", None)
+    start, end = getattr(s, "ramp_up_start_rps", None), getattr(s, "ramp_up_end_rps", None)
+    offsets = arrival_offsets(n, s.request_rate, s.burstiness, seed, ramp, start, end)
+    k = len(input_tokens)
+    planned = [PlannedRequest(index=i, offset_s=o, item=i % k if k else i,
+                              input_tokens=input_tokens[i % k] if k else None) for i, o in enumerate(offsets)]
+    info = {"source": "arrivals", "process": "vllm bench serve get_request (gamma gaps, rescaled to n/rate)",
+            "seed": seed, "ramp_up": ramp, "ramp_up_start_rps": start, "ramp_up_end_rps": end}
+    return Schedule(planned, offered_rate_s(n, s.request_rate, ramp, start, end, offsets), info)
