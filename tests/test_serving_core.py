@@ -164,16 +164,6 @@ def _serving(**kw) -> ScenarioConfig:
     return ScenarioConfig(name="serving", **kw)
 
 
-@pytest.mark.parametrize(("scenario", "key", "allowed"), [
-    (_serving(request_rate=0.0), "scenario.request_rate", "inf"),
-    (_serving(request_rate=float("nan")), "scenario.request_rate", "> 0"),
-    (_serving(burstiness=0.0), "scenario.burstiness", "1 = Poisson"),
-    (_serving(max_concurrency=0), "scenario.max_concurrency", ">= 1"),
-    (_serving(warmup_requests=-1), "scenario.warmup_requests", ">= 0"),
-    (_serving(slo=SloConfig(ttft_s=0.0)), "scenario.slo.ttft_s", "> 0"),
-    (_serving(slo=SloConfig(itl_s=-1.0)), "scenario.slo.itl_s", "> 0"),
-    (ScenarioConfig(name="online"), "scenario", "offline, serving"),
-])
 def test_inf_burstiness_none_slo_and_ramp_up_are_accepted() -> None:
     ok = _serving(burstiness=float("inf"), ramp_up="exponential", ramp_up_start_rps=1.0, ramp_up_end_rps=8.0,
                   slo=SloConfig(ttft_s=None, tpot_s=None, e2el_s=2.0))
@@ -181,6 +171,22 @@ def test_inf_burstiness_none_slo_and_ramp_up_are_accepted() -> None:
             if p[0].startswith("scenario")] == []
 
 
+@pytest.mark.parametrize(("scenario", "key", "allowed"), [
+    (_serving(request_rate=0.0), "scenario.request_rate", "inf"),
+    (_serving(request_rate=float("nan")), "scenario.request_rate", "> 0"),
+    (_serving(burstiness=0.0), "scenario.burstiness", "1 = Poisson"),
+    (_serving(max_concurrency=0), "scenario.max_concurrency", ">= 1"),
+    (_serving(warmup_requests=-1), "scenario.warmup_requests", ">= 0"),
+    (_serving(slo=SloConfig(ttft_s=0.0)), "scenario.slo.ttft_s", "> 0"),
+    (_serving(slo=SloConfig(tpot_s=-1.0)), "scenario.slo.tpot_s", "> 0"),
+    (_serving(slo=SloConfig(e2el_s=0.0)), "scenario.slo.e2el_s", "> 0"),
+    (_serving(slo=SloConfig(itl_s=0.1)), "scenario.slo.itl_s", "renamed scenario.slo.tpot_s"),
+    (_serving(burstiness=float("nan")), "scenario.burstiness", "inf = constant"),
+    (_serving(ramp_up="sigmoid"), "scenario.ramp_up", "linear, exponential"),
+    (_serving(ramp_up="linear", ramp_up_start_rps=1.0), "scenario.ramp_up_end_rps", "finite number"),
+    (_serving(ramp_up_start_rps=1.0), "scenario.ramp_up_start_rps", "null unless"),
+    (ScenarioConfig(name="online"), "scenario", "offline, serving"),
+])
 def test_bad_scenario_knobs_are_refused_naming_the_key(scenario: ScenarioConfig, key: str, allowed: str) -> None:
     cfg = ExperimentConfig(backend="vllm", vllm=VllmConfig(), scenario=scenario)
     found = [p for p in problems(cfg) if p[0] == key]
