@@ -56,7 +56,6 @@ def test_ramp_up_rates_and_no_rescale() -> None:
 def _vllm_delays(n: int, rate: float, burstiness: float, seed: int, ramp: tuple | None = None) -> list[float]:
     """vLLM's get_request run on a fake clock: the instant each request is yielded, minus the start."""
     import numpy as np
-
     from vllm.benchmarks import serve
 
     clock = [1000.0]
