@@ -41,7 +41,8 @@ class TraceError(UserError):
     """A trace file that cannot be replayed: file, row, column and what is wrong, on one line."""
 
     def __init__(self, path: str | Path, row: int | str | None, column: str | None, what: str) -> None:
-        where = ", ".join(x for x in (f"row {row}" if row is not None else None,
+        rows = "rows" if isinstance(row, str) and "-" in row else "row"
+        where = ", ".join(x for x in (f"{rows} {row}" if row is not None else None,
                                       f"column {column}" if column else None) if x)
         super().__init__(f"scenario.trace.path={path}: {where + ': ' if where else ''}{what}")
 
