@@ -105,6 +105,10 @@ def check_config(c: Any, cfg: Any) -> None:
             c.add("openai.server.command", cmd, "an argv containing {port} (llem picks a free port and passes it)")
     if o.base_url is not None and o.server.extra_args:
         c.add("openai.server.extra_args", list(o.server.extra_args), "[] with openai.base_url set (no server is started)")
+    trace = getattr(getattr(cfg.scenario, "trace", None), "path", None)
+    if trace and cfg.scenario.name == "serving" and o.endpoint == "chat":
+        c.add("openai.endpoint", o.endpoint, "completions with scenario.trace.path set (a trace's prompts are sent "
+              "as exact token ids, which only /v1/completions takes)")
     taken = sorted(k for k in (o.extra_body or {}) if k in RESERVED_BODY)
     if taken:
         c.add(f"openai.extra_body.{taken[0]}", o.extra_body[taken[0]],
@@ -148,6 +152,7 @@ class OpenaiBackend(Backend):
         self.info: dict[str, Any] = {}
         self._facts: dict[str, Any] | None = None
         self._server_pids: list[int] = []
+        self.schedule: Any = None  # llem.serving.schedule.Schedule of the measured pass (prepare)
         self.sources: Any = None  # what the model config names (job.py copies it into the identity block)
         try:
             from llem.models import resolve_sources
@@ -303,7 +308,34 @@ class OpenaiBackend(Backend):
             raise ConfigError([("openai.max_input_tokens", limit,
                                 f"at most max_model_len - openai.max_tokens = {max_len - self.o.max_tokens} "
                                 f"(a prompt has {max(counts)} tokens; the server's context is {max_len})")])
+        self.schedule = self._plan(prompts, texts, counts)
         return Workload(prompts=texts, input_tokens=counts, batch_size=0, truncated=truncated, payload=texts)
+
+    def _plan(self, prompts: list[str], texts: list[str], counts: list[int]) -> Any:
+        """The measured pass's schedule (llem.serving.schedule): offline = every prompt at once; serving =
+        vLLM's arrival process over the dataset's prompts, or a trace's requests (exact prompt token ids and
+        output lengths, sent as `prompt: [ids]` with ignore_eos + max_tokens)."""
+        from llem.serving.schedule import PlannedRequest, Schedule, arrival_schedule
+
+        s = self.cfg.scenario
+        seed = self.cfg.seed if s.seed is None else s.seed
+        if s.name != "serving":
+            return Schedule([PlannedRequest(index=i, offset_s=0.0, item=i, input_tokens=n or None)
+                             for i, n in enumerate(counts)], None, {"source": "offline: every prompt at once"})
+        if not s.trace.path:
+            return arrival_schedule(len(texts), s, seed, counts)
+        from llem.serving.trace import load_trace, plan_trace, synthetic_pool
+
+        tok = self.tokenizer
+        if tok is None:
+            raise ConfigError([("scenario.trace.path", s.trace.path, "a trace replayed over HTTP needs the model's "
+                                f"tokenizer on this host ({self.info.get('tokenizer_note') or 'none loaded'})")])
+        special = set(getattr(tok, "all_special_ids", []) or [])
+        pool = [x for ids in tok(prompts, add_special_tokens=False)["input_ids"] for x in ids if x not in special]
+        source = "dataset text"
+        if not pool:
+            pool, source = synthetic_pool(len(tok), seed=seed, skip=special), "synthesized token ids"
+        return plan_trace(load_trace(s.trace), s.trace, pool, self.model_entry.get("max_model_len"), source)
 
     # -- requests -----------------------------------------------------------------------------------------
     def _offsets(self, n: int) -> list[float]:
@@ -423,9 +455,21 @@ class OpenaiBackend(Backend):
         self._check(records, "during warmup")
         return latency
 
+    def _planned_sends(self, workload: Workload) -> list[tuple[Any, int | None, int | None, bool | None]]:
+        """What each planned request sends: its own prompt token ids (trace) or its dataset prompt's text."""
+        out = []
+        for p in self.schedule.requests:
+            if p.prompt_token_ids is not None:
+                out.append((list(p.prompt_token_ids), p.input_tokens, p.max_tokens, True if p.ignore_eos else None))
+            else:
+                n = workload.input_tokens[p.item] if p.item < len(workload.input_tokens) else None
+                out.append((workload.payload[p.item], n or None, p.max_tokens, True if p.ignore_eos else None))
+        return out
+
     def run(self, workload: Workload) -> RunOutput:
-        records = self._drive(self._sends(workload.payload, workload.input_tokens),
-                              self._offsets(len(workload.payload)), "during the measured run")
+        assert self.schedule is not None
+        plan = self.schedule.requests
+        records = self._drive(self._planned_sends(workload), self.schedule.offsets, "during the measured run")
         # Bookkeeping after the last answer: nothing but the scheduler and the client ran in the window.
         self._check(records, "during the measured run")
         if self.client is not None:
@@ -433,6 +477,12 @@ class OpenaiBackend(Backend):
         ok = [r for r in records if r.succeeded]
         phases = [Phase(r.t_submit, r.t_first_token, r.t_end) for r in ok]
         extra: dict[str, Any] = {"serving_info": self._run_info(records), "latency_note": None}
+        sched = {**self.schedule.info, "offered_rate_s": self.schedule.offered_rate_s, "requests": len(plan)}
+        forced = {p.index: p.max_tokens for p in plan if p.ignore_eos}
+        if forced:
+            sched["output_lengths_matched"] = sum(1 for r in ok if r.output_tokens == forced.get(r.index))
+            sched["input_lengths_matched"] = sum(1 for r in ok if r.input_tokens == plan[r.index].input_tokens)
+        extra["serving_info"]["schedule"] = sched
         notes = []
         failed = len(records) - len(ok)
         if failed:
