@@ -179,3 +179,22 @@ def test_bad_trace_exits_2_with_one_line_before_any_model_loads(tmp_path: Path) 
     assert len(lines) == 1 and lines[0].startswith("llem: scenario.trace.path=") and "row 1, column input_length" in lines[0]
     assert "Traceback" not in p.stderr
 
+
+
+def test_trace_schedule_builds_prompts_from_the_dataset_text_in_the_models_tokenizer(tmp_path: Path,
+                                                                                     tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from llem.serving.trace import trace_schedule
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_model))
+    f = tmp_path / "mc.jsonl"
+    f.write_text(MOONCAKE)
+    plan = trace_schedule(_cfg(f, block_tokens=16), ["the quick brown fox jumps over the lazy dog"] * 3, tok, 1024)
+    assert plan.info["prompt_source"] == "dataset text" and plan.info["skipped_too_long"] == 2  # 1100+10, 1024+5
+    special = set(tok.all_special_ids)
+    for p in plan.requests:
+        assert len(p.prompt_token_ids) == p.input_tokens and not special & set(p.prompt_token_ids)
+    synth = trace_schedule(_cfg(f), [""], tok, 1024)
+    assert synth.info["prompt_source"] == "synthesized token ids"
+    assert all(0 <= x < len(tok) for p in synth.requests for x in p.prompt_token_ids)

@@ -120,17 +120,10 @@ class VllmServingBackend(VllmBackend):
         return workload
 
     def _trace_schedule(self, prompts: list[str], seed: int) -> Schedule:
-        from llem.serving.trace import load_trace, plan_trace, synthetic_pool
+        from llem.serving.trace import trace_schedule
 
-        tok = self.tokenizer
-        special = set(getattr(tok, "all_special_ids", []) or [])
-        pool = [x for ids in tok(prompts, add_special_tokens=False)["input_ids"] for x in ids if x not in special]
-        source = "dataset text"
-        if not pool:
-            pool, source = synthetic_pool(len(tok), seed=seed, skip=special), "synthesized token ids"
-        trace = load_trace(self.cfg.scenario.trace)
         context = self.llm.llm_engine.model_config.max_model_len
-        return plan_trace(trace, self.cfg.scenario.trace, pool, context, source)
+        return trace_schedule(self.cfg.scenario.trace, prompts, self.tokenizer, context, seed)
 
     # -- requests ---------------------------------------------------------------------------------------
     def _params(self, max_tokens: int, exact: bool = False) -> Any:

@@ -285,3 +285,15 @@ def plan_trace(trace: Trace, t: Any, pool: list[int], context_len: int | None,
         **trace.info,
     }
     return Schedule(planned, (len(planned) - 1) / span if span > 0 else None, info)  # first due at 0
+
+
+def trace_schedule(t: Any, prompts: list[str], tokenizer: Any, context_len: int | None, seed: int = 0) -> Schedule:
+    """The whole path for any backend: read the trace (TraceConfig), build the token pool from the dataset's
+    prompts in the model's tokenizer (special tokens left out; synthesized ids where there is no text), plan.
+    `tokenizer`: a Hugging Face tokenizer (callable, `all_special_ids`, len = vocabulary size)."""
+    special = set(getattr(tokenizer, "all_special_ids", []) or [])
+    pool = [x for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"] for x in ids if x not in special]
+    source = "dataset text"
+    if not pool:
+        pool, source = synthetic_pool(len(tokenizer), seed=seed, skip=special), "synthesized token ids"
+    return plan_trace(load_trace(t), t, pool, context_len, source)
