@@ -268,3 +268,15 @@ def test_scenario_enters_config_hash_only_when_serving() -> None:
     s1 = {**base, "scenario": {"name": "serving", "request_rate": 1.0}}
     s2 = {**base, "scenario": {"name": "serving", "request_rate": 2.0}}
     assert len({config_hash(offline), config_hash(s1), config_hash(s2)}) == 3
+
+
+def test_serving_path_works_without_vllm_renderers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM releases before Dec 2025 have no vllm.renderers (pyproject allows >= 0.11): token-id prompts are
+    handed to AsyncLLM.generate as they are, instead of failing at prepare()."""
+    import sys
+
+    from llem.backends.vllm_serving import _EngineView
+
+    monkeypatch.setitem(sys.modules, "vllm.renderers.inputs.preprocess", None)  # import raises ImportError
+    prompts = [{"prompt_token_ids": [1, 2, 3]}]
+    assert _EngineView(SimpleNamespace(model_config=None))._preprocess_cmpl(prompts) is prompts
