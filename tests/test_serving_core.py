@@ -280,3 +280,13 @@ def test_serving_path_works_without_vllm_renderers(monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "vllm.renderers.inputs.preprocess", None)  # import raises ImportError
     prompts = [{"prompt_token_ids": [1, 2, 3]}]
     assert _EngineView(SimpleNamespace(model_config=None))._preprocess_cmpl(prompts) is prompts
+
+
+def test_result_latency_block_counts_one_gap_per_chunk() -> None:
+    from llem.measure.latency import latency_block
+
+    chunks = [0.1, 0.108, 0.116]  # 2 tokens per chunk every 8 ms
+    r = _rec(0, 0.0, 0.1, 0.116, out=6, chunk_times=chunks, chunk_tokens=[2, 2, 2],
+             token_times=[t for t in chunks for _ in range(2)], t_due=0.0)
+    steps = latency_block([r])["itl_step_s"]
+    assert steps["n"] == 2 and steps["p50"] == pytest.approx(0.008)

@@ -135,6 +135,9 @@ def latency_block(records: list[RequestRecord]) -> dict[str, Any]:
     seen_batches: set[int] = set()
     for r in records:
         # Requests of one static batch share their step times; count each batch's steps once.
+        if r.chunk_times:  # streamed serving: one gap per chunk (vLLM's ITL), never the zero gaps inside a chunk
+            steps.extend(r.chunk_gaps_s())
+            continue
         if not r.token_times or r.batch in seen_batches:
             continue
         steps.extend(r.step_gaps_s())
