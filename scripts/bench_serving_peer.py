@@ -79,9 +79,11 @@ def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, r
     over = ["backend=openai", f"model={model}" if "/" not in model else f"model.id={model}",
             f"openai.base_url={url}/v1", f"openai.model_name={served}", f"openai.max_tokens={a.output_len}",
             "openai.max_input_tokens=1024", "openai.ignore_eos=true", "dataset=jsonl", f"dataset.path={data}",
-            "dataset.column=prompt", f"n={a.n}", "scenario=serving", f"scenario.request_rate={rate}",
-            f"scenario.seed={rep}", f"scenario.warmup_requests={a.warmups}", "energy=none", "quiet=true"]
-    if trace is not None:
+            "dataset.column=prompt", f"n={a.n}", "scenario=serving", f"scenario.seed={rep}",
+            f"scenario.warmup_requests={a.warmups}", "energy=none", "quiet=true"]
+    if trace is None:
+        over.append(f"scenario.request_rate={rate}")
+    else:
         over += [f"scenario.trace.path={trace}", "scenario.trace.format=mooncake", "scenario.trace.block_tokens=16"]
     res = run_llem(over, out)
     s = res.serving

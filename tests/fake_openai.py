@@ -71,6 +71,12 @@ class Stats:
     timeline: list[list[float]] = field(default_factory=list)
 
 
+def _prompt_tokens(body: dict[str, Any]) -> int:
+    """A prompt sent as token ids counts as many tokens; text counts 8 (the fake has no tokenizer)."""
+    p = body.get("prompt")
+    return len(p) if isinstance(p, list) and all(isinstance(x, int) for x in p) else 8
+
+
 def _sse(obj: Any) -> bytes:
     return b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n"
 
@@ -141,7 +147,8 @@ class FakeApp:
         data: dict[str, Any] = {"id": "cmpl-fake", "object": "chat.completion.chunk" if chat else "text_completion",
                                 "model": self.b.model, "choices": [choice]}
         if (body.get("stream_options") or {}).get("continuous_usage_stats"):
-            data["usage"] = {"prompt_tokens": 8, "completion_tokens": done, "total_tokens": 8 + done}
+            n_in = _prompt_tokens(body)
+            data["usage"] = {"prompt_tokens": n_in, "completion_tokens": done, "total_tokens": n_in + done}
         return data
 
     async def _stream(self, request: web.Request, body: dict[str, Any], t0: float, n: int) -> web.StreamResponse:
@@ -167,7 +174,9 @@ class FakeApp:
             last = i == len(chunks) - 1
             times.append(time.perf_counter())
             await resp.write(_sse(self._payload(body, k, done, "length" if last else None)))
-        usage = {"prompt_tokens": 8, "completion_tokens": done + b.usage_delta, "total_tokens": 8 + done + b.usage_delta}
+        n_in = _prompt_tokens(body)
+        usage = {"prompt_tokens": n_in, "completion_tokens": done + b.usage_delta,
+                 "total_tokens": n_in + done + b.usage_delta}
         if (body.get("stream_options") or {}).get("include_usage"):
             await resp.write(_sse({"id": "cmpl-fake", "choices": [], "usage": usage}))
         if b.no_done:

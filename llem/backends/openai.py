@@ -43,6 +43,7 @@ from llem.serving.server import (  # noqa: F401 - re-exported: start-up code liv
     health,
     http_get,
     is_local,
+    launch_server,
     peak_rss,
     served_models,
     server_root,
@@ -184,24 +185,20 @@ class OpenaiBackend(Backend):
                                    trust_remote_code=self.cfg.model.trust_remote_code)
 
     def _start_server(self, headers: dict[str, str]) -> str:
-        port = free_port(HOST)
         served = self.o.model_name or self.cfg.model.id
-        if self.o.server.command is None:
-            cmd, env = self.default_command(port, served)
-            if self._secret():  # vLLM's server then requires the key (passed by environment, never in argv)
-                env["VLLM_API_KEY"] = self._secret() or ""
-        else:
-            values = {"port": str(port), "model": str(self.path), "host": HOST, "served_model_name": served}
-            cmd, env = fill(self.o.server.command, values), {}
-        cmd += [str(a) for a in self.o.server.extra_args]
-        base_url = f"http://{HOST}:{port}/v1"
         secret = self._secret()
-        self.server = ManagedServer(command=cmd, base_url=base_url, log_path=self._job_dir() / SERVER_LOG, env=env,
-                                    secrets=[secret] if secret else [])
-        self.server.start()
-        self.server.wait_ready(self.o.server.ready_timeout_s, headers)
+        default = None
+        if self.o.server.command is None:
+            def default(port: int) -> tuple[list[str], dict[str, str]]:
+                cmd, env = self.default_command(port, served)
+                if secret:  # vLLM's server then requires the key (passed by environment, never in argv)
+                    env["VLLM_API_KEY"] = secret
+                return cmd, env
+        self.server = launch_server(self.o.server.command, default, str(self.path), served,
+                                    [str(a) for a in self.o.server.extra_args], self._job_dir() / SERVER_LOG,
+                                    secret, self.o.server.ready_timeout_s, headers)
         self._server_pids = tree_pids(self.server.proc.pid) if self.server.proc else []
-        return base_url
+        return self.server.base_url
 
     def _pick_model(self, base_url: str, headers: dict[str, str]) -> str:
         models = served_models(base_url, headers)

@@ -343,6 +343,29 @@ class ManagedServer:
             atomic_write_text(self.log_path, clean)
 
 
+def launch_server(command: Sequence[str] | None, default: Any, model_path: str, served: str,
+                  extra_args: Sequence[str], log_path: Path, secret: str | None, ready_timeout_s: float,
+                  headers: dict[str, str]) -> ManagedServer:
+    """Start the job's server on a free port of 127.0.0.1 and wait until it answers: `command` (argv with
+    {port} {model} {host} {served_model_name}) or, when None, `default(port) -> (argv, env)` (vLLM's
+    server); `extra_args` appended. A server that exits or does not answer in time: ServerError."""
+    port = free_port(HOST)
+    if command is None:
+        cmd, env = default(port)
+    else:
+        values = {"port": str(port), "model": model_path, "host": HOST, "served_model_name": served}
+        cmd, env = fill(command, values), {}
+    server = ManagedServer(command=list(cmd) + list(extra_args), base_url=f"http://{HOST}:{port}/v1",
+                           log_path=log_path, env=env, secrets=[secret] if secret else [])
+    server.start()
+    try:
+        server.wait_ready(ready_timeout_s, headers)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
 def _members(pgid: int) -> list[Any]:
     """Processes of the server's group or below its leader (psutil handles: safe against pid reuse)."""
     import psutil
