@@ -163,6 +163,7 @@ def test_forced_format_reads_a_csv_as_mooncake_and_fails_clearly(tmp_path: Path)
         load_trace(_cfg(f, format="mooncake"))
 
 
+@pytest.mark.slow
 def test_bad_trace_exits_2_with_one_line_before_any_model_loads(tmp_path: Path) -> None:
     import os
     import subprocess
@@ -181,6 +182,7 @@ def test_bad_trace_exits_2_with_one_line_before_any_model_loads(tmp_path: Path) 
 
 
 
+@pytest.mark.slow
 def test_trace_schedule_builds_prompts_from_the_dataset_text_in_the_models_tokenizer(tmp_path: Path,
                                                                                      tiny_model: Path) -> None:
     from transformers import AutoTokenizer
