@@ -175,7 +175,11 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         with MeasurementWindow(selection.meters, sync=backend.sync) as window:
             out = backend.run(workload)
 
-        result.workload = _workload_block(cfg, workload, out)
+        # Serving: headline figures (workload, throughput, latency) from succeeded requests only; the failed
+        # ones are counted and listed by reason in result.serving.requests (llem/serving/metrics.py).
+        head = out if cfg.scenario.name != "serving" else RunOutput(
+            records=[r for r in out.records if r.succeeded], phases=out.phases, extra=out.extra)
+        result.workload = _workload_block(cfg, workload, head)
         compiled = backend.compile_report()  # shapes warmed, recompiles in window
         if compiled:
             result.workload["compile"] = compiled
@@ -194,7 +198,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                                                  ("output_tok_s", "output_tokens", "requests", "duration_s", "batch_size")}
         if out.extra.get("engine"):
             result.workload["engine"] = out.extra["engine"]
-        result.latency = latency_block(out.records)
+        result.latency = latency_block(head.records)
         result.warnings.extend(out.extra[k] for k in ("latency_note", "steady_state_note") if out.extra.get(k))
         result.model = backend.model_facts()
         check = result.model.get("parameters_check") or {}

@@ -49,10 +49,14 @@ def render(result: dict[str, Any], out_dir: str) -> str:
         offered = "inf" if sv.get("request_rate_inf") else f"{sv['request_rate']:g}"
         slo = sv["slo"]
         jpr = (sv.get("energy") or {}).get("j_per_request")
+        limits = ", ".join(f"{name} <= {slo[key]:g} s" for name, key in
+                           (("TTFT", "ttft_s"), ("TPOT", "tpot_s"), ("e2e", "e2el_s")) if slo.get(key) is not None)
+        req = sv["requests"]
+        by = ", ".join(f"{k} {v}" for k, v in (req.get("failed_by_reason") or {}).items())
         lines.append(f"  serving    {offered} req/s offered, {sv['achieved_rate_s'] or 0:.2f} achieved; "
-                     f"{slo['met']}/{sv['requests']['sent']} within the SLO (TTFT <= {slo['ttft_s']:g} s, "
-                     f"ITL <= {slo['itl_s']:g} s), goodput {slo['goodput_rate_s'] or 0:.2f} req/s"
+                     + (f"{slo['met']}/{req['sent']} within the SLO ({limits}), goodput "
+                        f"{slo['goodput_rate_s'] or 0:.2f} req/s" if limits else "no SLO set")
                      + (f"; {jpr:.4g} J/request" if jpr is not None else "")
-                     + (f"; {sv['requests']['failed']} failed" if sv["requests"]["failed"] else ""))
+                     + (f"; {req['failed']} of {req['sent']} failed ({by})" if req["failed"] else ""))
     lines.append(f"  result     {out_dir}/result.json")
     return "\n".join(lines)

@@ -74,16 +74,21 @@ def test_any_phases_any_power_split_is_nonnegative_and_exhaustive(spans, powers)
     hz = len(powers) / 10.0
     r = reading_from_power(lambda t: powers[min(int(t * hz), len(powers) - 1)], 0.0, 10.0, hz=hz)
     ph = phase_energy([r], phases, 0.5, 9.5)
-    labels = [k for k in ("prefill", "decode", "unsplit", "other") if k in ph]
+    labels = [k for k in ("prefill", "decode", "mixed", "unsplit", "other") if k in ph]
     assert all(ph[k]["gpu_j"] >= 0 and ph[k]["duration_s"] >= 0 for k in labels)
     assert sum(ph[k]["gpu_j"] for k in labels) == pytest.approx(ph["window"]["gpu_j"], rel=1e-9, abs=1e-9)
     assert sum(ph[k]["duration_s"] for k in labels) == pytest.approx(9.0)
 
 
-def test_overlapping_requests_count_prefill_first() -> None:
+def test_overlapping_requests_label_prefill_only_where_alone() -> None:
     spans = timeline([Phase(0.0, 0.1, 1.0), Phase(0.5, 0.6, 1.5)], 0.0, 2.0)
-    assert spans == [(0.0, 0.1, "prefill"), (0.1, 0.5, "decode"), (0.5, 0.6, "prefill"), (0.6, 1.5, "decode"),
+    assert spans == [(0.0, 0.1, "prefill"), (0.1, 0.5, "decode"), (0.5, 0.6, "mixed"), (0.6, 1.5, "decode"),
                      (1.5, 2.0, "other")]
+    # Poisson-like load: one request always decoding while others prefill → no instant is prefill
+    busy = [Phase(k * 1.0, k * 1.0 + 0.2, k * 1.0 + 1.5) for k in range(5)]
+    labels = {lab for _, _, lab in timeline(busy, 0.0, 5.5)}
+    assert "prefill" in labels  # the first request's own prefill, alone
+    assert sum(b - a for a, b, lab in timeline(busy, 0.0, 5.5) if lab == "prefill") == pytest.approx(0.2)
 
 
 def test_steady_state_span_gives_its_own_energy_per_token() -> None:

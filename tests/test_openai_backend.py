@@ -134,8 +134,10 @@ def test_tokens_per_chunk_from_continuous_usage_give_one_time_per_token() -> Non
     for t, done, text in chunks:
         st.add({"choices": [{"text": text}], "usage": {"prompt_tokens": 5, "completion_tokens": done}}, t, "completions")
     st.add({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4}}, 2.1, "completions")
+    st.done = True
     r = finish_record(0, st, 0.5, None, local_input_tokens=99)
     assert r.token_times == [1.0, 1.5, 1.5, 2.0]  # the chunk at 1.6 carried no token
+    assert r.chunk_times == [1.0, 1.5, 2.0] and r.chunk_tokens == [1, 2, 1] and r.chunk_gaps_s() == [0.5, 0.5]
     assert (r.input_tokens, r.output_tokens, r.error) == (5, 4, None)  # the server's usage wins
     assert (r.ttft_s, r.e2e_s) == (0.5, 1.5) and r.itl_s == pytest.approx(1.0 / 3)
 
@@ -147,7 +149,10 @@ def test_without_usage_each_chunk_is_one_time_and_chat_role_chunks_are_no_token(
     st.add({"choices": [{"delta": {"role": "assistant", "content": ""}}]}, 1.0, "chat")
     for t, text in ((1.2, "x"), (1.4, "y"), (1.9, "z")):
         st.add({"choices": [{"delta": {"content": text}}]}, t, "chat")
+    st.add({"choices": [{"delta": {}, "finish_reason": "length"}]}, 2.0, "chat")  # a bare finish chunk: no token
+    st.done = True
     r = finish_record(3, st, 1.0, None, local_input_tokens=7)
+    assert r.finish_reason == "length" and r.chunk_tokens == [1, 1, 1]
     assert r.token_times == [1.2, 1.4, 1.9] and r.t_first_token == 1.2 and r.t_end == 1.9
     assert (r.input_tokens, r.output_tokens) == (7, 3)  # local prompt count; one token per chunk
 
@@ -159,15 +164,39 @@ def test_a_stream_error_or_an_empty_answer_is_a_failed_request() -> None:
     st.add({"choices": [{"text": "a"}]}, 1.0, "completions")
     st.add({"error": {"message": "engine dead", "code": 500}}, 1.1, "completions")
     r = finish_record(0, st, 0.5, 1.2, 4)
-    assert r.error == "ServerError: engine dead" and r.t_end == 1.2 and r.output_tokens == 1
-    empty = finish_record(1, StreamState(), 0.5, None, 4)
+    assert r.error == "ServerError: engine dead" and r.t_end == 1.2 and r.output_tokens == 1 and r.failure == "server"
+    empty = finish_record(1, StreamState(done=True), 0.5, None, 4)
     assert empty.error and "no output token" in empty.error and empty.t_first_token is None
+    assert empty.failure == "truncated"
+
+
+def test_a_stream_is_whole_only_with_done_or_finish_reason_and_usage() -> None:
+    from llem.serving.client import StreamState, finish_record
+
+    def stream(done: bool, finish: str | None, usage: bool) -> Any:
+        st = StreamState()
+        for t in (1.0, 1.1):
+            st.add({"choices": [{"text": "a"}]}, t, "completions")
+        st.add({"choices": [{"text": "b", "finish_reason": finish}]}, 1.2, "completions")
+        if usage:
+            st.add({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 3}}, 1.3, "completions")
+        st.done = done
+        return finish_record(0, st, 0.5, 1.4, 3)
+
+    cut = stream(False, None, False)  # a server that closed mid-answer: no [DONE], finish_reason nor usage
+    assert cut.failure == "truncated" and not cut.succeeded and cut.output_tokens == 3 and cut.t_end == 1.4
+    assert stream(False, "length", False).failure == "truncated"  # usage was asked for and never came
+    assert stream(False, None, True).failure == "truncated"  # usage without a finish_reason: not whole
+    whole = stream(False, "length", True)  # finish_reason + usage: whole without [DONE]
+    assert whole.succeeded and whole.t_end == 1.2 and whole.finish_reason == "length"
+    assert stream(True, None, False).succeeded  # [DONE]: the server says the answer is whole
 
 
 def test_fixed_length_fields_go_only_to_servers_that_take_them() -> None:
     from llem.serving.client import ClientSettings, build_payload
 
-    s = ClientSettings(base_url="http://h:1/v1", model="m", max_tokens=16, vllm_server=True, extra_body={"top_k": 1})
+    s = ClientSettings(base_url="http://h:1/v1", model="m", max_tokens=16, vllm_server=True, ignore_eos=True,
+                       extra_body={"top_k": 1})
     body = build_payload(s, "hi")
     assert body["ignore_eos"] is True and body["min_tokens"] == 16 and body["max_tokens"] == 16
     assert body["stream_options"] == {"include_usage": True, "continuous_usage_stats": True} and body["top_k"] == 1
@@ -175,19 +204,51 @@ def test_fixed_length_fields_go_only_to_servers_that_take_them() -> None:
     assert "min_tokens" not in other and "ignore_eos" not in other and "continuous_usage_stats" not in other["stream_options"]
     assert other["messages"] == [{"role": "user", "content": "hi"}] and "prompt" not in other
     assert s.url == "http://h:1/v1/completions"
+    asked = build_payload(dataclasses.replace(s, vllm_server=False, server_kind="llamacpp"), [5, 6], 4, True)
+    assert asked["ignore_eos"] is True and "min_tokens" not in asked and asked["prompt"] == [5, 6]  # token ids as is
+    sg = build_payload(dataclasses.replace(s, vllm_server=False, server_kind="sglang"), "hi")
+    assert sg["min_tokens"] == 16 and "continuous_usage_stats" not in sg["stream_options"]
+
+
+def test_ignore_eos_goes_to_vllm_and_sglang_unless_asked() -> None:
+    from llem.backends.openai import floor_fields
+
+    assert floor_fields(None, "vllm") and floor_fields(None, "sglang")
+    assert not floor_fields(None, "llamacpp") and not floor_fields(None, "unknown")
+    assert floor_fields(True, "llamacpp") and not floor_fields(False, "vllm")
+
+
+def test_the_managed_server_falls_back_to_vllm_serve(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llem.serving import server
+
+    monkeypatch.setattr(server, "_vllm_has", lambda m: m != server.VLLM_SERVER_MODULE)
+    assert server.vllm_launcher() == [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve"]
+    cmd, _ = server.vllm_server_command("/m", "tiny", 9, launcher=server.vllm_launcher())
+    assert cmd[4:6] == ["--model", "/m"]
+    monkeypatch.setattr(server, "_vllm_has", lambda m: False)
+    monkeypatch.setattr("shutil.which", lambda name: "/opt/bin/vllm" if name == "vllm" else None)
+    assert server.vllm_launcher() == ["/opt/bin/vllm", "serve"]
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(server.ServerError, match="vLLM is not installed"):
+        server.vllm_launcher()
+    monkeypatch.undo()
+    if HAS_VLLM:  # the installed vLLM has both entry points; the first wins
+        assert server.vllm_launcher() == [sys.executable, "-m", server.VLLM_SERVER_MODULE]
+        assert server._vllm_has(server.VLLM_CLI_MODULE)
 
 
 def test_invalid_openai_knobs_are_refused_with_key_value_and_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     from llem.config.validate import problems
 
     monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
-    cfg = _cfg(Path("/tmp"), endpoint="responses", max_tokens=0, request_timeout_s=0.0, api_key_env="NO_SUCH_KEY_VAR",
+    cfg = _cfg(Path("/tmp"), endpoint="responses", max_tokens=0, read_timeout_s=0.0, request_timeout_s=-1.0, max_connections=0, api_key_env="NO_SUCH_KEY_VAR",
                base_url="ftp://x", extra_body={"stream": False},
                server=dataclasses.replace(_cfg(Path("/tmp")).openai.server, command=["srv"], ready_timeout_s=-1.0))
     found = {key: allowed for key, _, allowed in problems(cfg)}
     assert "completions, chat" in found["openai.endpoint"]
     assert ">= 1" in found["openai.max_tokens"]
     assert "> 0" in found["openai.request_timeout_s"] and "> 0" in found["openai.server.ready_timeout_s"]
+    assert "> 0" in found["openai.read_timeout_s"] and ">= 1" in found["openai.max_connections"]
     assert "not set" in found["openai.api_key_env"]
     assert "http(s)://host:port/v1" in found["openai.base_url"]
     assert "null with openai.base_url set" in found["openai.server.command"]
@@ -381,7 +442,7 @@ def test_streamed_requests_get_fixed_length_and_the_servers_token_counts(vllm_se
 
     tok = AutoTokenizer.from_pretrained(str(tiny_model))
     prompts = [("energy token model power " * (i + 1)).strip() for i in range(6)]
-    client = StreamClient(ClientSettings(base_url=vllm_server.base_url, model=SERVED, max_tokens=8, vllm_server=True,
+    client = StreamClient(ClientSettings(base_url=vllm_server.base_url, model=SERVED, max_tokens=8, vllm_server=True, ignore_eos=True,
                                          headers={"Authorization": f"Bearer {KEY}"}))
 
     async def go() -> list[Any]:
@@ -399,7 +460,7 @@ def test_streamed_requests_get_fixed_length_and_the_servers_token_counts(vllm_se
     assert [r.input_tokens for r in recs] == [len(tok(p)["input_ids"]) for p in prompts]  # server's usage
     for r in recs:
         assert len(r.token_times) == 8 and r.token_times == sorted(r.token_times)
-        assert t0 <= r.t_scheduled <= r.t_submit < r.t_first_token == r.token_times[0] <= r.t_end == r.token_times[-1] <= t1
+        assert t0 <= r.t_due <= r.t_submit < r.t_first_token == r.token_times[0] <= r.t_end == r.token_times[-1] <= t1
     assert client.chunk_mismatch == 0
 
 

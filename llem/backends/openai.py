@@ -31,24 +31,32 @@ from urllib.parse import urlparse
 from llem.backends.base import Backend, RunOutput, Workload
 from llem.config.validate import ConfigError
 from llem.measure.latency import Phase, RequestRecord
-from llem.serving.client import ENDPOINTS, RESERVED_BODY, ClientSettings, StreamClient
-from llem.serving.server import (
+from llem.serving.client import ENDPOINTS, FLOOR_SERVERS, RESERVED_BODY, ClientSettings, StreamClient
+from llem.serving.server import (  # noqa: F401 - re-exported: start-up code lives in llem.serving.server
+    DTYPES,
+    HOST,
+    VLLM_SERVER_MODULE,
     ManagedServer,
     ServerError,
     fill,
     free_port,
+    health,
     http_get,
+    is_local,
+    launch_server,
+    peak_rss,
     served_models,
     server_root,
+    tree_pids,
 )
+from llem.serving.server import vllm_server_command as _vllm_server_command
 
 SERVER_LOG = "server.log"
-HOST = "127.0.0.1"
-VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PLACEHOLDERS = ("port", "model", "host", "served_model_name")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
+# A failed request with one of these codes makes llem ask whether the server is still there.
+_ASK_HEALTH = ("connection", "truncated", "timeout")
+HEALTH_EVERY_S = 1.0  # at most one health check per second while requests fail
 
 
 # -- checks before load (pure; registry: BackendSpec.checks) ---------------------------------------------
@@ -80,8 +88,14 @@ def check_config(c: Any, cfg: Any) -> None:
     c.int_min("openai.max_tokens", o.max_tokens, 1)
     if o.temperature is None or not 0 <= o.temperature < math.inf:
         c.add("openai.temperature", o.temperature, "a number >= 0 (0 = greedy)")
-    if o.request_timeout_s is None or not 0 < o.request_timeout_s < math.inf:
-        c.add("openai.request_timeout_s", o.request_timeout_s, "a number of seconds > 0")
+    if o.read_timeout_s is None or not 0 < o.read_timeout_s < math.inf:
+        c.add("openai.read_timeout_s", o.read_timeout_s, "a number of seconds > 0 (longest silence within one answer)")
+    if o.request_timeout_s is not None and not 0 < o.request_timeout_s < math.inf:
+        c.add("openai.request_timeout_s", o.request_timeout_s,
+              "null (no whole-request cap; openai.read_timeout_s bounds silences) or a number of seconds > 0")
+    if o.max_connections is not None and (isinstance(o.max_connections, bool) or not isinstance(o.max_connections, int)
+                                          or o.max_connections < 1):
+        c.add("openai.max_connections", o.max_connections, "null (from the open-file limit) or an integer >= 1")
     if o.server.ready_timeout_s is None or not 0 < o.server.ready_timeout_s < math.inf:
         c.add("openai.server.ready_timeout_s", o.server.ready_timeout_s, "a number of seconds > 0")
     cmd = o.server.command
@@ -92,56 +106,35 @@ def check_config(c: Any, cfg: Any) -> None:
             c.add("openai.server.command", cmd, "an argv containing {port} (llem picks a free port and passes it)")
     if o.base_url is not None and o.server.extra_args:
         c.add("openai.server.extra_args", list(o.server.extra_args), "[] with openai.base_url set (no server is started)")
+    trace = getattr(getattr(cfg.scenario, "trace", None), "path", None)
+    if trace and cfg.scenario.name == "serving" and o.endpoint == "chat":
+        c.add("openai.endpoint", o.endpoint, "completions with scenario.trace.path set (a trace's prompts are sent "
+              "as exact token ids, which only /v1/completions takes)")
     taken = sorted(k for k in (o.extra_body or {}) if k in RESERVED_BODY)
     if taken:
         c.add(f"openai.extra_body.{taken[0]}", o.extra_body[taken[0]],
               f"no value: llem sets {', '.join(RESERVED_BODY)} itself (openai.max_tokens, the prompt, streaming)")
 
 
-def _is_local(host: str | None) -> bool:
-    if not host:
-        return False
-    if host in _LOCAL_HOSTS or host.startswith("127."):
-        return True
-    with contextlib.suppress(OSError):
-        mine = {socket.gethostname(), socket.getfqdn()}
-        if host in mine:
-            return True
-        addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}
-        return host in addrs
-    return False
-
-
-def _peak_rss(pid: int) -> int | None:
-    """VmHWM of a process (its peak resident memory), bytes."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+_is_local = is_local  # older name (tests, scripts)
+_peak_rss = peak_rss
 
 
 def vllm_server_command(model_path: str, served: str, port: int, precision: str = "fp32", seed: int = 0,
                         revision: str | None = None, tokenizer: str | None = None,
                         tokenizer_revision: str | None = None,
                         trust_remote_code: bool = False) -> tuple[list[str], dict[str, str]]:
-    """vLLM's OpenAI server for a model (what `vllm serve` runs), and the environment it needs here."""
-    cmd = [sys.executable, "-m", VLLM_SERVER_MODULE, "--model", model_path, "--served-model-name", served,
-           "--host", HOST, "--port", str(port), "--dtype", DTYPES[precision], "--seed", str(seed),
-           "--disable-uvicorn-access-log"]
-    if revision:
-        cmd += ["--revision", revision]
-    if tokenizer and tokenizer != model_path:
-        cmd += ["--tokenizer", tokenizer]
-    if tokenizer_revision:
-        cmd += ["--tokenizer-revision", tokenizer_revision]
-    if trust_remote_code:
-        cmd += ["--trust-remote-code"]
+    """vLLM's OpenAI server for a model (llem.serving.server.vllm_server_command) with vLLM's CPU defaults."""
     from llem.backends.vllm import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
 
-    return cmd, {k: v for k, v in CPU_ENV_DEFAULTS.items() if k not in os.environ}
+    return _vllm_server_command(model_path, served, port, precision, seed, revision=revision, tokenizer=tokenizer,
+                                tokenizer_revision=tokenizer_revision, trust_remote_code=trust_remote_code,
+                                env_defaults=CPU_ENV_DEFAULTS)
+
+
+def floor_fields(asked: bool | None, server_kind: str) -> bool:
+    """Whether requests carry ignore_eos (and, to FLOOR_SERVERS, min_tokens): asked, else by server kind."""
+    return bool(asked) if asked is not None else server_kind in FLOOR_SERVERS
 
 
 class OpenaiBackend(Backend):
@@ -160,6 +153,7 @@ class OpenaiBackend(Backend):
         self.info: dict[str, Any] = {}
         self._facts: dict[str, Any] | None = None
         self._server_pids: list[int] = []
+        self.schedule: Any = None  # llem.serving.schedule.Schedule of the measured pass (prepare)
         self.sources: Any = None  # what the model config names (job.py copies it into the identity block)
         try:
             from llem.models import resolve_sources
@@ -191,28 +185,20 @@ class OpenaiBackend(Backend):
                                    trust_remote_code=self.cfg.model.trust_remote_code)
 
     def _start_server(self, headers: dict[str, str]) -> str:
-        port = free_port(HOST)
         served = self.o.model_name or self.cfg.model.id
-        if self.o.server.command is None:
-            cmd, env = self.default_command(port, served)
-            if self._secret():  # vLLM's server then requires the key (passed by environment, never in argv)
-                env["VLLM_API_KEY"] = self._secret() or ""
-        else:
-            values = {"port": str(port), "model": str(self.path), "host": HOST, "served_model_name": served}
-            cmd, env = fill(self.o.server.command, values), {}
-        cmd += [str(a) for a in self.o.server.extra_args]
-        base_url = f"http://{HOST}:{port}/v1"
         secret = self._secret()
-        self.server = ManagedServer(command=cmd, base_url=base_url, log_path=self._job_dir() / SERVER_LOG, env=env,
-                                    secrets=[secret] if secret else [])
-        self.server.start()
-        self.server.wait_ready(self.o.server.ready_timeout_s, headers)
-        with contextlib.suppress(Exception):
-            import psutil
-
-            self._server_pids = [self.server.proc.pid] + [p.pid for p in
-                                                          psutil.Process(self.server.proc.pid).children(recursive=True)]
-        return base_url
+        default = None
+        if self.o.server.command is None:
+            def default(port: int) -> tuple[list[str], dict[str, str]]:
+                cmd, env = self.default_command(port, served)
+                if secret:  # vLLM's server then requires the key (passed by environment, never in argv)
+                    env["VLLM_API_KEY"] = secret
+                return cmd, env
+        self.server = launch_server(self.o.server.command, default, str(self.path), served,
+                                    [str(a) for a in self.o.server.extra_args], self._job_dir() / SERVER_LOG,
+                                    secret, self.o.server.ready_timeout_s, headers)
+        self._server_pids = tree_pids(self.server.proc.pid) if self.server.proc else []
+        return self.server.base_url
 
     def _pick_model(self, base_url: str, headers: dict[str, str]) -> str:
         models = served_models(base_url, headers)
@@ -244,9 +230,12 @@ class OpenaiBackend(Backend):
             with contextlib.suppress(ValueError, AttributeError):
                 version = json.loads(body).get("version")
         self._load_tokenizer()
+        kind = "vllm" if vllm_server else str(self.model_entry.get("owned_by") or "unknown")
         self.settings = ClientSettings(base_url=base_url, model=name, endpoint=self.o.endpoint, max_tokens=self.o.max_tokens,
-                                       ignore_eos=self.o.ignore_eos, vllm_server=vllm_server,
-                                       temperature=self.o.temperature, request_timeout_s=self.o.request_timeout_s,
+                                       ignore_eos=floor_fields(self.o.ignore_eos, kind), vllm_server=vllm_server,
+                                       server_kind=kind, temperature=self.o.temperature,
+                                       read_timeout_s=self.o.read_timeout_s, request_timeout_s=self.o.request_timeout_s,
+                                       max_connections=self.o.max_connections,
                                        headers=headers, extra_body=dict(self.o.extra_body or {}))
         self.client = StreamClient(self.settings, self.tokenizer)
         self._loop = asyncio.new_event_loop()
@@ -255,7 +244,7 @@ class OpenaiBackend(Backend):
         managed = self.server is not None
         if managed:
             scope = "the managed server runs on this host: energy covers this host's devices, the server's among them"
-        elif _is_local(host):
+        elif is_local(host):
             scope = (f"openai.base_url={base_url} is on this host: energy covers this host's devices, including "
                      "whatever else runs on them besides the server")
         else:
@@ -266,11 +255,14 @@ class OpenaiBackend(Backend):
             "base_url": base_url,
             "served_model": name,
             "endpoint": self.o.endpoint,
-            "server_kind": "vllm" if vllm_server else (self.model_entry.get("owned_by") or "unknown"),
+            "server_kind": kind,
+            "ignore_eos_sent": self.settings.ignore_eos,
+            "min_tokens_sent": self.settings.ignore_eos and self.settings.sends_min_tokens,
             "server_version": version,
             "server_max_model_len": self.model_entry.get("max_model_len"),
             "energy_scope": scope,
-            "energy_covers_server": managed or _is_local(host),
+            "energy_covers_server": managed or is_local(host),
+            **self.client.info(),
             "api_key_env": self.o.api_key_env,  # the variable's name only
         })
         if managed:
@@ -313,7 +305,34 @@ class OpenaiBackend(Backend):
             raise ConfigError([("openai.max_input_tokens", limit,
                                 f"at most max_model_len - openai.max_tokens = {max_len - self.o.max_tokens} "
                                 f"(a prompt has {max(counts)} tokens; the server's context is {max_len})")])
+        self.schedule = self._plan(prompts, texts, counts)
         return Workload(prompts=texts, input_tokens=counts, batch_size=0, truncated=truncated, payload=texts)
+
+    def _plan(self, prompts: list[str], texts: list[str], counts: list[int]) -> Any:
+        """The measured pass's schedule (llem.serving.schedule): offline = every prompt at once; serving =
+        vLLM's arrival process over the dataset's prompts, or a trace's requests (exact prompt token ids and
+        output lengths, sent as `prompt: [ids]` with ignore_eos + max_tokens)."""
+        from llem.serving.schedule import PlannedRequest, Schedule, arrival_schedule
+
+        s = self.cfg.scenario
+        seed = self.cfg.seed if s.seed is None else s.seed
+        if s.name != "serving":
+            return Schedule([PlannedRequest(index=i, offset_s=0.0, item=i, input_tokens=n or None)
+                             for i, n in enumerate(counts)], None, {"source": "offline: every prompt at once"})
+        if not s.trace.path:
+            return arrival_schedule(len(texts), s, seed, counts)
+        from llem.serving.trace import load_trace, plan_trace, synthetic_pool
+
+        tok = self.tokenizer
+        if tok is None:
+            raise ConfigError([("scenario.trace.path", s.trace.path, "a trace replayed over HTTP needs the model's "
+                                f"tokenizer on this host ({self.info.get('tokenizer_note') or 'none loaded'})")])
+        special = set(getattr(tok, "all_special_ids", []) or [])
+        pool = [x for ids in tok(prompts, add_special_tokens=False)["input_ids"] for x in ids if x not in special]
+        source = "dataset text"
+        if not pool:
+            pool, source = synthetic_pool(len(tok), seed=seed, skip=special), "synthesized token ids"
+        return plan_trace(load_trace(s.trace), s.trace, pool, self.model_entry.get("max_model_len"), source)
 
     # -- requests -----------------------------------------------------------------------------------------
     def _offsets(self, n: int) -> list[float]:
@@ -324,25 +343,52 @@ class OpenaiBackend(Backend):
             return [0.0] * n  # offline: every request at once
         return arrival_offsets(n, s.request_rate, s.burstiness, self.cfg.seed if s.seed is None else s.seed)
 
-    def _drive(self, prompts: list[str], counts: list[int], offsets: list[float], during: str) -> list[RequestRecord]:
-        """Send every prompt at its offset; stop at once when the server is gone (no answer can come)."""
+    async def _server_gone(self) -> str | None:
+        """Why the server can no longer answer (its process exited, /health fails), or None: it is there."""
+        server = self.server
+        if server is not None and not server.alive():
+            code = server.proc.returncode if server.proc else None
+            return f"the server (pid {server.proc.pid if server.proc else '?'}) exited with code {code}"
+        assert self.settings is not None and self.client is not None
+        ok, seen = await self.client.health()
+        return None if ok else f"the server at {self.settings.base_url} fails its health check ({seen})"
+
+    def _drive(self, sends: list[tuple[Any, int | None, int | None, bool | None]], offsets: list[float],
+               during: str) -> list[RequestRecord]:
+        """Send request i = (prompt, local input tokens, max_tokens, ignore_eos) at offsets[i].
+
+        A failed request is a result, not an abort. Only a server that is gone aborts the run: a request
+        failing with a connection, truncation or timeout code makes llem ask (process alive? /health?,
+        at most once per HEALTH_EVERY_S); when it is gone, the requests measured so far are kept, the
+        others are marked failed, records are written and the job fails with one line (ServerGone)."""
         from llem.serving.schedule import drive
 
         assert self.client is not None and self._loop is not None
-        client, server = self.client, self.server
+        client = self.client
+        client.reset()
         limit = self.cfg.scenario.max_concurrency if self.cfg.scenario.name == "serving" else None
-        gone: list[RequestRecord] = []
+        done: dict[int, RequestRecord] = {}
+        sent: set[int] = set()
+        gone: list[str] = []
+        last_check = [-math.inf]
+        checking = asyncio.Lock()
 
         async def send(i: int) -> RequestRecord:
-            rec = await client.send(i, prompts[i], counts[i] or None)
-            # Event-driven (no polling in the window): only a failed request asks whether the server is gone.
-            if rec.error is not None and (rec.error.startswith("ConnectionError")
-                                          or (server is not None and not server.alive())):
-                gone.append(rec)
-                abort.set()
+            sent.add(i)
+            prompt, n_in, max_tokens, ignore_eos = sends[i]
+            rec = await client.send(i, prompt, n_in, max_tokens, ignore_eos)
+            done[i] = rec
+            if rec.failure in _ASK_HEALTH and not gone:  # event-driven: no polling while requests succeed
+                async with checking:
+                    if not gone and time.perf_counter() - last_check[0] >= HEALTH_EVERY_S:
+                        last_check[0] = time.perf_counter()
+                        why = await self._server_gone()
+                        if why:
+                            gone.append(why)
+                            abort.set()
             return rec
 
-        async def run() -> list[RequestRecord]:
+        async def run() -> list[RequestRecord] | None:
             task = asyncio.ensure_future(drive(offsets, send, limit))
             stop = asyncio.ensure_future(abort.wait())
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -351,17 +397,47 @@ class OpenaiBackend(Backend):
                 task.cancel()  # drive cancels the requests still in flight
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-                return []
+                return None
             return task.result()
 
         abort = asyncio.Event()
+        t0 = time.perf_counter()
         records = self._loop.run_until_complete(run())
-        if gone:
-            if server is not None:
-                server.check_alive(during)
-            assert self.settings is not None
-            raise ServerError(f"the server at {self.settings.base_url} stopped answering {during}: {gone[0].error}")
+        if records is None or gone:
+            self._abort(done, sent, offsets, t0, gone[0] if gone else "the server stopped answering", during)
+        assert records is not None
         return records
+
+    def _abort(self, done: dict[int, RequestRecord], sent: set[int], offsets: list[float], t0: float,
+               why: str, during: str) -> None:
+        """The server is gone: keep what was measured, mark the rest failed, write them, fail in one line."""
+        t = time.perf_counter()
+        records = []
+        for i, off in enumerate(offsets):
+            rec = done.get(i)
+            if rec is None:
+                code = "connection" if i in sent else "skipped"
+                rec = RequestRecord(index=i, input_tokens=0, output_tokens=0, t_submit=t, t_first_token=None, t_end=t,
+                                    error=f"{why} ({'cut off in flight' if i in sent else 'never sent'})",
+                                    failure=code)
+            if rec.t_due is None:
+                rec.t_due = t0 + off
+            records.append(rec)
+        ok = sum(r.failure is None and r.error is None for r in records)
+        where = ""
+        if self.job_dir is not None:
+            from llem.io import atomic_write_text
+
+            with contextlib.suppress(OSError):
+                path = atomic_write_text(self.job_dir / "requests.jsonl",
+                                         "".join(json.dumps(r.as_row()) + "\n" for r in records))
+                where = f"; every request's record in {path}"
+        log = f"; {self.server.log_tail(5)}" if self.server is not None else ""
+        raise ServerError(f"{why} {during}: {ok} of {len(records)} requests succeeded before it, the other "
+                          f"{len(records) - ok} are marked failed{where}{log}")
+
+    def _sends(self, texts: list[Any], counts: list[int]) -> list[tuple[Any, int | None, int | None, bool | None]]:
+        return [(p, n or None, None, None) for p, n in zip(texts, counts)]
 
     def warmup_step(self, workload: Workload) -> float:
         """scenario.warmup_requests requests through the same scheduler and client (at least one). Their
@@ -371,27 +447,56 @@ class OpenaiBackend(Backend):
         idx = [src[i % len(src)] for i in range(n)]
         prompts = [f"warmup {i}: {workload.prompts[j]}" for i, j in enumerate(idx)]
         t0 = time.perf_counter()
-        records = self._drive(prompts, [0] * n, self._offsets(n), "during warmup")
+        records = self._drive(self._sends(prompts, [0] * n), self._offsets(n), "during warmup")
         latency = time.perf_counter() - t0
         self._check(records, "during warmup")
+        _freeze_heap()
         return latency
 
+    def _planned_sends(self, workload: Workload) -> list[tuple[Any, int | None, int | None, bool | None]]:
+        """What each planned request sends: its own prompt token ids (trace) or its dataset prompt's text."""
+        out = []
+        for p in self.schedule.requests:
+            if p.prompt_token_ids is not None:
+                out.append((list(p.prompt_token_ids), p.input_tokens, p.max_tokens, True if p.ignore_eos else None))
+            else:
+                n = workload.input_tokens[p.item] if p.item < len(workload.input_tokens) else None
+                out.append((workload.payload[p.item], n or None, p.max_tokens, True if p.ignore_eos else None))
+        return out
+
     def run(self, workload: Workload) -> RunOutput:
-        records = self._drive(workload.payload, workload.input_tokens, self._offsets(len(workload.payload)),
-                              "during the measured run")
+        assert self.schedule is not None
+        plan = self.schedule.requests
+        records = self._drive(self._planned_sends(workload), self.schedule.offsets, "during the measured run")
         # Bookkeeping after the last answer: nothing but the scheduler and the client ran in the window.
         self._check(records, "during the measured run")
-        ok = [r for r in records if r.error is None]
+        if self.client is not None:
+            self.client.check_usage()
+        ok = [r for r in records if r.succeeded]
         phases = [Phase(r.t_submit, r.t_first_token, r.t_end) for r in ok]
         extra: dict[str, Any] = {"serving_info": self._run_info(records), "latency_note": None}
+        sched = {**self.schedule.info, "offered_rate_s": self.schedule.offered_rate_s, "requests": len(plan)}
+        forced = {p.index: p.max_tokens for p in plan if p.ignore_eos}
+        if forced:
+            sched["output_lengths_matched"] = sum(1 for r in ok if r.output_tokens == forced.get(r.index))
+            sched["input_lengths_matched"] = sum(1 for r in ok if r.input_tokens == plan[r.index].input_tokens)
+        extra["serving_info"]["schedule"] = sched
         notes = []
         failed = len(records) - len(ok)
         if failed:
-            first = next(r.error for r in records if r.error is not None)
-            notes.append(f"{failed} of {len(records)} requests failed (first: {first})")
+            by = _by_reason(records)
+            first = next(r.error for r in records if not r.succeeded)
+            notes.append(f"{failed} of {len(records)} requests failed ({', '.join(f'{k} {v}' for k, v in by.items())}; "
+                         f"first: {first}); throughput, latency and token counts use the {len(ok)} that succeeded")
+        mm = self.client.mismatch if self.client else None
+        if mm is not None and mm.count:
+            i, usage, streamed = mm.first or (0, 0, 0)
+            notes.append(f"{mm.count} of {len(ok)} answers: the server's usage.completion_tokens differs from the "
+                         f"tokens streamed (request {i}: usage {usage}, streamed {streamed}, counted by {mm.how}); "
+                         f"llem counts usage (the server's count of what it generated)")
         lengths = sorted({r.output_tokens for r in ok})
-        if self.o.ignore_eos and lengths and lengths != [self.o.max_tokens]:
-            notes.append(f"openai.ignore_eos=true, yet the server produced {lengths[0]}..{lengths[-1]} output tokens "
+        if self.settings is not None and self.settings.ignore_eos and lengths and lengths != [self.o.max_tokens]:
+            notes.append(f"ignore_eos sent, yet the server produced {lengths[0]}..{lengths[-1]} output tokens "
                          f"per request (asked {self.o.max_tokens}): not fixed length; the result counts what it produced")
         if not self.info.get("energy_covers_server", True):
             notes.append(self.info["energy_scope"])
@@ -404,22 +509,31 @@ class OpenaiBackend(Backend):
         """A dead server, or no request answered: the job fails with the reason."""
         if self.server is not None:
             self.server.check_alive(during)
-        if records and all(r.error is not None for r in records):
+        if records and not any(r.succeeded for r in records):
             assert self.settings is not None
-            raise ServerError(f"all {len(records)} requests to {self.settings.url} failed {during}; "
+            by = ", ".join(f"{k} {v}" for k, v in _by_reason(records).items())
+            raise ServerError(f"all {len(records)} requests to {self.settings.url} failed {during} ({by}); "
                               f"first error: {records[0].error}")
 
     def _run_info(self, records: list[RequestRecord]) -> dict[str, Any]:
-        ok = [r for r in records if r.error is None]
+        ok = [r for r in records if r.succeeded]
         lengths = [r.output_tokens for r in ok]
         exact = self.settings is not None and self.settings.vllm_server
+        mm = self.client.mismatch if self.client else None
         return {**self.info,
                 "ignore_eos": self.o.ignore_eos,
                 "fixed_length": bool(lengths) and all(n == self.o.max_tokens for n in lengths),
                 "output_tokens_min": min(lengths) if lengths else None,
                 "output_tokens_max": max(lengths) if lengths else None,
-                "token_times": ("one per output token (vLLM continuous usage stats: tokens per chunk)" if exact
-                                else "one per streamed chunk with output (tokens per chunk unknown)"),
+                "requests_sent": len(records),
+                "requests_succeeded": len(ok),
+                "requests_failed": len(records) - len(ok),
+                "failed_by_reason": _by_reason(records),
+                "chunk_tokens": ("tokens per chunk from the server (vLLM continuous usage stats)" if exact
+                                 else "one token per streamed chunk assumed (the server does not say)"),
+                "usage_mismatch": None if mm is None else {"answers": mm.count, "first": mm.first,
+                                                           "streamed_counted_by": mm.how or None,
+                                                           "counted": "usage.completion_tokens"},
                 "chunk_token_mismatch": self.client.chunk_mismatch if self.client else None}
 
     # -- facts ------------------------------------------------------------------------------------------
@@ -445,7 +559,7 @@ class OpenaiBackend(Backend):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
         if self._server_pids:
-            peaks = {pid: _peak_rss(pid) for pid in self._server_pids}
+            peaks = {pid: peak_rss(pid) for pid in self._server_pids}
             mem["server_peak_rss_bytes"] = {str(pid): v for pid, v in peaks.items() if v is not None}
         return mem
 
@@ -484,3 +598,27 @@ class OpenaiBackend(Backend):
         server, self.server = self.server, None
         if server is not None:
             server.stop()
+        import gc
+
+        gc.unfreeze()
+
+
+def _by_reason(records: list[RequestRecord]) -> dict[str, int]:
+    """Failed requests counted by failure code (FAILURE_CODES), most frequent first."""
+    counts: dict[str, int] = {}
+    for r in records:
+        if not r.succeeded:
+            key = r.failure or "error"
+            counts[key] = counts.get(key, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _freeze_heap() -> None:
+    """Before the window: collect, then move every live object out of the cyclic GC's reach (gc.freeze).
+    A job process holds millions of objects (transformers, tokenizer, Hydra); a full collection
+    triggered by the client's allocations in the window would pause the event loop for tens of ms and
+    show as TTFT and ITL that the server did not cause."""
+    import gc
+
+    gc.collect()
+    gc.freeze()

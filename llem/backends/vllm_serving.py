@@ -7,6 +7,17 @@ honouring `scenario.max_concurrency`) and streamed back output by output (DELTA)
 see, without HTTP. Engine arguments, knob checks, tokenization and the engine's process clean-up are
 the offline backend's (llem/backends/vllm.py); only the engine class and the request path differ.
 
+What is sent and when is the schedule (llem/serving/schedule.py): the dataset's prompts at vLLM's
+arrival process, or a trace's requests (llem/serving/trace.py) with their own prompt tokens and exact
+output lengths (per-request SamplingParams with max_tokens = min_tokens and ignore_eos), built in
+`prepare`, outside the window. Per request the record holds each streamed output's time (one chunk per
+DELTA output: vLLM's ITL) and the engine's scheduling time (`RequestOutput.metrics.scheduled_ts`, engine
+core monotonic clock mapped onto perf_counter), so per-request energy counts a request as running from
+its scheduling, not from its send.
+
+Version floor: prompt rendering uses `vllm.renderers` (vLLM ≥ 0.1x, Dec 2025) where it exists and hands
+token-id prompts to `generate` as they are on older releases (feature-detected in `_EngineView`).
+
 Everything runs on one asyncio event loop owned by the backend, driven with `run_until_complete` in
 load, warmup, run and close: no thread of ours runs beside the engine.
 """
@@ -20,11 +31,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import RunOutput, Workload
-from llem.backends.vllm import VllmBackend
+from llem.backends.vllm import Clocks, VllmBackend
 from llem.config.validate import ConfigError
 from llem.measure.latency import Phase, RequestRecord
-from llem.serving.arrivals import arrival_offsets
-from llem.serving.schedule import drive, lateness_s
+from llem.serving.schedule import PlannedRequest, Schedule, arrival_schedule, drive, lateness_s
 
 
 class _EngineView:
@@ -34,10 +44,15 @@ class _EngineView:
         self.llm_engine = engine  # .model_config, .vllm_config
 
     def _preprocess_cmpl(self, prompts: Sequence[Any]) -> Sequence[Any]:
-        """As vLLM's LLM._preprocess_cmpl: token-id prompts rendered once, before the window."""
-        from vllm.renderers.inputs.preprocess import parse_model_prompt
-
+        """As vLLM's LLM._preprocess_cmpl: token-id prompts rendered once, before the window. Releases
+        without `vllm.renderers` (before Dec 2025) take the token-id prompt dicts as they are."""
         engine = self.llm_engine
+        try:
+            from vllm.renderers.inputs.preprocess import parse_model_prompt
+        except ImportError:
+            return prompts
+        if not hasattr(engine, "renderer"):
+            return prompts
         parsed = [parse_model_prompt(engine.model_config, p) for p in prompts]
         return engine.renderer.render_cmpl(parsed, engine.renderer.default_cmpl_tok_params)
 
@@ -50,6 +65,10 @@ class VllmServingBackend(VllmBackend):
         self.engine: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._warmups = 0
+        self.schedule: Schedule | None = None
+        self._inputs: list[Any] = []  # engine input per planned request (trace: its own prompt)
+        self._req_params: list[Any] = []  # SamplingParams per planned request
+        self._clocks: Clocks | None = None
 
     def _engine_kwargs(self) -> dict[str, Any]:
         kw = super()._engine_kwargs()
@@ -80,71 +99,125 @@ class VllmServingBackend(VllmBackend):
 
         return AsyncLLM.from_engine_args(AsyncEngineArgs(**self.engine_kwargs))
 
+    # -- schedule (before the window) ------------------------------------------------------------------
+    def prepare(self, prompts: list[str]) -> Workload:
+        workload = super().prepare(prompts)
+        s = self.cfg.scenario
+        seed = self.cfg.seed if s.seed is None else s.seed
+        if s.trace.path:
+            self.schedule = self._trace_schedule(prompts, seed)
+            self._inputs = list(self._engine_inputs([list(p.prompt_token_ids or ()) for p in self.schedule.requests]))
+        else:
+            self.schedule = arrival_schedule(len(workload.payload), s, seed, workload.input_tokens)
+            self._inputs = [workload.payload[p.item] for p in self.schedule.requests]
+        cache: dict[tuple[int, bool], Any] = {}
+        self._req_params = []
+        for p in self.schedule.requests:
+            key = (p.max_tokens or self.v.max_tokens, p.ignore_eos)
+            if key not in cache:
+                cache[key] = self._params(*key)
+            self._req_params.append(cache[key])
+        return workload
+
+    def _trace_schedule(self, prompts: list[str], seed: int) -> Schedule:
+        from llem.serving.trace import trace_schedule
+
+        context = self.llm.llm_engine.model_config.max_model_len
+        return trace_schedule(self.cfg.scenario.trace, prompts, self.tokenizer, context, seed)
+
     # -- requests ---------------------------------------------------------------------------------------
-    def _params(self, max_tokens: int) -> Any:
+    def _params(self, max_tokens: int, exact: bool = False) -> Any:
+        """Streamed (DELTA: every output's time, as a client sees it); exact: exactly max_tokens (trace)."""
+        from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        params = super()._params(max_tokens)
-        params.output_kind = RequestOutputKind.DELTA  # always streamed: every output's time, as a client sees it
-        return params
+        v = self.v
+        min_tokens = max_tokens if exact else min(v.min_tokens or 0, max_tokens)
+        return SamplingParams(
+            max_tokens=max_tokens, min_tokens=min_tokens, ignore_eos=bool(exact or v.ignore_eos),
+            temperature=v.temperature, top_p=v.top_p, top_k=v.top_k, detokenize=False,
+            output_kind=RequestOutputKind.DELTA)
 
-    def _sender(self, workload: Workload, params: Any, tag: str) -> Any:
-        engine, payload = self.engine, workload.payload
+    def _sender(self, plan: Sequence[PlannedRequest], inputs: Sequence[Any], params: Sequence[Any], tag: str) -> Any:
+        engine = self.engine
+        mono = (self._clocks or Clocks.sample()).monotonic_to_perf_s
 
         async def send(i: int) -> RequestRecord:
-            item = dict(payload[i % len(payload)])
-            times: list[float] = []
+            p = plan[i]
+            item = inputs[i]
+            item = dict(item) if isinstance(item, dict) else item
+            chunks: list[float] = []
+            tokens: list[int] = []
+            finish = stats = None
             t_submit = time.perf_counter()
-            item["arrival_time"] = time.time()
+            if isinstance(item, dict) and "type" in item:  # rendered (vllm.renderers): stamp the arrival
+                item["arrival_time"] = time.time()
+            failure = error = None
             try:
-                async for out in engine.generate(item, params, f"{tag}{i}"):
+                async for out in engine.generate(item, params[i], f"{tag}{i}"):
                     t = time.perf_counter()
-                    k = len(out.outputs[0].token_ids) if out.outputs else 0
-                    times.extend([t] * k)
-                error = None
+                    o = out.outputs[0] if out.outputs else None
+                    k = len(o.token_ids) if o is not None else 0
+                    if k:
+                        chunks.append(t)
+                        tokens.append(k)
+                    if o is not None and o.finish_reason is not None:
+                        finish = o.finish_reason
+                    stats = out.metrics
             except Exception as e:  # noqa: BLE001 - recorded per request; the run goes on
-                error = f"{type(e).__name__}: {e}"
-            return RequestRecord(index=i, input_tokens=workload.input_tokens[i % len(payload)],
-                                 output_tokens=len(times), t_submit=t_submit,
-                                 t_first_token=times[0] if times else None,
-                                 t_end=times[-1] if times else time.perf_counter(), token_times=times, error=error)
+                error, failure = f"{type(e).__name__}: {e}", "server"
+            sched = getattr(stats, "scheduled_ts", None) if stats is not None else None
+            times = [t for t, k in zip(chunks, tokens) for _ in range(k)]  # per token: attribution only
+            return RequestRecord(
+                index=i, input_tokens=p.input_tokens or 0, output_tokens=sum(tokens), t_submit=t_submit,
+                t_first_token=chunks[0] if chunks else None, t_end=chunks[-1] if chunks else time.perf_counter(),
+                token_times=times, chunk_times=chunks, chunk_tokens=tokens,
+                t_scheduled=sched + mono if sched else None, finish_reason=finish, error=error, failure=failure)
 
         return send
 
-    def _offsets(self, n: int) -> list[float]:
-        s = self.cfg.scenario
-        return arrival_offsets(n, s.request_rate, s.burstiness, self.cfg.seed if s.seed is None else s.seed)
-
     def warmup_step(self, workload: Workload) -> float:
-        """scenario.warmup_requests requests through the same scheduler and engine path, at the same rate."""
-        assert self.loop is not None
-        n = self.cfg.scenario.warmup_requests
-        max_tokens = self.cfg.warmup.max_output_tokens or self.v.max_tokens
-        send = self._sender(workload, self._params(max_tokens), f"warmup{self._warmups}-")
+        """scenario.warmup_requests requests through the same scheduler and engine path: the schedule's first
+        ones, at their offsets."""
+        assert self.loop is not None and self.schedule is not None
+        n = min(self.cfg.scenario.warmup_requests, len(self.schedule.requests))
+        plan = self.schedule.requests[:n]
+        cap = self.cfg.warmup.max_output_tokens
+        params = self._req_params[:n] if not cap else [self._params(min(cap, p.max_tokens or cap)) for p in plan]
+        send = self._sender(plan, self._inputs[:n], params, f"warmup{self._warmups}-")
         self._warmups += 1
         t0 = time.perf_counter()
-        self.loop.run_until_complete(drive(self._offsets(n), send, self.cfg.scenario.max_concurrency))
+        self.loop.run_until_complete(drive([p.offset_s for p in plan], send, self.cfg.scenario.max_concurrency))
         latency = time.perf_counter() - t0
         # The measured pass must not find its prompts' KV in the prefix cache because warmup ran them.
         self.loop.run_until_complete(self.engine.reset_prefix_cache())
         return latency
 
     def run(self, workload: Workload) -> RunOutput:
-        assert self.loop is not None
-        offsets = self._offsets(len(workload.payload))  # pure and cheap; the window starts with the arrivals
-        send = self._sender(workload, self._params(self.v.max_tokens), "")
-        records = self.loop.run_until_complete(drive(offsets, send, self.cfg.scenario.max_concurrency))
-        if records and all(r.error is not None for r in records):  # nothing was served: a failed job, not a result
+        assert self.loop is not None and self.schedule is not None
+        plan = self.schedule.requests
+        self._clocks = Clocks.sample()
+        send = self._sender(plan, self._inputs, self._req_params, "")
+        records = self.loop.run_until_complete(drive(self.schedule.offsets, send, self.cfg.scenario.max_concurrency))
+        if records and all(not r.succeeded for r in records):  # nothing was served: a failed job, not a result
             raise RuntimeError(f"every one of {len(records)} requests failed; the first: {records[0].error}")
         late = lateness_s(records)
+        forced = {p.index: p.max_tokens for p in plan if p.ignore_eos}
+        ok = [r for r in records if r.succeeded]
+        sched = {**self.schedule.info, "offered_rate_s": self.schedule.offered_rate_s, "requests": len(plan)}
+        if forced:
+            sched["output_lengths_matched"] = sum(1 for r in ok if r.output_tokens == forced.get(r.index))
+            sched["input_lengths_matched"] = sum(1 for r in ok if r.input_tokens == len(plan[r.index].prompt_token_ids or ()))
         extra: dict[str, Any] = {
-            "latency_method": "client-side perf_counter at each streamed output of vLLM's AsyncLLM (in process)",
+            "latency_method": "client-side perf_counter at each streamed output of vLLM's AsyncLLM (in process); "
+                              "scheduling time from RequestOutput.metrics.scheduled_ts",
             "engine": self._engine_info([]),
             "serving_info": {"engine": "vllm.v1.engine.async_llm.AsyncLLM (in process)",
-                             "lateness_max_s": max(late) if late else None},
+                             "lateness_max_s": max(late) if late else None, "schedule": sched},
         }
-        phases = [Phase(t_start=r.t_submit, t_first_token=r.t_first_token, t_end=r.t_end) for r in records]
-        return RunOutput(records=records, phases=phases, extra=extra)
+        phases = [Phase(t_start=r.t_scheduled if r.t_scheduled is not None else r.t_submit,
+                        t_first_token=r.t_first_token, t_end=r.t_end) for r in records]
+        return RunOutput(records=list(records), phases=phases, extra=extra)
 
     # -- exit -------------------------------------------------------------------------------------------
     def close(self) -> None:

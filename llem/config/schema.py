@@ -175,9 +175,11 @@ class OpenaiConfig:
     endpoint: str = "completions"  # completions | chat
     max_input_tokens: int = 512  # prompts truncated to this many tokens of the model's tokenizer
     max_tokens: int = 32  # output tokens per request
-    ignore_eos: bool = True  # fixed length (vLLM servers: also min_tokens=max_tokens); false for servers refusing it
+    ignore_eos: bool | None = None  # null: sent (with min_tokens) to vLLM/SGLang servers only; true: to any server; false: never
     temperature: float = 0.0  # 0 = greedy
-    request_timeout_s: float = 600.0  # a request without a complete answer after this long fails
+    read_timeout_s: float = 600.0  # longest silence between two reads of one answer (queueing included) before it fails
+    request_timeout_s: float | None = None  # whole-request cap (send to last byte); null = none (read_timeout_s bounds silences)
+    max_connections: int | None = None  # HTTP connection pool; null = open-file limit - 256 (requests queue for a slot)
     extra_body: dict[str, Any] = field(default_factory=dict)  # more request fields, e.g. {top_k: 1}
     server: OpenaiServerConfig = field(default_factory=OpenaiServerConfig)
 
@@ -233,10 +235,27 @@ class DebugConfig:
 
 @dataclass
 class SloConfig:
-    """Service-level objective of a serving job: a request meets it when both hold."""
+    """Service-level objective of a serving job, as vLLM's `--goodput`: a succeeded request is good when every
+    threshold that is set holds (any subset; null = not used)."""
 
-    ttft_s: float = 1.0  # time to first token, seconds (from send)
-    itl_s: float = 0.1  # mean inter-token latency of the request, seconds
+    ttft_s: float | None = 1.0  # time to first token (from send), seconds; null = not used
+    tpot_s: float | None = 0.1  # time per output token (e2el − ttft) / (output tokens − 1), seconds; null = not used
+    e2el_s: float | None = None  # end-to-end latency (send → last token), seconds; null = not used
+    itl_s: float | None = None  # removed: it was the request's mean inter-token time, vLLM's TPOT: use tpot_s
+
+
+@dataclass
+class TraceConfig:
+    """Replay of a production trace (docs/traces.md): each request at its trace time, with its lengths."""
+
+    path: str | None = None  # Azure LLM inference CSV or Mooncake JSONL; null = no trace (the arrival process)
+    format: str = "auto"  # auto (from the content) | azure | mooncake
+    speedup: float = 1.0  # the trace's time is divided by this (2 = twice as fast)
+    start_s: float = 0.0  # window start, seconds after the trace's first request
+    duration_s: float | None = None  # window length, seconds of trace time; null = to the end
+    max_requests: int | None = None  # at most this many requests of the window (the first ones); null = all
+    clip: bool = False  # a request too long for the context: false = skip it (counted), true = clip its prompt
+    block_tokens: int | None = None  # tokens per Mooncake hash_id block; null = inferred (ceil(input / ids))
 
 
 @dataclass
@@ -245,11 +264,15 @@ class ScenarioConfig:
 
     name: str = "offline"  # offline: all prompts at once / static batches | serving: requests arrive over time
     request_rate: float = float("inf")  # serving: requests/s of the arrival process; inf = all at once
-    burstiness: float = 1.0  # serving: gamma shape of inter-arrival gaps; 1 = Poisson, < 1 burstier
+    burstiness: float = 1.0  # serving: gamma shape of inter-arrival gaps; 1 = Poisson, < 1 burstier, inf = constant
     max_concurrency: int | None = None  # serving: most requests in flight (client side); null = unbounded
     warmup_requests: int = 4  # serving: requests run through the same path before the window (not measured)
     seed: int | None = None  # serving: arrival-process seed; null = the top-level seed
+    ramp_up: str | None = None  # serving: null | linear | exponential: rate from ramp_up_start_rps to _end_rps
+    ramp_up_start_rps: float | None = None  # serving, with ramp_up: rate of the first request (req/s)
+    ramp_up_end_rps: float | None = None  # serving, with ramp_up: rate of the last request (req/s)
     slo: SloConfig = field(default_factory=SloConfig)
+    trace: TraceConfig = field(default_factory=TraceConfig)  # serving: replay a trace instead of the arrivals
 
 
 @dataclass(frozen=True)

@@ -161,18 +161,10 @@ def _check_scenario(c: _Checks, cfg: ExperimentConfig) -> None:
               f"(backends with scenario={s.name}: {', '.join(n for n, b in BACKENDS.items() if s.name in b.scenarios())})")
     if s.name != "serving":
         return
-    rate = s.request_rate
-    if rate is None or rate != rate or rate <= 0:  # nan != nan
-        c.add("scenario.request_rate", rate, "a number of requests/s > 0, or inf (all at once)")
-    if s.burstiness is None or not 0 < s.burstiness < float("inf"):
-        c.add("scenario.burstiness", s.burstiness, "a number > 0 (1 = Poisson, < 1 burstier, > 1 more regular)")
-    if s.max_concurrency is not None:
-        c.int_min("scenario.max_concurrency", s.max_concurrency, 1)
-    c.int_min("scenario.warmup_requests", s.warmup_requests, 0)
-    for key in ("ttft_s", "itl_s"):
-        value = getattr(s.slo, key)
-        if value is None or value != value or value <= 0:
-            c.add(f"scenario.slo.{key}", value, "a number of seconds > 0 (inf = no limit)")
+    from llem.serving.checks import check_serving  # the serving knobs' checks, the trace file's included
+
+    for key, value, allowed in check_serving(s):
+        c.add(key, value, allowed)
 
 
 def _check_dataset(c: _Checks, cfg: ExperimentConfig) -> None:

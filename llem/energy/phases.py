@@ -23,7 +23,7 @@ from typing import Any
 from llem.energy.base import EnergyReading
 
 KINDS = ("gpu", "cpu", "dram")
-LABELS = ("prefill", "decode", "unsplit", "other")
+LABELS = ("prefill", "decode", "mixed", "unsplit", "other")
 
 
 @dataclass
@@ -94,8 +94,10 @@ def energy_in_span(readings: Sequence[EnergyReading], t0: float, t1: float) -> d
 
 
 def timeline(phases: Sequence[Any], w0: float, w1: float) -> list[tuple[float, float, str]]:
-    """Split [w0, w1] into labelled spans: prefill wherever any batch is before its first token, else
-    decode wherever any batch is generating, else unsplit (phases without a first token), else other."""
+    """Split [w0, w1] into labelled spans. The rule: an instant is prefill where some phase is before its first
+    token and none is generating, decode where some phase is generating and none is before its first token,
+    mixed where both happen (continuous batching: the engine's steps carry prefill and decode together, so
+    that energy cannot be told apart), unsplit where only phases without a first token run, else other."""
     events: list[tuple[float, str, int]] = []
     for p in phases:
         first = p.t_first_token
@@ -113,12 +115,20 @@ def timeline(phases: Sequence[Any], w0: float, w1: float) -> list[tuple[float, f
         while k < len(events) and events[k][0] <= a:
             active[events[k][1]] += events[k][2]
             k += 1
-        label = next((name for name in ("prefill", "decode", "unsplit") if active[name] > 0), "other")
+        if active["prefill"] > 0 and active["decode"] > 0:
+            label = "mixed"
+        else:
+            label = next((name for name in ("prefill", "decode", "unsplit") if active[name] > 0), "other")
         if spans and spans[-1][2] == label and spans[-1][1] == a:
             spans[-1] = (spans[-1][0], b, label)
         else:
             spans.append((a, b, label))
     return spans
+
+
+RULE = ("prefill: instants where some request is between its start (engine scheduling where known, else send) and "
+        "its first token and none is generating; decode: some request generating and none before its first token; "
+        "mixed: both at once (one engine step carries both: not told apart, not in prefill or decode)")
 
 
 def _overlapping(phases: Sequence[Any]) -> bool:
@@ -219,11 +229,11 @@ def phase_energy(readings: Sequence[EnergyReading], phases: Sequence[Any], w0: f
                      "each phase's mean power fitted over the window, not from cells of their own")
     overlap = _overlapping(phases)
     if overlap:
-        notes.append("phases overlap (continuous batching): instants where any request is in prefill count as "
-                     "prefill, the rest of the generating time as decode")
+        notes.append("phases overlap (continuous batching): only instants with prefill alone count as prefill and "
+                     "with decode alone as decode; instants with both are 'mixed'")
     block.update({
         "window": {"duration_s": w1 - w0, "devices": window, **_kind_totals(window, kinds)},
-        "n_phases": len(phases), "overlapping_phases": overlap, "resolution_s": resolution,
+        "n_phases": len(phases), "overlapping_phases": overlap, "resolution_s": resolution, "rule": RULE,
         "fitted_power_w": fitted,
         "method": "cumulative energy (counter at its tick times, else power integral) per cell of one counter step "
                   "or sample interval; cells straddling a phase boundary divided by time × each phase's fitted "

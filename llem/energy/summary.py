@@ -135,17 +135,20 @@ def _phase_figures(ph: dict[str, Any], basis: str | None, input_tokens: int | No
     if basis is None:
         return
     key = f"{basis}_j"
-    for label in ("prefill", "decode", "unsplit", "other"):
+    for label in ("prefill", "decode", "mixed", "unsplit", "other"):
         if label in ph:
             ph[f"{label}_j"] = ph[label][key]
     prefill, decode = ph.get("prefill_j"), ph.get("decode_j")
     # The first token of each request comes out of prefill; decode makes the rest.
     decode_tokens = output_tokens - requests
-    ph["j_per_input_token_prefill"] = prefill / input_tokens if prefill is not None and input_tokens else None
-    ph["j_per_output_token_decode"] = decode / decode_tokens if decode is not None and decode_tokens > 0 else None
+    # With 'mixed' time (continuous batching) some prefill and decode energy is in neither: no per-token figure.
+    mixed = (ph.get("mixed") or {}).get("duration_s") or 0.0
+    ph["j_per_input_token_prefill"] = prefill / input_tokens if prefill is not None and input_tokens and not mixed else None
+    ph["j_per_output_token_decode"] = (decode / decode_tokens if decode is not None and decode_tokens > 0 and not mixed
+                                       else None)
     power = (adjusted or {}).get("baseline_power_w", {}).get(basis)
     if power is not None:
-        for label in ("prefill", "decode", "unsplit", "other"):
+        for label in ("prefill", "decode", "mixed", "unsplit", "other"):
             if label in ph and ph[label][key] is not None:
                 ph[f"{label}_adjusted_j"] = ph[label][key] - power * ph[label]["duration_s"]
 

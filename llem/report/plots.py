@@ -252,42 +252,79 @@ def compare_ratios(table: pd.DataFrame, path: Path, name_a: str, name_b: str) ->
     return _save(fig, path)
 
 
-def serving_vs_rate(frame: pd.DataFrame, path: Path, slo_ttft_s: float | None, slo_itl_s: float | None,
+SLO_STRETCH = 1.3  # an SLO line up to this far above the data's top widens the axis to show it; higher: noted
+
+
+def serving_vs_rate(frame: pd.DataFrame, path: Path, slo_ttft_s: float | None, slo_tpot_s: float | None,
                     target: float = 0.9) -> Path | str:
-    """Serving sweeps: J/request, TTFT p90, ITL p90 and the SLO fraction against achieved request rate,
-    one line per series (a config without its request rate), the SLO and the target as dashed lines."""
+    """Serving sweeps against achieved request rate, one line per series (a config without its request
+    rate): J/request (only where energy was measured), TTFT p90, TPOT p90 (vLLM's; the SLO's "mean ITL"),
+    ITL p90 (gaps between streamed chunks) and the fraction within the SLO. Panels without data are left
+    out (the figure says which). Axes are scaled to the data: an SLO far above it is written in the panel
+    instead of drawn (a line at 1 s would flatten latencies of a few ms onto the axis)."""
     rate = "serving.achieved_rate_s.mean"
     if frame.empty or rate not in frame or not frame[rate].notna().any():
         return "no completed serving job (scenario=serving) in these results"
-    panels = [("serving.energy.j_per_request", "J / request", 1.0, None),
-              ("serving.latency.ttft_s.p90", "TTFT p90 (ms)", 1000.0, slo_ttft_s),
-              ("serving.latency.itl_s.p90", "ITL p90 (ms)", 1000.0, slo_itl_s),
-              ("serving.slo.fraction", "requests within the SLO (%)", 100.0, target)]
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    slo_set = _finite(slo_ttft_s) or _finite(slo_tpot_s)
+    candidates = [("serving.energy.j_per_request", "J / request", 1.0, None, "energy not measured"),
+                  ("serving.latency.ttft_s.p90", "TTFT p90 (ms)", 1000.0, slo_ttft_s, "no TTFT"),
+                  ("serving.latency.tpot_s.p90", "TPOT p90 (ms)", 1000.0, slo_tpot_s, "no TPOT (results before TPOT)"),
+                  ("serving.latency.itl_s.p90", "ITL p90 (ms): gaps between streamed chunks", 1000.0, None, "no ITL"),
+                  ("serving.slo.fraction", "requests within the SLO (%)", 100.0, target,
+                   "no SLO set" if not slo_set else "no SLO fraction")]
+    panels, missing = [], []
+    for metric, title, scale, line, why in candidates:
+        col = f"{metric}.mean"
+        if col in frame and frame[col].notna().any() and (metric != "serving.slo.fraction" or slo_set):
+            panels.append((metric, title, scale, line))
+        else:
+            missing.append(f"{title.split(' (')[0]}: {why}")
+    if not panels:
+        return "no serving figure has data in these results"
+    ncols = 2 if len(panels) in (2, 4) else min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.5 * ncols, 4 * nrows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        fig.delaxes(ax)  # no empty boxes
     for ax, (metric, title, scale, line) in zip(axes.flat, panels):
         col = f"{metric}.mean"
-        if col not in frame or not frame[col].notna().any():
-            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
-        else:
-            for i, (series, part) in enumerate(frame.groupby("series", sort=False)):
-                part = part[part[rate].notna() & part[col].notna()].sort_values(rate)
-                ax.errorbar(part[rate], part[col] * scale, yerr=(part[f"{metric}.ci95"] * scale).fillna(0),
-                            fmt="o-", capsize=3, color=COLORS[i % len(COLORS)], label=short_label(str(series)))
-                if "override.scenario.request_rate" in part:  # each point's offered rate
-                    for x, y, offered in zip(part[rate], part[col] * scale, part["override.scenario.request_rate"]):
-                        ax.annotate(f"{offered:g}" if isinstance(offered, float) else str(offered), (x, y),
-                                    textcoords="offset points", xytext=(4, 4), fontsize=7, color="dimgray")
-        if line is not None and math.isfinite(line):
-            ax.axhline(line * scale, ls="--", color="red", lw=1.2,
-                       label=f"{'target' if metric.endswith('fraction') else 'SLO'} {fixed_text(line * scale)}"
-                               f"{' %' if metric.endswith('fraction') else ' ms' if scale == 1000.0 else ''}")
+        top = 0.0
+        for i, (series, part) in enumerate(frame.groupby("series", sort=False)):
+            part = part[part[rate].notna() & part[col].notna()].sort_values(rate)
+            if part.empty:
+                continue
+            ci = (part[f"{metric}.ci95"] * scale).fillna(0) if f"{metric}.ci95" in part else 0 * part[col]
+            ys = part[col] * scale
+            top = max(top, float((ys + ci).max()))
+            ax.errorbar(part[rate], ys, yerr=ci, fmt="o-", capsize=3, color=COLORS[i % len(COLORS)],
+                        label=short_label(str(series)))
+            if "override.scenario.request_rate" in part:  # each point's offered rate
+                for x, y, offered in zip(part[rate], ys, part["override.scenario.request_rate"]):
+                    ax.annotate(f"{offered:g}" if isinstance(offered, float) else str(offered), (x, y),
+                                textcoords="offset points", xytext=(4, 4), fontsize=7, color="dimgray")
+        top = top * 1.15 if top > 0 else 1.0
+        if metric == "serving.slo.fraction":
+            top = 105.0
+        if line is not None and _finite(line):
+            value = line * scale
+            unit = " %" if metric.endswith("fraction") else " ms" if scale == 1000.0 else ""
+            name = "target" if metric.endswith("fraction") else "SLO"
+            if value <= top * SLO_STRETCH:
+                top = max(top, value * 1.08)
+                ax.axhline(value, ls="--", color="red", lw=1.2, label=f"{name} {fixed_text(value)}{unit}")
+            else:
+                ax.text(0.98, 0.97, f"{name} {fixed_text(value)}{unit}: above this range", ha="right", va="top",
+                        transform=ax.transAxes, fontsize=8, color="red")
+        ax.set_ylim(0, top)
         ax.set_xlabel("achieved request rate (req/s)")
         ax.set_ylabel(title)
         ax.grid(alpha=0.3)
-        _floor_at_zero(ax)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.suptitle("Serving: energy and latency against load (points labelled with the offered rate, req/s)")
+            ax.legend(fontsize=8, loc="upper left")
+    title = "Serving: energy and latency against load (points labelled with the offered rate, req/s)"
+    if missing:
+        title += "\nnot drawn: " + "; ".join(missing)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)
 
 

@@ -103,7 +103,10 @@ def _parse_value(raw: str) -> Any:
         pass
     if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
         return raw[1:-1]
-    return raw
+    return _HYDRA_ESCAPE.sub(r"\1", raw)  # Hydra's sweeps escape `:` `=` `,` ...: show the plain value (URLs)
+
+
+_HYDRA_ESCAPE = re.compile(r"\\([\\()\[\]{}:=, \t])")  # hydra._internal.grammar.utils escape_special_characters
 
 
 def _flatten(prefix: str, block: dict[str, Any], out: dict[str, Any]) -> None:

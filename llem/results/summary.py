@@ -175,6 +175,9 @@ def render_summary(jobs: pd.DataFrame, table: pd.DataFrame, manifest: dict[str, 
     if skipped:
         head += f", {sum(len(s['indices']) for s in skipped)} skipped"
     lines = [head]
+    served = request_counts(jobs)
+    if served:
+        lines.append("  " + served)
     energy = J_PER_TOKEN in jobs.columns and jobs[J_PER_TOKEN].notna().any()
     header, rows = config_rows(configs)
     if rows:
@@ -229,6 +232,24 @@ def _report_extra() -> str:
     return "" if installed("report") else f" (needs matplotlib: {pip_line('report')})"
 
 
+def request_counts(jobs: pd.DataFrame) -> str:
+    """`serving requests: 800 sent, 600 succeeded, 200 failed (truncated 150, http_5xx 50)` over the study's
+    serving jobs (failed jobs included: a job that died mid-run keeps its counts); "" without serving jobs."""
+    col = "serving.requests.sent"
+    if jobs.empty or col not in jobs.columns or not jobs[col].notna().any():
+        return ""
+
+    def total(c: str) -> int:
+        return int(pd.to_numeric(jobs[c], errors="coerce").fillna(0).sum()) if c in jobs.columns else 0
+
+    prefix = "serving.requests.failed_by_reason."
+    reasons = {c[len(prefix):]: total(c) for c in jobs.columns if c.startswith(prefix)}
+    why = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1]) if v)
+    failed = total("serving.requests.failed")
+    return (f"serving requests: {total(col)} sent, {total('serving.requests.succeeded')} succeeded, {failed} failed"
+            + (f" ({why})" if why and failed else ""))
+
+
 def write_sweep_summary(sweep_dir: str | Path, cv_threshold: float = CV_THRESHOLD) -> str:
     """Write summary.csv and summary.parquet into `sweep_dir`; return the terminal table."""
     sweep_dir = Path(sweep_dir)
@@ -244,8 +265,11 @@ RATE = "serving.achieved_rate_s"
 SLO_FRACTION = "serving.slo.fraction"
 SERVING_J_PER_TOKEN = "serving.energy.j_per_output_token"
 SERVING_METRICS = (RATE, SERVING_J_PER_TOKEN, "serving.energy.j_per_request", "serving.latency.ttft_s.p90",
-                   "serving.latency.itl_s.p90", SLO_FRACTION, "serving.slo.goodput_rate_s",
-                   "serving.throughput.output_tok_s", "serving.energy.j_per_slo_request")
+                   "serving.latency.itl_s.p90", "serving.latency.tpot_s.p90", "serving.latency.e2e_s.p90",
+                   SLO_FRACTION, "serving.slo.goodput_rate_s", "serving.throughput.output_tok_s",
+                   "serving.energy.j_per_slo_request",
+                   "serving.requests.sent", "serving.requests.succeeded", "serving.requests.failed")
+SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")  # scenario.slo thresholds (vllm bench serve --goodput ttft/tpot/e2el)
 SLO_TARGET = 0.9  # the answer's bar: at least this fraction of requests meet the SLO
 RATE_KEY = "override.scenario.request_rate"
 
@@ -265,10 +289,24 @@ def serving_frame(jobs: pd.DataFrame) -> pd.DataFrame:
     agg.insert(1, "series", [config_label(r, [c for c in varying if c != RATE_KEY]) or str(r.get("backend"))
                              for _, r in agg.iterrows()])
     first = serving.groupby(serving["config_hash"].astype("string"), sort=False).first()
-    for key in ("ttft_s", "itl_s"):
+    for key in SLO_KEYS:
         col = f"serving.slo.{key}"
+        if key == "tpot_s" and col not in first and "serving.slo.itl_s" in first:
+            col = "serving.slo.itl_s"  # results before the rename: itl_s was the request's mean ITL (TPOT)
         agg[f"slo.{key}"] = agg["config_hash"].astype("string").map(first[col]) if col in first else math.nan
+    agg["slo.itl_s"] = agg["slo.tpot_s"]  # older name of the same threshold
     return agg
+
+
+def slo_text(ttft: float | None, tpot: float | None, e2el: float | None) -> str:
+    """`TTFT <= 500 ms, mean ITL <= 50 ms` for the thresholds that are set (mean ITL = vLLM's TPOT)."""
+    parts = [f"{name} <= {v * 1000:g} ms" for name, v in (("TTFT", ttft), ("mean ITL", tpot), ("e2e", e2el))
+             if v is not None]
+    return ", ".join(parts) or "no threshold"
+
+
+def _num_or_none(v: Any) -> float | None:
+    return float(v) if _number(v) else None
 
 
 def slo_answer(frame: pd.DataFrame, target: float = SLO_TARGET) -> list[str]:
@@ -277,12 +315,13 @@ def slo_answer(frame: pd.DataFrame, target: float = SLO_TARGET) -> list[str]:
     if frame.empty:
         return []
     lines = []
-    slos = frame[["slo.ttft_s", "slo.itl_s"]].drop_duplicates().dropna()
-    for _, slo in slos.iterrows():
-        ttft, itl = float(slo["slo.ttft_s"]), float(slo["slo.itl_s"])
-        lines.append(f"lowest J/output token with >= {target:.0%} of requests within the SLO "
-                     f"(TTFT <= {ttft * 1000:g} ms, mean ITL <= {itl * 1000:g} ms):")
-        mine = frame[(frame["slo.ttft_s"] == ttft) & (frame["slo.itl_s"] == itl)]
+    cols = [f"slo.{k}" for k in SLO_KEYS]
+    keys = [tuple(_num_or_none(r[c]) for c in cols) for _, r in frame[cols].iterrows()]
+    for key in dict.fromkeys(keys):
+        if all(v is None for v in key):
+            continue
+        lines.append(f"lowest J/output token with >= {target:.0%} of requests within the SLO ({slo_text(*key)}):")
+        mine = frame[[k == key for k in keys]]
         for backend, part in mine.groupby(mine["backend"].fillna("?"), sort=False):
             frac = part.get(f"{SLO_FRACTION}.mean", pd.Series(dtype=float))
             ok = part[frac >= target]

