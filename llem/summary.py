@@ -5,6 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 
+def _latency_line(lat: dict[str, Any], serving: dict[str, Any] | None) -> str:
+    """TTFT, TPOT (a request's mean gap after its first token), ITL (every gap between streamed chunks or
+    engine steps, pooled: vLLM's ITL) and e2e, each p50; serving jobs read their own succeeded-only block."""
+    if serving:
+        tpot, itl = serving.get("tpot_s"), serving.get("itl_s")
+        lat = serving
+    else:
+        tpot, itl = lat.get("itl_request_mean_s"), lat.get("itl_step_s")
+    parts = [f"TTFT p50 {_ms(lat.get('ttft_s'))}", f"TPOT p50 {_ms(tpot)}"]
+    if itl and itl.get("n"):
+        parts.append(f"ITL p50 {_ms(itl)}")
+    return ", ".join(parts + [f"e2e p50 {_ms(lat.get('e2e_s'))}"])
+
+
 def _ms(stats: dict[str, Any], key: str = "p50") -> str:
     value: float | None = (stats or {}).get(key)
     return "n/a" if value is None else f"{value * 1000:.1f} ms"
@@ -37,8 +51,7 @@ def render(result: dict[str, Any], out_dir: str) -> str:
         f"  tokens     {w['prompts']} prompts, {w['input_tokens']} in / {w['output_tokens']} out",
         f"  throughput {t['output_tok_s']:.1f} output tok/s, {t['requests_s']:.2f} req/s "
         f"(window {result['timing']['window_s']:.3f} s, load {result['timing']['load_s']:.2f} s)",
-        f"  latency    TTFT p50 {_ms(lat.get('ttft_s'))}, ITL p50 {_ms(lat.get('itl_request_mean_s'))}, "
-        f"e2e p50 {_ms(lat.get('e2e_s'))}",
+        f"  latency    {_latency_line(lat, (result.get('serving') or {}).get('latency'))}",
         f"  energy     {energy}",
     ]
     if steady:
