@@ -119,20 +119,24 @@ def _check_prompt_cap(c: Any, cfg: ExperimentConfig) -> None:
 
 
 def _check_offline_scenario(c: Any, cfg: ExperimentConfig) -> None:
+    """Every scenario knob but `name` is a serving knob (arrivals, SLO, trace, ramp-up): changed under
+    scenario=offline it would be ignored silently, so it is refused (nested sections key by key)."""
     s = cfg.scenario
     if s.name != "offline":
         return
-    default = ScenarioConfig()
-    for knob in SERVING_KNOBS:
-        value, dflt = getattr(s, knob), getattr(default, knob)
-        if knob == "slo":
-            changed = [f"slo.{f.name}" for f in dataclasses.fields(value) if getattr(value, f.name) != getattr(dflt, f.name)]
-            for key in changed:
-                c.add(f"scenario.{key}", getattr(value, key.split(".")[1]),
+
+    def walk(value: Any, dflt: Any, prefix: str) -> None:
+        for f in dataclasses.fields(dflt):
+            if prefix == "scenario" and f.name == "name":
+                continue
+            v, d = getattr(value, f.name), getattr(dflt, f.name)
+            if dataclasses.is_dataclass(d):
+                walk(v, d, f"{prefix}.{f.name}")
+            elif v != d and not (v != v and d != d):  # nan == nan here
+                c.add(f"{prefix}.{f.name}", v,
                       "its default with scenario=offline (a serving knob: add scenario=serving to use it)")
-        elif value != dflt and not (value != value and dflt != dflt):  # nan == nan here
-            c.add(f"scenario.{knob}", value,
-                  "its default with scenario=offline (a serving knob: add scenario=serving to use it)")
+
+    walk(s, ScenarioConfig(), "scenario")
 
 
 def _check_openai(c: Any, cfg: ExperimentConfig) -> None:
