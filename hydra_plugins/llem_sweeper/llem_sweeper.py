@@ -314,6 +314,10 @@ class LlemSweeper(Sweeper):
             m["status"] = "failed" if failed else "completed"
         m["finished_at"] = now_iso()
         manifest.write(sweep_dir, m)
+        if OmegaConf.select(self.config, "study.objective") is not None:  # objective values in the manifest
+            from llem.search.launching import record_objectives
+
+            record_objectives(sweep_dir)
         summarized = False
         try:
             from llem.results.summary import write_sweep_summary

@@ -193,6 +193,9 @@ class StudyConfig:
     gpus_per_job: int = 0  # launcher GPU slots; 0 = one job at a time, no pinning
     progress: bool = True
     fresh_process: str = "auto"  # launcher: fork each job from a preloaded zygote | spawn a new interpreter | auto (fork on Linux)
+    # search (llem/search/objective.py): result field(s) with a direction the job returns to Hydra, e.g.
+    # throughput.output_tok_s:max or [energy.j_per_output_token:min,latency.ttft_s.p90:min]; null = none
+    objective: Any = None
 
 
 @dataclass
