@@ -199,6 +199,15 @@ class StudyConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking (`tracking=none|mlflow`, llem/search/tracking.py, a Hydra callback); not in config_hash."""
+
+    name: str = "none"  # none | mlflow
+    uri: str | None = None  # MLflow tracking URI; null: sqlite:///<sweep or run folder>/mlflow.db
+    experiment: str | None = None  # MLflow experiment; null: the study's name (experiment=<option>, else llem)
+
+
+@dataclass
 class StudyJobConfig:
     """This job's place in a study; written by the sweeper, copied into the result."""
 
@@ -296,6 +305,7 @@ class _ExperimentCore:
     study: StudyConfig = field(default_factory=StudyConfig)
     study_job: StudyJobConfig = field(default_factory=StudyJobConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (docs/search-tracking-api.md)
     save_requests: bool = True  # per-request latencies beside result.json (requests.jsonl)
     quiet: bool = False  # no summary print
 
@@ -315,6 +325,6 @@ def _with_backend_sections(core: type) -> type:
 ExperimentConfig = _with_backend_sections(_ExperimentCore)
 
 # Top-level keys that do not change what is measured: excluded from config_hash.
-NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests")
+NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests", "tracking")
 # Nested settings that do not change what is measured either (where files are cached).
 NON_MEASUREMENT_SUBKEYS: tuple[tuple[str, str], ...] = (("model", "cache_dir"), ("openai", "api_key_env"))

@@ -214,6 +214,7 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
 
         for problem in objective_problems(s.objective):
             c.add(*problem)
+    c.one_of("tracking.name", cfg.tracking.name, ("none", "mlflow"))  # llem/search/tracking.py
     c.one_of("debug.fault", cfg.debug.fault, FAULTS)
 
 
