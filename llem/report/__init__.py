@@ -201,6 +201,7 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
             rep.files.append(fig)
     rep.notes = {name: fig for _, name, fig in figures if isinstance(fig, str)}
     page = _page(folder, jobs, table, configs, manifest, figures, compare_md, cv_threshold, torn)
+    page += __import__("llem.report.pareto", fromlist=["_"]).search_section(folder, jobs)  # study.objective
     if not serving.empty:
         page += "\n".join(["", "## Serving: the SLO answer", "", "```", *slo_answer(serving), "```", "",
                            "SLO: a request meets it when its TTFT and its mean ITL are within the limits; "
