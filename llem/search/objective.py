@@ -46,10 +46,14 @@ class Objective:
 
 
 def _leaves(prefix: str, block: Any, out: set[str]) -> None:
+    """Numeric leaves; a null leaf counts when its name says it is a figure (a unit or a statistic)."""
+    from llem.results import NUMERIC_NAME
+
     if isinstance(block, Mapping):
         for key, value in block.items():
             _leaves(f"{prefix}.{key}" if prefix else str(key), value, out)
-    elif block is None or (isinstance(block, (int, float)) and not isinstance(block, bool)):
+    elif (block is None and NUMERIC_NAME.search(prefix)) or (
+            isinstance(block, (int, float)) and not isinstance(block, bool)):
         out.add(prefix)
 
 
