@@ -91,21 +91,25 @@ class _Ret:
 
 
 def test_search_run_expands_cycles_and_returns_their_mean() -> None:
-    from hydra.core.utils import JobStatus
+    from hydra.core.utils import JobReturn, JobStatus
 
     run = SearchRun(obj.parse(["throughput.output_tok_s:max", "latency.e2e_s.p50:min"]), n_cycles=2)
     jobs, first = run.expand([["pytorch.batch_size=1"], ["pytorch.batch_size=4"]], initial_job_idx=3)
     assert first == 6  # trial 3 -> jobs 6, 7: unique across Optuna's launches
     assert jobs == [["pytorch.batch_size=1", "study_job.cycle=0"], ["pytorch.batch_size=4", "study_job.cycle=0"],
                     ["pytorch.batch_size=1", "study_job.cycle=1"], ["pytorch.batch_size=4", "study_job.cycle=1"]]
-    rets = [_Ret([10.0, 1.0]), _Ret([40.0, 0.5]), _Ret([20.0, 3.0]), _Ret(None, ok=False)]
+    rets = [_Ret([10.0, 1.0]), _Ret([40.0, 0.5]), _Ret([20.0, 3.0]), _Ret(RuntimeError("boom"), ok=False)]
     out = run.collapse(rets)
-    assert len(out) == 2 and all(r.status == JobStatus.COMPLETED for r in out)
+    assert len(out) == 2 and out[0].status == JobStatus.COMPLETED
     assert out[0]._return_value == [15.0, 2.0]  # mean over the trial's two cycles
-    assert all(math.isnan(v) for v in out[1]._return_value)  # a failed cycle: NaN, a failed trial for Optuna
+    assert out[1].status == JobStatus.FAILED and isinstance(out[1]._return_value, obj.ObjectiveMissing)
+    assert "cycle 1 of 2" in str(out[1]._return_value) and "boom" in str(out[1]._return_value)
+    with pytest.raises(obj.ObjectiveMissing):  # what Optuna's sweeper reads: a failed trial
+        _ = JobReturn(status=JobStatus.FAILED, _return_value=out[1]._return_value).return_value
     single = SearchRun(obj.parse("throughput.output_tok_s:max"), n_cycles=1)
     assert single.expand([["a=1"]], 5) == ([["a=1"]], 5)
-    assert math.isnan(single.collapse([_Ret("not a number")])[0]._return_value)
+    assert single.collapse([_Ret(7.5)])[0]._return_value == 7.5
+    assert single.collapse([_Ret(math.nan)])[0].status == JobStatus.FAILED
 
 
 def test_optuna_directions_must_match_the_objectives() -> None:
@@ -211,22 +215,16 @@ def api(hydra_restore_singletons: None) -> Iterator[None]:
     GlobalHydra.instance().clear()
 
 
-def _trials(storage: str, name: str) -> list[Any]:
-    import optuna
-
-    return optuna.load_study(study_name=name, storage=storage).trials
-
-
 @pytest.mark.slow
 def test_optuna_two_objective_search_with_llems_launcher(tmp_path: Path, llem_cache: Path, tiny_model: Path) -> None:
     import yaml
 
     from llem.report.pareto import pareto_front
 
-    sweep, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
+    sweep = tmp_path / "search"
     t0 = time.perf_counter()
     proc = run_llem(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3",
-                     "hydra.sweeper.sampler.seed=1", "hydra.sweeper.study_name=bs", f"hydra.sweeper.storage={storage}",
+                     "hydra.sweeper.sampler.seed=1",
                      "hydra.sweeper.direction=[maximize,minimize]", "pytorch.batch_size=choice(1,2,4,8)",
                      "study.objective=[throughput.output_tok_s:max,latency.e2e_s.p50:min]", *FAST,
                      f"hydra.sweep.dir={sweep}"], tmp_path, llem_cache)
@@ -242,10 +240,8 @@ def test_optuna_two_objective_search_with_llems_launcher(tmp_path: Path, llem_ca
     assert [j["index"] for j in manifest["jobs"]] == list(range(6))  # entries added batch after batch
     assert all(j["status"] == "completed" and j["objective"]["status"] == "ok" for j in manifest["jobs"])
     assert {j["start_method"] for j in manifest["jobs"]} == {"fork"}  # one process each, from llem's zygote
-    trials = _trials(storage, "bs")
-    assert len(trials) == 6 and all(t.state.name == "COMPLETE" for t in trials)
+    assert "Failed experiment" not in proc.stdout + proc.stderr
     by_values = {tuple(r["objective"]["values"]): r for r in results}
-    assert {tuple(t.values) for t in trials} == set(by_values)  # Optuna saw exactly what the jobs measured
     solutions = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["solutions"]
     values = [list(v) for v in by_values]
     front = {tuple(values[i]) for i in pareto_front(values, ["maximize", "minimize"])}
@@ -253,7 +249,6 @@ def test_optuna_two_objective_search_with_llems_launcher(tmp_path: Path, llem_ca
     for s in solutions:  # each Pareto trial's params are those its job ran with
         ran = by_values[tuple(s["values"])]
         assert ran["config"]["pytorch"]["batch_size"] == s["params"]["pytorch.batch_size"]
-    rep = run_llem(["--help"], tmp_path, llem_cache, module="llem.report") if False else None  # noqa: F841
     from llem.report import build_report
 
     page = build_report(sweep).page.read_text()
@@ -263,16 +258,20 @@ def test_optuna_two_objective_search_with_llems_launcher(tmp_path: Path, llem_ca
 @pytest.mark.slow
 def test_missing_energy_is_a_failed_trial_not_a_crashed_search(tmp_path: Path, llem_cache: Path,
                                                                 tiny_model: Path) -> None:
-    sweep, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
-    proc = run_llem(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "hydra.sweeper.study_name=e",
-                     f"hydra.sweeper.storage={storage}", "hydra.sweeper.direction=[maximize,minimize]",
+    import yaml
+
+    sweep = tmp_path / "search"
+    proc = run_llem(["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=1", "hydra.sweeper.max_failure_rate=1.0",
+                     "hydra.sweeper.direction=[maximize,minimize]",
                      "pytorch.batch_size=choice(1,2)", "energy=none", "study.n_cycles=2",
                      "study.objective=[throughput.output_tok_s:max,energy.j_per_output_token:min]", *FAST,
                      f"hydra.sweep.dir={sweep}"], tmp_path, llem_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]  # the search ends normally
-    assert "objective energy.j_per_output_token missing, returned as NaN (a failed trial): energy not measured" \
-        in proc.stderr
-    assert [t.state.name for t in _trials(storage, "e")] == ["FAIL"]  # Optuna recorded a failed trial
+    out = proc.stdout + proc.stderr
+    assert "llem: objective missing (a failed trial): energy.j_per_output_token: energy not measured" in out
+    assert "Failed experiment: trial failed (cycle 0 of 2): ObjectiveMissing" in out  # Optuna's sweeper: failed trial
+    assert "Traceback" not in out
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["solutions"] == []
     results = [json.loads((sweep / str(i) / "result.json").read_text()) for i in range(2)]
     assert [r["identity"]["cycle"] for r in results] == [0, 1]  # the trial ran once per cycle
     for r in results:

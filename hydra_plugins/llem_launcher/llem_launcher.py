@@ -98,7 +98,8 @@ def run_in_child(hydra_context: HydraContext, task_function: TaskFunction, sweep
     error = None
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
         exc = ret._return_value
-        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+        if type(exc).__name__ != "ObjectiveMissing":  # a failed trial (llem.search), already said in one line
+            traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         error = {"type": type(exc).__name__, "message": str(exc),
                  "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
         ret._return_value = _picklable(exc, JobFailed(f"{type(exc).__name__}: {exc}"))
@@ -268,8 +269,8 @@ class LlemLauncher(Launcher):
                 ret = pickle.loads(fin.returned)
             except Exception:
                 ret = None
-        if ret is not None and (not self.llem_app or (fin.outcome.status == "completed"
-                                                      and ret.status == JobStatus.COMPLETED)):
+        if ret is not None and (not self.llem_app or (fin.outcome.status == "completed" and (
+                ret.status == JobStatus.COMPLETED or type(ret._return_value).__name__ == "ObjectiveMissing"))):
             return ret  # the child's own JobReturn (other apps: always; llem's: when its result agrees)
         overrides, job_dir, name = self._configs.get(fin.num, ([], None, None))
         ret = ret or JobReturn(overrides=overrides, working_dir=job_dir, task_name=name)

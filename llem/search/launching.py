@@ -2,9 +2,10 @@
 
 - the objectives are checked once, before any job (and against Optuna's `hydra.sweeper.direction`);
 - each trial is run `study.n_cycles` times (cycle 0, 1, ... as `study_job.cycle`), each in its own
-  process and folder, and the trial's objective is the MEAN over its cycles (NaN if any cycle lacks it);
-- a job that failed or crashed returns NaN objective(s) with a completed JobReturn, so the sweeper
-  records a failed trial and goes on (llem/search/objective.py says why NaN and not a FAILED status);
+  process and folder, and the trial's objective is the MEAN over its cycles;
+- a trial with a failed, crashed or objective-less cycle is one FAILED JobReturn (`ObjectiveMissing`):
+  Optuna records a failed trial; `hydra.sweeper.max_failure_rate` decides whether the search goes on
+  (llem/search/objective.py: why not NaN); a warning when it is Optuna's default 0;
 - what the combination offers is printed once (SUPPORT, also in docs/search-tracking-api.md).
 
 No Hydra import at module level (the launcher imports this lazily).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llem.search.objective import Objective, hydra_value, mean_over_cycles, parse
+from llem.search.objective import Objective, ObjectiveMissing, hydra_value, mean_over_cycles, parse
 
 # What each sweeper × launcher combination gives a measured study (docs/search-tracking-api.md).
 SUPPORT = {
@@ -76,6 +77,11 @@ def check_directions(config: Any, objectives: Sequence[Objective]) -> None:
                             f"({', '.join(o.spec for o in objectives)})")])
 
 
+MAX_FAILURE_NOTE = ("llem: hydra.sweeper.max_failure_rate=0.0 (Optuna's default): the first failed trial (a job "
+                    "that failed, or whose objective is missing, e.g. energy not measured) stops the search; "
+                    "hydra.sweeper.max_failure_rate=1.0 records failed trials and goes on")
+
+
 @dataclass
 class SearchRun:
     """One launch() of a foreign sweeper's trials on llem's app with study.objective set."""
@@ -94,6 +100,9 @@ class SearchRun:
         objectives = parse(OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec)
         if sweeper_kind(config) == "optuna":
             check_directions(config, objectives)
+            rate = OmegaConf.select(config, "hydra.sweeper.max_failure_rate")
+            if rate is not None and float(rate) == 0.0:
+                print(MAX_FAILURE_NOTE, file=sys.stderr, flush=True)
         return cls(objectives, max(1, int(OmegaConf.select(config, "study.n_cycles") or 1)))
 
     def expand(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> tuple[list[list[str]], int]:
@@ -105,14 +114,13 @@ class SearchRun:
         out = [list(o) + [f"study_job.cycle={c}"] for c in range(self.n_cycles) for o in job_overrides]
         return out, initial_job_idx * self.n_cycles
 
-    def nan(self) -> float | list[float]:
-        return hydra_value([None] * len(self.objectives))
-
-    def values_of(self, ret: Any) -> list[float | None]:
+    def values_of(self, ret: Any) -> tuple[list[float | None], str | None]:
+        """A job's objective values (None where missing) and why it has none."""
         from hydra.core.utils import JobStatus
 
         if ret.status != JobStatus.COMPLETED:
-            return [None] * len(self.objectives)
+            exc = ret._return_value
+            return [None] * len(self.objectives), f"{type(exc).__name__}: {exc}"
         value = ret._return_value
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         out: list[float | None] = []
@@ -122,21 +130,31 @@ class SearchRun:
             except (TypeError, ValueError):
                 f = math.nan
             out.append(f if math.isfinite(f) else None)
-        return out + [None] * (len(self.objectives) - len(out))
+        out += [None] * (len(self.objectives) - len(out))
+        return out, None if all(v is not None for v in out) else f"not a number: {value!r}"
 
     def collapse(self, returns: Sequence[Any]) -> list[Any]:
-        """One JobReturn per trial: the first cycle's, its value the mean over the trial's cycles."""
+        """One JobReturn per trial (its first cycle's): COMPLETED with the mean over the trial's cycles,
+        or FAILED with ObjectiveMissing when a cycle has no value."""
         from hydra.core.utils import JobStatus
 
         out = []
         for t in range(self.m):
             group = [returns[c * self.m + t] for c in range(self.n_cycles)]
-            mean = mean_over_cycles([self.values_of(r) for r in group])
+            seen = [self.values_of(r) for r in group]
+            mean = mean_over_cycles([v for v, _ in seen])
             ret = group[0]
-            ret.status, ret._return_value = JobStatus.COMPLETED, hydra_value(mean)
-            if self.n_cycles > 1:
-                print(f"llem: trial {' '.join(ret.overrides or [])}: objective = mean over {self.n_cycles} cycles "
-                      f"= {ret._return_value}", file=sys.stderr, flush=True)
+            why = next((w for _, w in seen if w), None)
+            if why is not None or any(v is None for v in mean):
+                which = f" (cycle {next(c for c, (_, w) in enumerate(seen) if w)} of {self.n_cycles})" \
+                    if self.n_cycles > 1 and why else ""
+                ret.status, ret._return_value = JobStatus.FAILED, ObjectiveMissing(
+                    f"trial failed{which}: {why}" if why else "trial failed: objective missing")
+            else:
+                ret.status, ret._return_value = JobStatus.COMPLETED, hydra_value(mean)
+                if self.n_cycles > 1:
+                    print(f"llem: trial {' '.join(ret.overrides or [])}: objective = mean over {self.n_cycles} "
+                          f"cycles = {ret._return_value}", file=sys.stderr, flush=True)
             out.append(ret)
         return out
 

@@ -8,12 +8,15 @@ number (checked against the schema, llem/results/example.py, before anything run
 objective the job returns a float, with several a list, in the order given (as Optuna's
 `hydra.sweeper.direction` list must be).
 
-A job whose figure is missing (energy not measured, the job failed, a latency with no samples) returns
-NaN for it. hydra-optuna-sweeper (1.2, `_impl.py`) has two failure paths: a JobReturn whose status is
-FAILED raises from `ret.return_value` and counts against `hydra.sweeper.max_failure_rate` (default 0:
-the first such job stops the whole search), while a value that reaches `study.tell` as NaN makes
-Optuna itself record the trial as FAIL and go on. llem uses the second: a missing figure is a failed
-trial, never a crashed search; result.json (`objective`), the manifest and the report say why.
+A job whose figure is missing (energy not measured, the job failed, a latency with no samples) is a
+failed trial. hydra-optuna-sweeper (1.2, `_impl.py`, `sweep`) reads each `JobReturn.return_value`, which
+raises the job's exception when its status is FAILED; it then tells Optuna the trial FAILED (values
+None) and counts it against `hydra.sweeper.max_failure_rate` (Optuna's default 0.0: the first failed
+trial stops the whole search; 1.0: failed trials are recorded and the search goes on). A NaN return is
+no way out: with the optuna<3 that sweeper pins, `study.tell(values=[nan])` raises and the sweeper's
+own failure handler raises again (a crash). So such a job raises `ObjectiveMissing` (its result.json
+keeps its status and gains an `objective` block saying what is missing and why; llem's manifest and
+report show it), and llem's launcher warns when max_failure_rate is 0.
 
 Pure module: no torch, no Hydra.
 """
@@ -27,12 +30,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from llem.config.validate import ConfigError
+from llem.errors import LlemError
 
 KEY = "study.objective"
 DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}
 SECTIONS = ("throughput", "latency", "energy", "serving", "timing", "workload", "flops", "memory")
 ALLOWED = ("'<result field>:<min|max>' or a list of them, e.g. [energy.j_per_output_token:min,"
            "latency.ttft_s.p90:min] or throughput.output_tok_s:max")
+
+
+class ObjectiveMissing(LlemError):
+    """A job's objective figure is missing (not measured, or the job failed): a failed trial."""
+
+    exit_code = 1
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """What llem's task function returns to Hydra when `study.objective` is set (llem/search/objective.py).
 
 The job runs as always; its result.json gains an `objective` block, and the task function returns the
-objective value(s): a float, or a list for several. In a multirun a job that failed, or whose figure is
-missing, returns NaN (Optuna records a failed trial and the search goes on); result.json still says
-`failed` and llem's manifest records it. A single run (`python -m llem ...`) keeps its exit codes.
+objective value(s): a float, or a list for several. In a multirun a job whose figure is missing raises
+`ObjectiveMissing` after its result.json is written (Hydra marks the JobReturn FAILED: Optuna records a
+failed trial), a job that failed raises its own error as before. A single run (`python -m llem ...`)
+prints what is missing and returns NaN for it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llem.search.objective import block, hydra_value, parse
+from llem.search.objective import ObjectiveMissing, block, hydra_value, parse
 
 
 def _read(path: Path) -> dict[str, Any] | None:
@@ -51,10 +52,10 @@ def objective_return(cfg: Any, run: Callable[[Any], Any]) -> float | list[float]
         result["objective"] = objective
         atomic_write_json(path, result)
     if error is not None:
-        print(f"llem: job failed, objective returned as NaN (a failed trial): {type(error).__name__}: "
-              f"{str(error).splitlines()[0] if str(error) else ''}", file=sys.stderr, flush=True)
-    else:
-        for field_name, why in objective["missing"].items():
-            print(f"llem: objective {field_name} missing, returned as NaN (a failed trial): {why}",
-                  file=sys.stderr, flush=True)
+        raise error  # a failed job: a failed trial (its JobReturn is FAILED)
+    missing = "; ".join(f"{field_name}: {why}" for field_name, why in objective["missing"].items())
+    if missing:
+        print(f"llem: objective missing (a failed trial): {missing}", file=sys.stderr, flush=True)
+        if multirun:
+            raise ObjectiveMissing(f"objective missing: {missing}")
     return hydra_value(objective["values"])
