@@ -179,7 +179,7 @@ def run_study(*overrides: str, sweep_dir: str | os.PathLike[str], config_dir: st
     from llem.config.paths import conf_dir
     from llem.config.store import register
 
-    args = _overrides(overrides) + [f"hydra.sweep.dir={Path(sweep_dir).absolute()}"]
+    args = _overrides(overrides) + [f"hydra.sweep.dir={Path(sweep_dir).absolute()}", "hydra.mode=MULTIRUN"]
     if config_dir:
         args.append(f"hydra.searchpath=[file://{Path(config_dir).absolute()}]")
     register()

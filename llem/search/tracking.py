@@ -275,9 +275,11 @@ class MlflowCallback(Callback):  # type: ignore[misc,valid-type]
 
         try:
             job_dir = Path(str(config.hydra.runtime.output_dir))
-            multirun = str(OmegaConf.select(config, "hydra.mode", default="")).endswith("MULTIRUN")
-            folder = Path(str(config.hydra.sweep.dir)) if multirun else job_dir
-            parent = _read(Path(str(config.hydra.sweep.dir)) / PARENT_FILE) if multirun else None
+            sweep = Path(str(config.hydra.sweep.dir))
+            multirun = str(OmegaConf.select(config, "hydra.mode", default="")).endswith("MULTIRUN") or (
+                sweep / PARENT_FILE).is_file()  # Hydra's API multirun leaves hydra.mode unset
+            folder = sweep if multirun else job_dir
+            parent = _read(sweep / PARENT_FILE) if multirun else None
             uri = tracking_uri(config, folder)
             resolved = OmegaConf.to_container(config, resolve=False)
             log_job(uri, experiment_name(config), job_dir, (parent or {}).get("run_id"), secrets_of(resolved))
