@@ -59,6 +59,16 @@ def support_line(sweeper: str, launcher: str) -> str | None:
     return f"hydra/sweeper={sweeper} with hydra/launcher={launcher}: {text}" if text else None
 
 
+def objective_note(spec: Any) -> str:
+    """The plan's line on study.objective (llem's sweeper)."""
+    objectives = parse(spec)
+    what = ", ".join(f"{o.field} ({o.direction})" for o in objectives)
+    return (f"study.objective: {what}: every job returns it to Hydra and records it (result.json `objective`, "
+            "manifest); a job without it is a failed trial, not a failed study. llem's sweeper runs the grid "
+            "as planned; to search, hydra/sweeper=optuna (docs/search-tracking-api.md). "
+            + (support_line("llem", "llem") or ""))
+
+
 def check_directions(config: Any, objectives: Sequence[Objective]) -> None:
     """Optuna's `hydra.sweeper.direction` must list one direction per objective, the same ones."""
     from omegaconf import OmegaConf

@@ -29,13 +29,17 @@ def _read(path: Path) -> dict[str, Any] | None:
 def objective_return(cfg: Any, run: Callable[[Any], Any]) -> float | list[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import OmegaConf
 
     from llem.io import atomic_write_json
     from llem.result import RESULT_FILE
 
-    objectives = parse(cfg.study.objective)  # ConfigError: exit 2 on the command line, before any model
+    spec = cfg.study.objective
+    objectives = parse(OmegaConf.to_container(spec) if OmegaConf.is_config(spec) else spec)  # ConfigError: exit 2
     hc = HydraConfig.get()
     multirun = hc.mode == RunMode.MULTIRUN
+    if multirun:
+        _note_support(hc)
     path = Path(hc.runtime.output_dir) / RESULT_FILE
     error: BaseException | None = None
     try:
@@ -59,3 +63,25 @@ def objective_return(cfg: Any, run: Callable[[Any], Any]) -> float | list[float]
         if multirun:
             raise ObjectiveMissing(f"objective missing: {missing}")
     return hydra_value(objective["values"])
+
+
+_noted = False
+
+
+def _note_support(hc: Any) -> None:
+    """Once per process, under a launcher not llem's (llem's launcher prints it itself): what this sweeper x
+    launcher combination gives a measured study (llem.search.launching.SUPPORT)."""
+    global _noted
+    if _noted:
+        return
+    _noted = True
+    from omegaconf import OmegaConf
+
+    from llem.search.launching import launcher_kind, support_line, sweeper_kind
+
+    node = OmegaConf.create({"hydra": {"sweeper": {"_target_": str(hc.sweeper.get("_target_", ""))},
+                                       "launcher": {"_target_": str(hc.launcher.get("_target_", ""))}}})
+    if launcher_kind(node) != "llem":
+        line = support_line(sweeper_kind(node), launcher_kind(node))
+        if line:
+            print(f"llem: {line}", file=sys.stderr, flush=True)
