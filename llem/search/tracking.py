@@ -175,8 +175,12 @@ def _client(uri: str, experiment: str) -> tuple[Any, str]:
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(experiment)
-    return client, exp_id
+    if exp is not None:
+        return client, exp.experiment_id
+    location = None  # an sqlite store keeps its artifacts beside it (MLflow's default: ./mlruns of the cwd)
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
+    return client, client.create_experiment(experiment, artifact_location=location)
 
 
 def log_job(uri: str, experiment: str, job_dir: Path, parent_id: str | None, secrets: Iterable[str],
