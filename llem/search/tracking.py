@@ -173,6 +173,8 @@ def _client(uri: str, experiment: str) -> tuple[Any, str]:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     from mlflow.tracking import MlflowClient
 
+    for name in ("mlflow", "alembic"):  # mlflow sets its own level on import: quiet again after it
+        logging.getLogger(name).setLevel(logging.WARNING)
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
