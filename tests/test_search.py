@@ -120,6 +120,14 @@ def test_optuna_directions_must_match_the_objectives() -> None:
             check_directions(OmegaConf.create({"hydra": {"sweeper": {"direction": wrong}}}), objectives)
 
 
+def test_plan_note_names_the_objectives() -> None:
+    from llem.search.launching import objective_note
+
+    note = objective_note(["energy.j_per_output_token:min", "throughput.output_tok_s:max"])
+    assert "energy.j_per_output_token (minimize), throughput.output_tok_s (maximize)" in note
+    assert "failed trial, not a failed study" in note and "hydra/sweeper=optuna" in note
+
+
 def test_support_matrix_names_every_combination() -> None:
     for (sweeper, launcher) in [("optuna", "llem"), ("optuna", "basic"), ("optuna", "joblib"), ("llem", "llem")]:
         assert (sweeper, launcher) in SUPPORT
