@@ -336,7 +336,7 @@ def test_api_run_and_run_study_tracked_in_mlflow(api: None, tmp_path: Path, llem
         assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["result.json"]
     assert client.list_artifacts(parents[0].info.run_id, "report")  # the report's page and plots
     assert parents[0].info.status == "FINISHED"
-    assert (sweep / "mlartifacts").is_dir() and not (tmp_path / "mlruns").exists()  # artifacts beside the store
+    assert (sweep / ".mlflow-artifacts").is_dir() and not (tmp_path / "mlruns").exists()  # beside the store
 
     # a job whose config names a key variable: neither the name nor its value is logged, anywhere
     monkeypatch.setenv("LLEM_TEST_API_KEY", SECRET)

@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - Hydra is a dependency of llem
 PARENT_FILE = ".mlflow_parent.json"
 RUN_FILE = ".mlflow_run.json"
 DB_FILE = "mlflow.db"
+ARTIFACT_DIR = ".mlflow-artifacts"  # hidden: llem.results.load does not read the result.json copies in it
 REDACTED = "***"
 SENSITIVE_KEY = re.compile(r"(^|[._])(api_?key|password|passwd|secret|token|credentials?)$", re.IGNORECASE)
 KEY_SETTINGS = ("backend", "model.id", "model.revision", "precision", "n", "seed", "dataset.name",
@@ -181,7 +182,7 @@ def _client(uri: str, experiment: str) -> tuple[Any, str]:
         return client, exp.experiment_id
     location = None  # an sqlite store keeps its artifacts beside it (MLflow's default: ./mlruns of the cwd)
     if uri.startswith("sqlite:///"):
-        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").absolute().as_uri()
+        location = (Path(uri[len("sqlite:///"):]).parent / ARTIFACT_DIR).absolute().as_uri()
     return client, client.create_experiment(experiment, artifact_location=location)
 
 
