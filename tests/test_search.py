@@ -160,6 +160,7 @@ def test_secrets_are_found_and_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None
     for s in (SECRET, "LLEM_TEST_API_KEY", "hunter2-bmc"):
         assert s not in text
     assert scrub({"hf_token": "abc123"}, ())["hf_token"] == REDACTED
+    assert scrub(["tracking.uri=http://me:pa55@127.0.0.1:5000"], ()) == ["tracking.uri=http://***@127.0.0.1:5000"]
     assert scrub({"max_tokens": 16, "name": "x"}, ()) == {"max_tokens": 16, "name": "x"}  # not a secret
     params = job_params(result, secrets)
     assert params["override.pytorch.batch_size"] == "2" and SECRET not in json.dumps(params)
@@ -351,3 +352,24 @@ def test_api_run_and_run_study_tracked_in_mlflow(api: None, tmp_path: Path, llem
         for s in (SECRET, "LLEM_TEST_API_KEY", "hunter2-bmc"):
             assert s not in blob
     assert logged.data.params["override.pytorch.batch_size"] == "2"
+
+
+@pytest.mark.slow
+def test_single_objective_optuna_with_hydras_basic_launcher(tmp_path: Path, llem_cache: Path, tiny_model: Path) -> None:
+    """The support matrix's optuna x basic row: jobs in the sweep's process, one float per trial."""
+    import yaml
+
+    sweep = tmp_path / "basic"
+    proc = run_llem(["-m", "hydra/sweeper=optuna", "hydra/launcher=basic", "hydra.sweeper.n_trials=2",
+                     "hydra.sweeper.direction=maximize", "pytorch.batch_size=choice(1,2)",
+                     "study.objective=throughput.output_tok_s:max", *FAST, f"hydra.sweep.dir={sweep}"],
+                    tmp_path, llem_cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "llem: hydra/sweeper=optuna with hydra/launcher=basic: search inside this one process" in proc.stderr
+    results = [json.loads((sweep / str(i) / "result.json").read_text()) for i in range(2)]
+    assert len({r["identity"]["pid"] for r in results}) == 1  # basic: no fresh process per job
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == max(r["throughput"]["output_tok_s"] for r in results)
+    winner = max(results, key=lambda r: r["throughput"]["output_tok_s"])
+    assert best["best_params"]["pytorch.batch_size"] == winner["config"]["pytorch"]["batch_size"]
+    assert not (sweep / "manifest.json").exists()  # no llem launcher, no manifest (as the docs' table says)

@@ -38,6 +38,7 @@ DB_FILE = "mlflow.db"
 ARTIFACT_DIR = ".mlflow-artifacts"  # hidden: llem.results.load does not read the result.json copies in it
 REDACTED = "***"
 SENSITIVE_KEY = re.compile(r"(^|[._])(api_?key|password|passwd|secret|token|credentials?)$", re.IGNORECASE)
+URL_USERINFO = re.compile(r"(\w+://)[^/@\s]+@")
 KEY_SETTINGS = ("backend", "model.id", "model.revision", "precision", "n", "seed", "dataset.name",
                 "scenario.name", "scenario.request_rate", "energy.meter")
 METRICS = {
@@ -94,6 +95,7 @@ def scrub(value: Any, secrets: Iterable[str], key: str = "") -> Any:
         for s in secrets:
             if s in value:
                 value = value.replace(s, REDACTED)
+        value = URL_USERINFO.sub(r"\1" + REDACTED + "@", value)  # http://user:token@host → http://***@host
     return value
 
 
