@@ -264,6 +264,8 @@ class MlflowCallback(Callback):  # type: ignore[misc,valid-type]
     an MLflow error is one `llem:` warning line."""
 
     def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        import atexit
+
         sweep = Path(str(config.hydra.sweep.dir))
         try:
             sweep.mkdir(parents=True, exist_ok=True)
@@ -272,12 +274,17 @@ class MlflowCallback(Callback):  # type: ignore[misc,valid-type]
             old = _read(sweep / PARENT_FILE)
             if old and old.get("uri") == uri:  # study.resume: the same parent run
                 client.update_run(old["run_id"], status="RUNNING")
-                return
-            run = client.create_run(exp_id, run_name=f"study {sweep.name}",
-                                    tags={"llem.sweep_dir": str(sweep.absolute()), "llem.kind": "study"})
-            _write(sweep / PARENT_FILE, {"run_id": run.info.run_id, "uri": uri, "experiment": experiment})
+            else:
+                run = client.create_run(exp_id, run_name=f"study {sweep.name}",
+                                        tags={"llem.sweep_dir": str(sweep.absolute()), "llem.kind": "study"})
+                _write(sweep / PARENT_FILE, {"run_id": run.info.run_id, "uri": uri, "experiment": experiment})
         except Exception as e:
             _warn("parent run not created", e)
+            return
+        # Hydra calls on_multirun_end only when the sweep returns; a failed study (StudyFailed, exit 1) or
+        # Ctrl-C does not: the study's run is then closed at exit, by this process only (not a forked job).
+        self._pending = (str(sweep), experiment, os.getpid())
+        atexit.register(self._close_study)
 
     def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
         from omegaconf import OmegaConf
@@ -305,7 +312,19 @@ class MlflowCallback(Callback):  # type: ignore[misc,valid-type]
             _warn("report not attached", e)
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep = Path(str(config.hydra.sweep.dir))
+        self._close_study()
+
+    def _close_study(self) -> None:
+        """Log the jobs that died before their callback ran, attach the report, close the study's run
+        (FINISHED, or FAILED when the manifest says the study failed). Once, in the sweep's process."""
+        import atexit
+
+        pending = getattr(self, "_pending", None)
+        if not pending or pending[2] != os.getpid():
+            return
+        self._pending = None
+        atexit.unregister(self._close_study)
+        sweep, experiment = Path(pending[0]), pending[1]
         parent = _read(sweep / PARENT_FILE)
         if not parent:
             return
@@ -318,11 +337,13 @@ class MlflowCallback(Callback):  # type: ignore[misc,valid-type]
             for path in find_result_files(sweep) if sweep.is_dir() else []:
                 job_dir = Path(path).parent
                 if not (job_dir / RUN_FILE).exists():  # died before its callback (crash, timeout, kill)
-                    log_job(uri, parent.get("experiment") or experiment_name(config), job_dir, parent["run_id"], ())
+                    log_job(uri, parent.get("experiment") or experiment, job_dir, parent["run_id"], ())
             try:
                 log_report(uri, parent["run_id"], sweep)
             except Exception as e:
                 _warn("report not attached", e)
-            MlflowClient(tracking_uri=uri).set_terminated(parent["run_id"], "FINISHED")
+            status = (_read(sweep / "manifest.json") or {}).get("status")
+            MlflowClient(tracking_uri=uri).set_terminated(
+                parent["run_id"], "FAILED" if status == "failed" else "KILLED" if status == "interrupted" else "FINISHED")
         except Exception as e:
             _warn("study run not closed", e)
