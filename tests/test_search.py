@@ -112,6 +112,19 @@ def test_search_run_expands_cycles_and_returns_their_mean() -> None:
     assert single.collapse([_Ret(math.nan)])[0].status == JobStatus.FAILED
 
 
+def test_a_second_search_in_a_folder_starts_after_its_jobs(tmp_path: Path) -> None:
+    from llem.search.launching import next_free_index
+    from llem.study import manifest
+
+    assert next_free_index(tmp_path / "none") == 0 and next_free_index(tmp_path) == 0
+    (tmp_path / "0").mkdir()
+    (tmp_path / "3").mkdir()
+    (tmp_path / "report").mkdir()
+    assert next_free_index(tmp_path) == 4
+    manifest.ensure_jobs(tmp_path, [{"index": 7, "status": "failed"}])
+    assert next_free_index(tmp_path) == 8
+
+
 def test_optuna_directions_must_match_the_objectives() -> None:
     objectives = obj.parse(["energy.j_per_output_token:min", "throughput.output_tok_s:max"])
     check_directions(OmegaConf.create({"hydra": {"sweeper": {"direction": ["minimize", "maximize"]}}}), objectives)

@@ -146,6 +146,7 @@ class LlemLauncher(Launcher):
         self.held = False  # a sweeper holds the zygote across launch() calls and calls close()
         self._scratch: Optional[Path] = None
         self._noted = False  # the sweeper x launcher support line (llem.search.launching) is printed once
+        self._search_offset: Optional[int] = None  # llem.search: first job number of this search in its folder
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -310,7 +311,12 @@ class LlemLauncher(Launcher):
             self._configs = {}
             search = self._search_run() if self.llem_app else None  # study.objective under another sweeper
             if search is not None:
+                from llem.search.launching import next_free_index
+
+                if self._search_offset is None:  # jobs of an earlier search in this folder are kept
+                    self._search_offset = next_free_index(sweep_dir)
                 job_overrides, initial_job_idx = search.expand(job_overrides, initial_job_idx)
+                initial_job_idx += self._search_offset
                 self.held = True  # Optuna calls launch() per batch of trials: one zygote for all (closed at exit)
             fork_server = self._zygote(settings)
             if self.llem_app:  # the folder is this study's before its manifest is touched (llem.study.lock)

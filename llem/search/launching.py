@@ -169,6 +169,19 @@ class SearchRun:
         return out
 
 
+def next_free_index(sweep_dir: str | Path) -> int:
+    """The first job number after every job the folder already holds (manifest entries, numbered job
+    folders): a second search in the same folder (continuing an Optuna study from its storage) adds its
+    jobs after the earlier ones instead of overwriting them (Optuna's sweeper numbers jobs from 0 each run)."""
+    from llem.study import manifest
+
+    used = {int(j["index"]) for j in (manifest.load(sweep_dir) or {}).get("jobs", []) if isinstance(j.get("index"), int)}
+    root = Path(sweep_dir)
+    if root.is_dir():
+        used |= {int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit()}
+    return max(used) + 1 if used else 0
+
+
 def record_objectives(sweep_dir: str | Path) -> None:
     """Copy each job's `objective` block from its result.json into its manifest entry."""
     from llem.io import read_json_object
