@@ -205,6 +205,8 @@ def test_pareto_front_and_best_trials_named(tmp_path: Path) -> None:
     failed, _ = example_result(overrides=["pytorch.batch_size=16"], batch_size=16, status="failed", job_index=8)
     failed["objective"] = obj.block(failed, objectives)
     atomic_write_json(tmp_path / "8" / "result.json", failed)
+    (tmp_path / "9").mkdir()
+    (tmp_path / "9" / "result.json").write_text("42")  # a torn result: no row in the search section
     text = search_section(tmp_path, llem.results.load(tmp_path))
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| pytorch")}
     assert set(rows) == {f"pytorch.batch_size={b}" for b in (1, 2, 4, 8, 16)}

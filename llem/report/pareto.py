@@ -53,7 +53,7 @@ def trials(jobs: pd.DataFrame) -> tuple[list[str], list[str], list[dict[str, Any
             result = json.loads((Path(str(row["job_dir"])) / "result.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
-        objective = result.get("objective")
+        objective = result.get("objective") if isinstance(result, dict) else None  # a torn file: no objective
         if not isinstance(objective, dict) or not objective.get("fields"):
             continue
         fields, directions = list(objective["fields"]), list(objective["directions"])

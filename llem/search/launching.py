@@ -197,7 +197,7 @@ def record_objectives(sweep_dir: str | Path) -> None:
             result = read_json_object(job_dir / "result.json")
         except Exception:
             continue
-        objective = (result or {}).get("objective")
+        objective = result.get("objective") if isinstance(result, dict) else None
         if objective and entry.get("objective") != objective:
             entry["objective"] = objective
             changed = True

@@ -195,6 +195,8 @@ def log_job(uri: str, experiment: str, job_dir: Path, parent_id: str | None, sec
         result = json.loads((job_dir / "result.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(result, dict):  # a torn result.json: nothing to log
+        return None
     secrets = set(secrets) | secrets_of(result.get("config") or {})
     client, exp_id = _client(uri, experiment)
     tags = job_tags(result, job_dir)
