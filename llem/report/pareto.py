@@ -55,6 +55,9 @@ def trials(jobs: pd.DataFrame) -> tuple[list[str], list[str], list[dict[str, Any
             continue
         objective = result.get("objective") if isinstance(result, dict) else None  # a torn file: no objective
         if not isinstance(objective, dict) or not objective.get("fields"):
+            if isinstance(result, dict) and not by_config and "study" in (result.get("config") or {}) and \
+                    not (result["config"]["study"] or {}).get("objective"):
+                break  # a study without study.objective (the first readable job says so): nothing to read
             continue
         fields, directions = list(objective["fields"]), list(objective["directions"])
         key = str(row.get("config_hash") or row["job_dir"])
