@@ -49,7 +49,16 @@ def to_experiment(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
         raise ConfigError([_omegaconf_problem(e)]) from e
 
 
-def run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
+def run_from_hydra(cfg: DictConfig) -> Any:
+    """Run the job; the status dict, or with study.objective its value(s) for Hydra (llem/search)."""
+    if OmegaConf.select(cfg, "study.objective") is not None:
+        from llem.search.returns import objective_return
+
+        return objective_return(cfg, _run_from_hydra)
+    return _run_from_hydra(cfg)
+
+
+def _run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
     import logging
 
     from hydra.core.hydra_config import HydraConfig
@@ -107,7 +116,7 @@ def _set_study_job(cfg: DictConfig, env_set: Any) -> None:
 
 
 @hydra.main(version_base=None, config_path=str(conf_dir()), config_name="config")
-def _hydra_main(cfg: DictConfig) -> dict[str, Any]:
+def _hydra_main(cfg: DictConfig) -> Any:
     return run_from_hydra(cfg)
 
 

@@ -121,6 +121,11 @@ def needed_by(cfg: Any) -> list[str]:
     d = getattr(cfg, "dataset", None)
     if d is not None and (d.name == "hf" or (d.name == "aienergyscore" and not d.path)):
         out.append("datasets")
+    node = getattr(getattr(cfg, "energy", None), "node", None)
+    if getattr(node, "source", None) == "ipmi":
+        out.append("ipmi")
+    if getattr(getattr(cfg, "tracking", None), "name", None) == "mlflow":
+        out.append("mlflow")
     return out
 
 

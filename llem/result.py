@@ -56,6 +56,8 @@ class Result:
     config: dict[str, Any] = field(default_factory=dict)  # the resolved experiment config
     warnings: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None  # type, message, traceback
+    # study.objective set: fields, directions, values (null = missing), status ok|missing, missing{field: why}
+    objective: dict[str, Any] | None = None
 
     def fail(self, exc: BaseException, status: str = "failed") -> None:
         self.status = status

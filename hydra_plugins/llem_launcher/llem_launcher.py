@@ -98,7 +98,8 @@ def run_in_child(hydra_context: HydraContext, task_function: TaskFunction, sweep
     error = None
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, BaseException):
         exc = ret._return_value
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":  # else the launcher's one `llem: job N failed` line
+        # the launcher's one `llem: job N failed` line says it; a failed trial (llem.search) too
+        if os.environ.get("HYDRA_FULL_ERROR") == "1" and type(exc).__name__ != "ObjectiveMissing":
             traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
         error = {"type": type(exc).__name__, "message": str(exc),
                  "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
@@ -145,6 +146,8 @@ class LlemLauncher(Launcher):
         self._fork_server: Any = None  # llem.launch.zygote.ForkServer while a sweep uses it
         self.held = False  # a sweeper holds the zygote across launch() calls and calls close()
         self._scratch: Optional[Path] = None
+        self._noted = False  # the sweeper x launcher support line (llem.search.launching) is printed once
+        self._search_offset: Optional[int] = None  # llem.search: first job number of this search in its folder
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -268,8 +271,8 @@ class LlemLauncher(Launcher):
                 ret = pickle.loads(fin.returned)
             except Exception:
                 ret = None
-        if ret is not None and (not self.llem_app or (fin.outcome.status == "completed"
-                                                      and ret.status == JobStatus.COMPLETED)):
+        if ret is not None and (not self.llem_app or (fin.outcome.status == "completed" and (
+                ret.status == JobStatus.COMPLETED or type(ret._return_value).__name__ == "ObjectiveMissing"))):
             return ret  # the child's own JobReturn (other apps: always; llem's: when its result agrees)
         overrides, job_dir, name = self._configs.get(fin.num, ([], None, None))
         ret = ret or JobReturn(overrides=overrides, working_dir=job_dir, task_name=name)
@@ -307,6 +310,15 @@ class LlemLauncher(Launcher):
                 print(SHARED_NODE_WARNING.format(n=len(slots), per=settings.gpus_per_job), file=sys.stderr, flush=True)
             log.info(f"llem launcher: {len(job_overrides)} job(s), one process each, sweep dir {sweep_dir}")
             self._configs = {}
+            search = self._search_run() if self.llem_app else None  # study.objective under another sweeper
+            if search is not None:
+                from llem.search.launching import next_free_index
+
+                if self._search_offset is None:  # jobs of an earlier search in this folder are kept
+                    self._search_offset = next_free_index(sweep_dir)
+                job_overrides, initial_job_idx = search.expand(job_overrides, initial_job_idx)
+                initial_job_idx += self._search_offset
+                self.held = True  # Optuna calls launch() per batch of trials: one zygote for all (closed at exit)
             fork_server = self._zygote(settings)
             if self.llem_app:  # the folder is this study's before its manifest is touched (llem.study.lock)
                 from llem.study.exits import exit_or_raise
@@ -324,7 +336,8 @@ class LlemLauncher(Launcher):
             finished.sort(key=lambda f: f.num)
             if self.llem_app:
                 self._llem_finish(sweep_dir, finished, created)
-            return [self._job_return(f) for f in finished]
+            returns = [self._job_return(f) for f in finished]
+            return search.collapse(returns) if search is not None else returns
         finally:
             stack.close()
             if self._scratch is not None:
@@ -332,6 +345,24 @@ class LlemLauncher(Launcher):
                 self._scratch = None
             if not self.held:
                 self.close()
+
+    def _search_run(self) -> Any:
+        """llem.search.launching.SearchRun when study.objective is set under a sweeper not llem's (Optuna):
+        objectives checked, cycles per trial, NaN for a failed trial; the support line printed once."""
+        from llem.config.validate import ConfigError
+        from llem.search.launching import SearchRun, launcher_kind, support_line, sweeper_kind
+        from llem.study.exits import exit_or_raise
+
+        assert self.config is not None
+        if not self._noted and sweeper_kind(self.config) != "llem":
+            self._noted = True
+            line = support_line(sweeper_kind(self.config), launcher_kind(self.config))
+            if line:
+                print(f"llem: {line}", file=sys.stderr, flush=True)
+        try:
+            return SearchRun.of(self.config)
+        except ConfigError as e:
+            exit_or_raise(e)
 
     def _gaps(self) -> Any:
         from llem.study.gaps import gpu_host, resolve_gaps
@@ -345,18 +376,20 @@ class LlemLauncher(Launcher):
         from llem.study import manifest
         from llem.study.jobtag import study_job_of, user_overrides
 
-        created = manifest.load(sweep_dir) is None
-        if created:
-            entries = []
-            for i, overrides in enumerate(job_overrides):
-                sj = study_job_of(overrides)
-                index = sj.get("index")
-                entries.append({"index": int(index) if index is not None else initial_job_idx + i,
-                                "status": "planned", "overrides": user_overrides(overrides),
-                                "cycle": int(sj.get("cycle") or 0)})
-            manifest.ensure_jobs(sweep_dir, entries, {"status": "running", "sweep_dir": str(sweep_dir),
-                                                      "created_by": "llem launcher"})
-        return created
+        found = manifest.load(sweep_dir)
+        known = {j.get("index") for j in (found or {}).get("jobs", [])}
+        entries = []
+        for i, overrides in enumerate(job_overrides):
+            sj = study_job_of(overrides)
+            index = sj.get("index")
+            entries.append({"index": int(index) if index is not None else initial_job_idx + i,
+                            "status": "planned", "overrides": user_overrides(overrides),
+                            "cycle": int(sj.get("cycle") or 0)})
+        entries = [e for e in entries if e["index"] not in known]  # a sweeper launching batch after batch (Optuna)
+        if found is None or entries:
+            found = manifest.ensure_jobs(sweep_dir, entries, {"status": "running", "sweep_dir": str(sweep_dir),
+                                                              "created_by": "llem launcher"})
+        return found.get("created_by") == "llem launcher"
 
     def _llem_finish(self, sweep_dir: Path, finished: list[Any], created: bool) -> None:
         from llem.study import manifest
@@ -372,6 +405,10 @@ class LlemLauncher(Launcher):
             hashes = [str(j["config_hash"]) for j in m.get("jobs", []) if j.get("config_hash")]
             manifest.set_study_status(sweep_dir, "failed" if failed else "completed",
                                       study_design_hash=design_hash(hashes) if hashes else None)
+        if OmegaConf.select(self.config, "study.objective") is not None:
+            from llem.search.launching import record_objectives
+
+            record_objectives(sweep_dir)
         target = str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="") or "")
         if failed and "llem_sweeper" not in target:  # llem's sweeper prints its own failure summary
             print(f"llem: {len(failed)} of {len(finished)} jobs failed (manifest: {sweep_dir / manifest.MANIFEST_FILE}):",

@@ -154,6 +154,10 @@ class LlemSweeper(Sweeper):
         launcher_note = _launcher_note(config)
         if launcher_note:
             notes.append(launcher_note)
+        if study.objective is not None:  # llem/search: what the jobs return to Hydra
+            from llem.search.launching import objective_note
+
+            notes.append(objective_note(OmegaConf.to_container(config.study).get("objective")))  # type: ignore[union-attr]
         previous: dict[tuple[str, int], int] = {}
         if study.resume:
             previous = previous_indices(saved, saved_manifest, seen)
@@ -319,6 +323,10 @@ class LlemSweeper(Sweeper):
             m["status"] = "failed" if failed else "completed"
         m["finished_at"] = now_iso()
         manifest.write(sweep_dir, m)
+        if OmegaConf.select(self.config, "study.objective") is not None:  # objective values in the manifest
+            from llem.search.launching import record_objectives
+
+            record_objectives(sweep_dir)
         summarized = False
         try:
             from llem.results.summary import write_sweep_summary

@@ -212,6 +212,18 @@ class StudyConfig:
     gpus_per_job: int = 0  # launcher GPU slots; 0 = one job at a time, no pinning
     progress: bool = True
     fresh_process: str = "auto"  # launcher: fork each job from a preloaded zygote | spawn a new interpreter | auto (fork on Linux)
+    # search (llem/search/objective.py): result field(s) with a direction the job returns to Hydra, e.g.
+    # throughput.output_tok_s:max or [energy.j_per_output_token:min,latency.ttft_s.p90:min]; null = none
+    objective: Any = None
+
+
+@dataclass
+class TrackingConfig:
+    """Experiment tracking (`tracking=none|mlflow`, llem/search/tracking.py, a Hydra callback); not in config_hash."""
+
+    name: str = "none"  # none | mlflow
+    uri: str | None = None  # MLflow tracking URI; null: sqlite:///<sweep or run folder>/mlflow.db
+    experiment: str | None = None  # MLflow experiment; null: the study's name (experiment=<option>, else llem)
 
 
 @dataclass
@@ -333,6 +345,7 @@ class _ExperimentCore:
     study: StudyConfig = field(default_factory=StudyConfig)
     study_job: StudyJobConfig = field(default_factory=StudyJobConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # MLflow (docs/search-tracking-api.md)
     save_requests: bool = True  # per-request latencies beside result.json (requests.jsonl)
     quiet: bool = False  # no summary print
     max_prompts: int = 100_000  # bound on n against typos (like study.max_jobs); docs/errors.md
@@ -355,6 +368,6 @@ ExperimentConfig = _with_backend_sections(_ExperimentCore)
 
 # Top-level keys that do not change what is measured: excluded from config_hash.
 NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests", "max_prompts",
-                                          "allow_over_max_prompts")
+                                          "allow_over_max_prompts", "tracking")
 # Nested settings that do not change what is measured either (where files are cached).
 NON_MEASUREMENT_SUBKEYS: tuple[tuple[str, str], ...] = (("model", "cache_dir"), ("openai", "api_key_env"))

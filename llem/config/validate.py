@@ -209,6 +209,12 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
         value = getattr(s, key)
         if value is not None and value < 0:
             c.add(f"study.{key}", value, "null or a number >= 0")
+    if s.objective is not None:  # result fields with min/max (llem/search/objective.py)
+        from llem.search.objective import problems as objective_problems
+
+        for problem in objective_problems(s.objective):
+            c.add(*problem)
+    c.one_of("tracking.name", cfg.tracking.name, ("none", "mlflow"))  # llem/search/tracking.py
     c.one_of("debug.fault", cfg.debug.fault, FAULTS)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 from llem.config.schema import BACKENDS
 from llem.errors import UserError
 from llem.io import TornFile, atomic_write_text
+from llem.report.pareto import search_section
 from llem.results import (
     J_PER_TOKEN,
     THROUGHPUT,
@@ -205,6 +206,7 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
             rep.files.append(fig)
     rep.notes = {name: fig for _, name, fig in figures if isinstance(fig, str)}
     page = _page(folder, jobs, table, configs, manifest, figures, compare_md, cv_threshold, torn)
+    page += search_section(folder, jobs)  # study.objective: the Pareto front over trials (llem/report/pareto.py)
     if not serving.empty:
         page += "\n".join(["", "## Serving: the SLO answer", "", "```", *slo_answer(serving), "```", "",
                            "SLO: a succeeded request meets it when each threshold set (TTFT, mean ITL = vLLM's "
