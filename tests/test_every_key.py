@@ -53,6 +53,8 @@ ALLOWED_FREE: dict[str, str] = {
     "study.history_dir": "any folder; a missing one has no earlier results",
     "study_job.config_hash": "bookkeeping written by llem's sweeper (refused as an override in studies)",
     "study_job.study_design_hash": "as study_job.config_hash",
+    "tracking.uri": "any MLflow tracking URI (a folder, sqlite:///..., http://...); MLflow opens it",
+    "tracking.experiment": "any MLflow experiment name (created when missing)",
     "energy.node.chassis": "any Redfish chassis id; an unknown one is refused when the meter opens, before load",
     "openai.api_key_env": "well-formed names are allowed; an unset one is refused (tested by the openai tests)",
 }
