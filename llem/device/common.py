@@ -11,7 +11,10 @@ Reads (each may raise a `DeviceCallError` subclass, see below):
                      energy_counter_raw() -> the vendor's native integer (NVML mJ; amdsmi accumulator ticks)
     power:           power_w() -> PowerReading(watts, kind) with kind "instant" | "average"
                      power_kind() -> "instant" | "average" | "unknown" (what power_w will return)
-    thermal/clocks:  temperature_c(), sm_clock_mhz(), mem_clock_mhz(), clock_event_reasons() -> list[str]
+                     power_source() -> the vendor reading behind power_w (e.g. "power_instant_field",
+                         "power_usage_1s_average", "current_socket_power", "average_socket_power")
+    thermal/clocks:  temperature_c(), sm_clock_mhz(), mem_clock_mhz(), clock_event_reasons() -> list[str],
+                     reason_names(mask) -> list[str]
                      clock_event_mask() -> int | None (NVIDIA's bit mask; None where a vendor has none)
     memory/util:     memory_used_bytes(), memory_total_bytes(), utilization_pct() -> (gpu %, memory %)
     processes:       processes() -> list[GpuProcess(pid, used_bytes | None)] (compute, then graphics)
@@ -144,6 +147,10 @@ class GPU(abc.ABC):
     @abc.abstractmethod
     def power_kind(self) -> str: ...
 
+    def power_source(self) -> str:
+        """Which vendor reading power_w uses (recorded with each GPU's energy), e.g. power_instant_field."""
+        return self.power_kind()
+
     # -- thermal, clocks, memory, processes -----------------------------------------------------------
     @abc.abstractmethod
     def temperature_c(self) -> float: ...
@@ -157,8 +164,12 @@ class GPU(abc.ABC):
     def clock_event_mask(self) -> int | None:
         return None
 
-    def clock_event_reasons(self) -> list[str]:
+    def reason_names(self, mask: int | None) -> list[str]:
+        """The names of the clock event reasons in `mask` (NVIDIA's bits); [] where a vendor has none."""
         return []
+
+    def clock_event_reasons(self) -> list[str]:
+        return self.reason_names(self.clock_event_mask())
 
     @abc.abstractmethod
     def memory_used_bytes(self) -> int: ...

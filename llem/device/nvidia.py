@@ -27,7 +27,7 @@ from llem.device.common import (
     PowerReading,
     map_error,
 )
-from llem.device.gpus import Gpu, Resolution, Visible, describe_error, fastest_first, text
+from llem.device.gpus import Gpu, Resolution, Visible, describe_error, fastest_first, mixed_order_models, text
 
 VENDOR = "nvidia"
 POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT, where the bindings lack the constant
@@ -194,8 +194,8 @@ class NvidiaGPU(GPU):
         """Clock event reasons (new name) or, on older drivers, clocks throttle reasons (same bits)."""
         return self._first(("nvmlDeviceGetCurrentClocksEventReasons",), ("nvmlDeviceGetCurrentClocksThrottleReasons",))
 
-    def clock_event_reasons(self) -> list[str]:
-        return reason_names(self.clock_event_mask())
+    def reason_names(self, mask: int | None) -> list[str]:
+        return reason_names(mask)
 
     def memory_used_bytes(self) -> int:
         return int(self._call("nvmlDeviceGetMemoryInfo").used)
@@ -300,6 +300,20 @@ class NvidiaHost(GpuHost):
 
     def resolve(self, cvd: str | None, order: str | None) -> Resolution:
         return resolve(self.nv, self.records(), cvd, order)
+
+    def resolve_job(self, env: Any) -> Resolution:
+        """The job's devices as its CUDA will number them (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER)."""
+        return self.resolve(env.get("CUDA_VISIBLE_DEVICES"), env.get("CUDA_DEVICE_ORDER") or "FASTEST_FIRST")
+
+    def mixed_order_models(self) -> str | None:
+        """'0: name, ...' when CUDA's fastest-first order differs from NVML's on this host, else None."""
+        return mixed_order_models(self.records())
+
+    def driver_versions(self) -> tuple[str | None, str | None]:
+        driver = _call(self.nv, "nvmlSystemGetDriverVersion")
+        cuda = _call(self.nv, "nvmlSystemGetCudaDriverVersion")
+        cuda_text = f"{int(cuda) // 1000}.{int(cuda) % 1000 // 10}" if cuda else None
+        return (text(driver) if driver is not None else None), cuda_text
 
     def processes(self, visible: Sequence[Visible]) -> dict[str, set[int] | str]:
         return processes(self.nv, visible)
@@ -496,8 +510,12 @@ def resolve(nv: Any, gpus: Sequence[Gpu], cvd: str | None, order: str | None) ->
         if key in seen:
             continue
         seen.add(key)
-        mig_device = None if mig_handle is None else NvidiaGPU(nv, mig_handle, gpu.nvml_index, mig_uuid, gpu.name,
-                                                              gpu.pci_bus_id, gpu.compute_capability)
+        mig_device = None
+        if mig_handle is not None:
+            mig_name = _call(nv, "nvmlDeviceGetName", mig_handle)
+            mig_device = NvidiaGPU(nv, mig_handle, gpu.nvml_index, mig_uuid,
+                                   text(mig_name) if mig_name is not None else gpu.name, gpu.pci_bus_id,
+                                   gpu.compute_capability)
         res.visible.append(Visible(len(res.visible), gpu, token, mig_uuid, mig_handle, mig_device))
     return res
 
