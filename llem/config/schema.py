@@ -68,7 +68,7 @@ class WarmupConfig:
 class EnergyConfig:
     """Energy meters around the measurement window (`energy=auto|none|...`)."""
 
-    meter: str = "auto"  # auto | none | nvml | rapl | zeus | codecarbon
+    meter: str = "auto"  # auto | none | nvml | amdsmi | rapl | zeus | codecarbon
     reason: str | None = None  # none: why energy is not measured (recorded in the result)
     sample_hz: float = 10.0  # power sampler rate where the meter samples
     rapl_root: str = "/sys/class/powercap"  # RAPL sysfs root (override for containers and tests)
