@@ -136,12 +136,16 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
     atomic_write_json(out_dir / RESULT_FILE, result.as_dict())  # status=running: the job has begun
     backend: Backend | None = None
     selection = None
+    from llem.gpu.job import JobSettings
+
+    gpu = JobSettings()  # gpu.*: applied before load (here or by the launcher), restored in `finally`
     try:
         use_pci_order()  # before CUDA starts: CUDA numbers GPUs as NVML does, unless the user chose an order
         validate(cfg)
         locate_all(cfg)  # model.id / revision / tokenizer problems: exit 2 before meters, baseline and load
         prompts = None if needs_tokenizer(cfg.dataset) else load_prompts(cfg.dataset, cfg.n, cfg.seed)
         preflight(cfg, prompts)  # device, Hub reachable, prompt + output within the model's context
+        result.warnings.extend(gpu.begin(cfg, f"llem job {out_dir}"))
         result.environment = snapshot()
         if os.environ.get("LLEM_HEALTH"):  # GPU health seen by llem's launcher before this job
             result.environment["health"] = json.loads(os.environ["LLEM_HEALTH"])
@@ -205,6 +209,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                                      steady_state=out.extra.get("steady_state"), baseline=baseline,
                                      thermal_warmup=thermal)
         result.warnings.extend(result.energy.get("warnings", []))
+        gpu.seen(window.readings)
         request_extra = None
         if cfg.scenario.name == "serving":  # rate, SLO, goodput, steady state, per-request energy (README "Serving")
             from llem.serving.metrics import serving_block
@@ -226,6 +231,8 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         result.fail(e)
         raise
     finally:
+        result.warnings.extend(gpu.end())
+        result.gpu_settings = gpu.block
         result.finished_at = now_iso()
         result.timing["job_s"] = time.perf_counter() - t_job
         atomic_write_json(out_dir / RESULT_FILE, result.as_dict())

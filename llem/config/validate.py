@@ -210,6 +210,10 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
         if value is not None and value < 0:
             c.add(f"study.{key}", value, "null or a number >= 0")
     c.one_of("debug.fault", cfg.debug.fault, FAULTS)
+    from llem.gpu.checks import check_gpu_config, check_study_gaps  # gpu.* and study.gaps/cool (issue 20)
+
+    check_gpu_config(c, cfg)
+    check_study_gaps(c, cfg)
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -49,6 +49,8 @@ def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if key == "scenario" and isinstance(value, Mapping) and value.get("name", "offline") == "offline":
             continue  # serving knobs change nothing offline (and offline hashes stay as before scenarios)
+        if key == "gpu" and isinstance(value, Mapping) and all(v in (None, "leave") for v in value.values()):
+            continue  # GPU left as it is: hashes stay as before GPU settings existed
         out[key] = value
     for key, sub in NON_MEASUREMENT_SUBKEYS:
         if isinstance(out.get(key), Mapping) and sub in out[key]:
