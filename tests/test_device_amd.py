@@ -148,3 +148,18 @@ def test_power_caps_in_microwatts(monkeypatch) -> None:
         assert sim.gpus[0].cap_uw == 450_000_000 and dev.enforced_power_limit_w() == 450.0
         with pytest.raises(DeviceNotSupported):
             dev.persistence_mode()  # AMD has no persistence mode
+
+
+def test_launcher_health_reads_amd_gpus_where_nvml_is_absent(monkeypatch, no_visible) -> None:
+    from llem.launch import health
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    sim = install(monkeypatch, host("MI300X", 4, clock=SimClock()))
+    sim.gpus[1].pids = [4242]
+    report = health.check(["1", "2"], 1024, True, own_pids=set())
+    assert report["checked"] and report["gpus"][0]["uuid"] == sim.gpus[1].uuid
+    assert report["problems"] == ["GPU 1: 4396 MiB in use before the job (threshold study.health_max_memory_used_mib=1024)",
+                                  "GPU 1: foreign process(es) 4242 running"]
+    monkeypatch.setitem(sys.modules, "amdsmi", None)  # neither library: recorded, not fatal
+    report = health.check(None, 1024, True, own_pids=set())
+    assert not report["checked"] and report["reason"].startswith("NVML unavailable")
