@@ -89,8 +89,7 @@ def build_meters(cfg: EnergyConfig) -> MeterSelection:
             notes.append(f"{name}: not tried ({off})")
             continue
         if name == "amdsmi" and any(m.name == "nvml" for m in meters):
-            notes.append("amdsmi: not tried (nvml measures this host's GPUs)")
-            continue
+            continue  # NVML measures this host's GPUs: amdsmi is for hosts without them
         meter = make_meter(name, cfg)
         try:
             meter.probe()
