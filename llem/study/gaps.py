@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 GPU_CONFIG_GAP_S = 60.0  # let the GPU cool between configs (default on GPU hosts)
@@ -14,7 +14,7 @@ class Gaps:
     config_gap_s: float
     cycle_gap_s: float
     adaptive: bool = False  # wait until the job's GPUs are back near idle (llem.gpu.cool), not fixed seconds
-    cool: Any = None  # study.cool (temp_c, power_w, max_s, poll_s) when adaptive
+    cool: Any = field(default=None, compare=False)  # study.cool (temp_c, power_w, max_s, poll_s) when adaptive
 
 
 def resolve_gaps(study: Any, gpu_host: bool) -> Gaps:
@@ -24,7 +24,7 @@ def resolve_gaps(study: Any, gpu_host: bool) -> Gaps:
         return Gaps(0.0, 0.0)
     fixed_set = study.config_gap_seconds is not None or study.cycle_gap_seconds is not None
     if study.gaps == "adaptive" or (study.gaps is True and not fixed_set):
-        return Gaps(0.0, 0.0, adaptive=bool(gpu_host), cool=getattr(study, "cool", None))
+        return Gaps(0.0, 0.0, adaptive=bool(gpu_host), cool=getattr(study, "cool", None) if gpu_host else None)
     cfg_gap = study.config_gap_seconds
     cyc_gap = study.cycle_gap_seconds
     return Gaps(
