@@ -163,3 +163,17 @@ def test_launcher_health_reads_amd_gpus_where_nvml_is_absent(monkeypatch, no_vis
     monkeypatch.setitem(sys.modules, "amdsmi", None)  # neither library: recorded, not fatal
     report = health.check(None, 1024, True, own_pids=set())
     assert not report["checked"] and report["reason"].startswith("NVML unavailable")
+
+
+def test_gpu_session_opens_whichever_vendor_answers(monkeypatch, no_visible) -> None:
+    from llem.device import gpu_session
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setitem(sys.modules, "amdsmi", None)
+    with pytest.raises(DeviceUnavailable, match="NVML bindings missing.*amdsmi cannot be imported"), gpu_session():
+        pass
+    sim = install(monkeypatch, host("MI300X", 2, clock=SimClock()))
+    with gpu_session() as h:
+        assert h.vendor == "amd" and [v.gpu.uuid for v in h.resolve_job({"HIP_VISIBLE_DEVICES": "1"}).visible] == [
+            sim.gpus[1].uuid]
+    assert sim.initialised == 0

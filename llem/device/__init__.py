@@ -5,6 +5,10 @@ health checks, GPU slots, gaps and GPU settings use only what this package expor
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 from llem.device.common import (
     AVERAGE,
     GPU,
@@ -49,7 +53,7 @@ from llem.device.procs import process_tree
 __all__ = ["AVERAGE", "GPU", "INSTANT", "DeviceCallError", "DeviceError", "DeviceLost", "DeviceNotSupported",
            "DevicePermissionError", "DeviceReadError", "DeviceUnavailable", "EnergyCounter", "Gpu", "GpuHost",
            "GpuProcess", "NvidiaGPU", "PowerReading", "Resolution", "Visible", "amd_session", "describe_error",
-           "device_count", "driver_versions", "fastest_first", "gpu_host", "import_nvml", "job_order",
+           "device_count", "gpu_session", "driver_versions", "fastest_first", "gpu_host", "import_nvml", "job_order",
            "mixed_order_models", "nvidia_session", "nvml_errors", "nvml_session", "open_gpus", "parse_visible",
            "process_tree", "processes", "resolve", "text", "use_pci_order", "vendors"]
 
@@ -59,6 +63,29 @@ def amd_session():  # type: ignore[no-untyped-def]
     from llem.device.amd import session
 
     return session()
+
+
+@contextlib.contextmanager
+def gpu_session() -> Iterator[Any]:
+    """The first vendor session that answers on this host (NVIDIA, then AMD): a host with `.gpus()`,
+    `.records()`, `.resolve_job(env)` (the job's devices from its environment) and `.processes(visible)`.
+    Raises DeviceUnavailable, naming both reasons, when neither library sees a GPU."""
+    reasons = []
+    for open_session in (nvidia_session, amd_session):
+        try:
+            cm = open_session()
+            host = cm.__enter__()
+        except DeviceError as e:
+            reasons.append(str(e))
+            continue
+        try:
+            if host.count():
+                yield host
+                return
+            reasons.append(f"{host.vendor}: no GPUs")
+        finally:
+            cm.__exit__(None, None, None)
+    raise DeviceUnavailable("; ".join(reasons) or "no GPU library answers")
 
 
 def _count(open_session) -> int | None:  # type: ignore[no-untyped-def]

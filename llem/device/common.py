@@ -29,8 +29,12 @@ where the GPU cannot):
 
 Hosts (module level, per vendor): `llem.device.nvidia.session()` / `llem.device.amd.session()` are
 context managers yielding a `GpuHost` (`.gpus()` every GPU the library lists, `.vendor`) and raising
-`DeviceUnavailable` (a UserError) when the library, driver or GPUs are absent. `llem.device.hosts()`
-says which vendors answer on this machine.
+`DeviceUnavailable` (a UserError) when the library, driver or GPUs are absent. `llem.device.vendors()`
+says which vendors answer on this machine; `llem.device.gpu_session()` opens the first that does
+(NVIDIA, then AMD). A host has `.gpus()`, `.records()` (identity records: uuid, name, pci_bus_id,
+`.device` = the GPU), `.count()`, `.resolve_job(env)` (the job's devices from CUDA_VISIBLE_DEVICES, or
+ROCR/HIP/CUDA_VISIBLE_DEVICES on AMD: a Resolution whose `.visible[i].gpu.device` is the GPU and
+`.visible[i].target` the GPU or MIG instance) and `.processes(visible)`.
 
 Errors: vendor exceptions are mapped in ONE place each (`NvidiaGPU`/`AmdGPU` call `map_error` of this
 module with the vendor code) to:
