@@ -202,7 +202,7 @@ class SimGpu:
         cuts = sorted({s[0] for s in self.segments} | {s[0] for s in self.settings_log if s[0] > self.segments[0][0]})
         out = []
         for i, t0 in enumerate(cuts):
-            if t0 >= t_end:
+            if t0 > t_end:  # a step exactly at t_end is in (zero long): power_at(t) sees it
                 break
             t1 = min(cuts[i + 1] if i + 1 < len(cuts) else math.inf, t_end)
             lim, hi = self.settings_at(t0)
