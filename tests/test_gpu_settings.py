@@ -250,3 +250,33 @@ def test_record_is_valid_json_with_host_and_pid(state_dir: Path) -> None:
     path = records.write(records.new_record([], "x"))
     rec = json.loads(path.read_text())
     assert rec["host"] and rec["pid"] == os.getpid() and rec["pid_start"] and records.alive(rec)
+
+
+# -- scripts/gpu_check.py's power-limit step, on the simulator ------------------------------------------
+def _gpu_check() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+@pytest.mark.parametrize("admin", [True, False])
+def test_gpu_check_sweeps_two_limits_and_restores(nvml_sim, state_dir: Path, admin: bool) -> None:
+    gc = _gpu_check()
+    clock = SimClock()
+    sim = nvml_sim(host("H100", clock=clock, watts=70.0, admin=admin))
+    h = _handle(sim)
+    got = gc.power_limit_sweep(sim, h, sim.gpus[0].uuid, lambda busy: sim.set_power(0, 600.0 if busy else 70.0),
+                               clock=clock, sleep=clock.sleep)
+    assert got["restored"] and got["limit_after_w"] == got["limit_before_w"] == 700.0
+    if not admin:
+        assert "needs root" in got["skipped"] and got["limits"] == []
+        return
+    assert [x["limit_w"] for x in got["limits"]] == [367, 533]  # a third and two thirds of 200..700 W
+    for x in got["limits"]:
+        cap = min(x["limit_w"], 600.0)  # the load asks 600 W: each limit caps it
+        assert x["enforced_w"] == x["limit_w"] and x["instant_w_mean"] == pytest.approx(cap, abs=1)
+        assert x["counter_w"] == pytest.approx(cap, rel=0.03) and x["restore_failed"] == []
+    assert records.on_this_host() == []
