@@ -280,3 +280,28 @@ def test_gpu_check_sweeps_two_limits_and_restores(nvml_sim, state_dir: Path, adm
         assert x["enforced_w"] == x["limit_w"] and x["instant_w_mean"] == pytest.approx(cap, abs=1)
         assert x["counter_w"] == pytest.approx(cap, rel=0.03) and x["restore_failed"] == []
     assert records.on_this_host() == []
+
+
+# -- the report's answer -----------------------------------------------------------------------------------
+def test_lowest_j_per_token_within_the_slo_skips_settings_that_miss_it() -> None:
+    import pandas as pd
+
+    from llem.report.settings_plot import best_within_slo
+
+    per = pd.DataFrame({"power_limit_w": [200.0, 300.0, 400.0], "j_per_token": [0.5, 0.6, 0.8],
+                        "output_tok_s": [80.0, 95.0, 100.0], "ttft_p90_s": [0.30, 0.15, 0.10],
+                        "tpot_p90_s": [0.05, 0.05, 0.04], "serving": [True] * 3, "slo_ttft_s": [0.2] * 3,
+                        "slo_tpot_s": [0.05] * 3})
+    assert best_within_slo(per, "power_limit_w").startswith(
+        "lowest J/token within the SLO (TTFT p90 and TPOT p90): gpu.power_limit_w=300 (0.6 J/output token")
+    per["slo_ttft_s"] = 0.05
+    assert "none" in best_within_slo(per, "power_limit_w")
+    offline = per.assign(serving=False)
+    assert "gpu.power_limit_w=200 " in best_within_slo(offline, "power_limit_w")
+
+
+def test_a_reused_pid_is_not_the_process_that_applied_the_settings() -> None:
+    rec = records.new_record([], "x")
+    assert records.alive(rec)
+    assert not records.alive({**rec, "pid_start": rec["pid_start"] - 3600})  # same pid, another process
+    assert not records.alive({**rec, "pid": None})
