@@ -76,8 +76,9 @@ def test_sweep_over_two_power_limits_measures_the_cap_and_restores(tmp_path: Pat
     page = (sweep / "report" / "report.md").read_text()
     assert "![Energy and throughput vs GPU power limit (W)" in page and "(gpu_power_limit_w.png)" in page
     assert (sweep / "report" / "gpu_power_limit_w.png").stat().st_size > 1000
-    # the CPU does the work at the same speed under either cap: the lower cap costs fewer J/token
-    assert "lowest J/token (offline: no SLO): gpu.power_limit_w=200 " in page
+    # the answer names the setting with the lowest J/token of the results (CPU speed varies on a shared host)
+    best = min(results, key=lambda r: r["energy"]["j_per_output_token"])["config"]["gpu"]["power_limit_w"]
+    assert f"lowest J/token (offline: no SLO): gpu.power_limit_w={best:g} " in page
 
 
 def test_missing_permission_exits_2_before_load(tmp_path: Path, llem_cache: Path, tiny_model: Path) -> None:
