@@ -1,7 +1,7 @@
 """Apply `gpu.*` to a job's own GPUs and put them back: check → record → apply → read back → restore.
 
-Every device call goes through llem.device's GPU API (`llem.device.nvidia.session()`, the `GPU` settings
-methods). Safety rules (docs/gpu-settings.md):
+Every device call goes through llem.device's GPU API (`llem.device.gpu_session()`: NVIDIA, else AMD; the
+`GPU` settings methods). Safety rules (docs/gpu-settings.md):
 1. nothing is changed before every requested value was checked on every job GPU (constraints, supported
    clocks, permission, no other live llem holding the GPU); a problem is one `llem:` line, exit 2;
 2. the restore record (llem.gpu.records) is on disk before the first change;
@@ -72,24 +72,24 @@ def _label(g: Any) -> str:
 @contextlib.contextmanager
 def job_gpus(refs: Sequence[str] | None, env: Mapping[str, str] | None = None) -> Iterator[list[Any]]:
     """The physical GPUs a job with these CUDA_VISIBLE_DEVICES entries uses (None: the environment's; unset:
-    every GPU), as llem.device GPU objects, each once (MIG instances: their parent)."""
+    every GPU), as llem.device GPU objects of the first vendor that answers, each once (MIG: the parent)."""
+    from llem.device import gpu_session
     from llem.device.common import DeviceError
-    from llem.device.nvidia import session
 
-    env = os.environ if env is None else env
-    cvd = ",".join(refs) if refs else env.get("CUDA_VISIBLE_DEVICES")
-    order = env.get("CUDA_DEVICE_ORDER") or "PCI_BUS_ID"  # the launcher and run_job set PCI order for jobs
+    job_env = dict(os.environ if env is None else env)
+    if refs:
+        job_env["CUDA_VISIBLE_DEVICES"] = ",".join(refs)
+    job_env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # what the launcher and run_job set for jobs
     try:
-        with session() as host:
-            res = host.resolve(cvd, order)
+        with gpu_session() as host:
             out, seen = [], set()
-            for v in res.visible:
+            for v in host.resolve_job(job_env).visible:
                 if v.gpu.nvml_index not in seen and v.gpu.device is not None:
                     seen.add(v.gpu.nvml_index)
                     out.append(v.gpu.device)
             yield out
     except DeviceError as e:
-        raise GpuSettingsError(f"gpu.* settings need the job's NVIDIA GPUs, but: {e}") from e
+        raise GpuSettingsError(f"gpu.* settings need the job's GPUs, but: {e}") from e
 
 
 def held_by_others() -> dict[str, dict[str, Any]]:
@@ -110,7 +110,7 @@ def check(req: Request, gpus: Sequence[Any], held: Mapping[str, dict[str, Any]] 
     if req.empty:
         return []
     if not gpus:
-        return ["gpu.* settings were requested but the job has no NVIDIA GPU (NVML lists none it may use)"]
+        return ["gpu.* settings were requested but the job has no GPU (the GPU library lists none it may use)"]
     problems: list[str] = []
     for g in gpus:
         label, before = _label(g), len(problems)
@@ -286,11 +286,11 @@ def describe(record: Mapping[str, Any]) -> str:
 
 def restore(path: Path, record: Mapping[str, Any]) -> list[str]:
     """Restore one record's GPUs (every GPU of the host may be named) and delete it when all went back."""
+    from llem.device import gpu_session
     from llem.device.common import DeviceError
-    from llem.device.nvidia import session
 
     try:
-        with session() as host:
+        with gpu_session() as host:
             failed = _restore_gpus(host.gpus(), record)
     except DeviceError as e:
         failed = [str(e)]
