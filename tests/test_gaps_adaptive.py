@@ -107,3 +107,17 @@ def test_launcher_keeper_holds_the_next_job_then_passes_the_wait_to_it(nvml_sim,
     env = keeper.before(2, None, (), "test")
     info = json.loads(env[COOL_ENV])
     assert info["wait_s"] == 120.0 and info["cooled"] and info["mode"] == "adaptive"
+
+
+def test_a_cooling_wait_in_a_log_prints_one_line_per_30_s(monkeypatch) -> None:
+    import io
+
+    out = io.StringIO()
+    keeper = GpuKeeper(Gaps(0.0, 0.0, adaptive=True, cool=CoolConfig()), out)
+    now = [100.0]
+    monkeypatch.setattr("llem.gpu.launch.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("llem.gpu.launch.time.sleep", lambda s: now.__setitem__(0, now[0] + s))
+    for _ in range(61):  # a minute of 1-s polls
+        keeper.countdown(1.0, cool_mod.COOLING + " (now/idle): 50/39 °C 90/70 W")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3 and lines[0] == "[llem] cooling to idle (now/idle): 50/39 °C 90/70 W"

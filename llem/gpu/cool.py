@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 Reading = dict[str, tuple[float | None, float | None]]  # GPU UUID → (temperature °C, power W)
+COOLING = "cooling to idle"
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def status_text(now: Reading, idle: Reading) -> str:
         t = f"{temp:.0f}/{t0:.0f} °C" if temp is not None and t0 is not None else "? °C"
         p = f"{power:.0f}/{p0:.0f} W" if power is not None and p0 is not None else "? W"
         parts.append(f"{t} {p}")
-    return "cooling to idle (now/idle): " + ", ".join(parts)
+    return f"{COOLING} (now/idle): " + ", ".join(parts)
 
 
 def record(wait_s: float, now: Reading, idle: Reading, cooled: bool, cool: Cool) -> dict[str, Any]:

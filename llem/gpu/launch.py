@@ -60,6 +60,23 @@ class GpuKeeper:
         self.cool = cool_mod.Cool.of(getattr(gaps, "cool", None) or {})
         self.adaptive = bool(getattr(gaps, "adaptive", False))
         self._pending_cool: dict[tuple[str, ...], dict[str, Any]] = {}
+        self._said_at = -1e9  # when a cooling line was last printed to a non-terminal
+
+    def countdown(self, seconds: float, label: str) -> None:
+        """The launcher's wait between jobs: a cooling wait shows temperature and power (a terminal: its line
+        rewritten each poll; a log: one line every 30 s), any other gap the usual countdown."""
+        from llem.launch.console import countdown
+
+        if not label.startswith(cool_mod.COOLING):
+            countdown(seconds, label, self.out)
+            return
+        if hasattr(self.out, "isatty") and self.out.isatty():
+            self.out.write(f"\r[llem] {label} \033[K")
+            self.out.flush()
+        elif time.monotonic() - self._said_at >= 30.0:
+            self._said_at = time.monotonic()
+            print(f"[llem] {label}", file=self.out, flush=True)
+        time.sleep(max(0.0, seconds))
 
     # -- adaptive gaps ------------------------------------------------------------------------------
     def study_start(self, slots: Sequence[Sequence[str]]) -> None:

@@ -30,7 +30,7 @@ from llem import io
 from llem.device import process_tree
 from llem.launch import health as health_mod
 from llem.launch.child import PARENT_PID_ENV
-from llem.launch.console import countdown, fmt_s, progress_text
+from llem.launch.console import fmt_s, progress_text
 from llem.launch.outcome import (
     EXIT_INTERRUPTED,
     Outcome,
@@ -380,7 +380,7 @@ class Supervisor:
                             nxt = None
                         if not self.running:
                             if wake is not None:
-                                countdown(wake[0] - time.monotonic(), wake[1], self.out)
+                                self.gpu.countdown(wake[0] - time.monotonic(), wake[1])
                             continue
                         self._wait_once(wake)
                 except (KeyboardInterrupt, _Terminated) as e:
