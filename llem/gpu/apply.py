@@ -167,7 +167,10 @@ class Applied:
 
     def as_dict(self) -> dict[str, Any]:
         return {"requested": self.requested, "devices": self.devices, "warnings": self.warnings,
-                "record": str(self.record) if self.record else None}
+                "record": str(self.record) if self.record else None,
+                # flat per GPU (NVML index → value), so results tables get a column each
+                "enforced_power_limit_w": {str(d["index"]): d["enforced"].get("power_limit_w") for d in self.devices},
+                "previous_power_limit_w": {str(d["index"]): d["previous"].get("power_limit_w") for d in self.devices}}
 
 
 def apply(req: Request, refs: Sequence[str] | None = None, owner: str = "", env: Mapping[str, str] | None = None
