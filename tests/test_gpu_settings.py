@@ -305,3 +305,23 @@ def test_a_reused_pid_is_not_the_process_that_applied_the_settings() -> None:
     assert records.alive(rec)
     assert not records.alive({**rec, "pid_start": rec["pid_start"] - 3600})  # same pid, another process
     assert not records.alive({**rec, "pid": None})
+
+
+def test_serving_sweep_plot_has_latency_panel_and_names_the_setting(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from llem.report.settings_plot import TPOT_P90, TTFT_P90, figures
+    from llem.results import J_PER_TOKEN, THROUGHPUT
+
+    rows = []
+    for i, (limit, jpt, ttft) in enumerate([(250, 0.4, 0.5), (350, 0.5, 0.15), (450, 0.7, 0.1)]):
+        d = tmp_path / str(i)
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps({"config": {"gpu": {"power_limit_w": limit}, "scenario": {
+            "name": "serving", "slo": {"ttft_s": 0.2, "itl_s": 0.05}}}, "gpu_settings": {}}))
+        rows.append({"status": "completed", "job_dir": str(d), J_PER_TOKEN: jpt, THROUGHPUT: 100.0 + limit / 10,
+                     TTFT_P90: ttft, TPOT_P90: 0.03})
+    (title, name, path), = figures(pd.DataFrame(rows), tmp_path)
+    assert name == "gpu_power_limit_w" and isinstance(path, Path) and path.stat().st_size > 1000
+    assert "gpu.power_limit_w=350 (0.5 J/output token" in title  # 250 W is cheaper but misses the TTFT SLO
+    assert figures(pd.DataFrame(rows[:1]), tmp_path) == []  # one setting: no sweep, no figure
