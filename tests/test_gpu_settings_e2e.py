@@ -130,6 +130,13 @@ def test_kill_9_of_the_launcher_is_repaired_by_the_next_run(tmp_path: Path, llem
         assert driver(tmp_path)["power_limit_mw"] == 700_000
         again = llem(["--cfg", "job"], tmp_path, env)
         assert "restored" not in again.stderr  # said once
+
+        single = llem(["gpu.power_limit_w=280", *FAST, f"hydra.run.dir={tmp_path / 'single'}"], tmp_path, env)
+        assert single.returncode == 0, single.stderr  # a single run (no launcher) applies and restores itself
+        gs = json.loads((tmp_path / "single" / "result.json").read_text())["gpu_settings"]
+        assert gs["applied_by"] == "job" and gs["restored"] and gs["enforced_power_limit_w"] == {"0": 280.0}
+        assert gs["seen"]["gpu:0"]["power_w_mean"] == pytest.approx(280.0, rel=0.02)
+        assert driver(tmp_path)["power_limit_mw"] == 700_000
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # the orphaned job and zygote (this test's own process group)
