@@ -325,3 +325,67 @@ def test_serving_sweep_plot_has_latency_panel_and_names_the_setting(tmp_path: Pa
     assert name == "gpu_power_limit_w" and isinstance(path, Path) and path.stat().st_size > 1000
     assert "gpu.power_limit_w=350 (0.5 J/output token" in title  # 250 W is cheaper but misses the TTFT SLO
     assert figures(pd.DataFrame(rows[:1]), tmp_path) == []  # one setting: no sweep, no figure
+
+
+# -- the launcher: applied before each job, restored after it whatever ends it -----------------------------
+def _job_records_settings(job_dir: str, fate: str = "ok") -> None:
+    """A stand-in job (forked by the launcher): writes what the launcher passed it, then ends as told."""
+    import signal as _signal
+
+    ident = {"pid": os.getpid()}
+    Path(job_dir, "result.json").write_text(json.dumps({
+        "status": "running" if fate == "kill" else "completed", "identity": ident, "gpu": json.loads(os.environ.get("LLEM_GPU_SETTINGS", "null"))}))
+    if fate == "kill":
+        os.kill(os.getpid(), _signal.SIGKILL)
+
+
+def test_launcher_applies_per_job_restores_after_a_kill_and_skips_a_held_gpu(nvml_sim, state_dir: Path,
+                                                                          tmp_path: Path) -> None:
+    import cloudpickle
+
+    from llem.launch.settings import LaunchSettings
+    from llem.launch.supervisor import JobPlan, Supervisor
+    from llem.launch.zygote import ForkServer
+    from llem.study import manifest
+    from llem.study.gaps import Gaps
+
+    sim = nvml_sim(host("H100", clock=SimClock(), admin=True))
+    jobs = [({"power_limit_w": 300.0}, "ok"), ({"power_limit_w": 350.0}, "kill"), ({"power_limit_w": 400.0}, "ok"),
+            (None, "ok")]
+    seen_during: list[int] = []
+
+    def prep(i: int, gpu: Any, fate: str) -> Any:
+        def make() -> JobPlan:
+            seen_during.append(sim.gpus[0].power_limit_mw)  # before job i: the previous job's limit is back
+            if i == 2:  # another llem run takes the GPU between planning and job 2
+                rec = records.new_record([{"uuid": sim.gpus[0].uuid, "index": 0, "previous": {}, "changed": []}], "B")
+                rec.update(pid=other.pid, pid_start=records.process_start(other.pid))
+                records.write(rec)
+            d = tmp_path / "jobs" / str(i)
+            return JobPlan(i, i, 0, d, f"job{i}", cloudpickle.dumps((_job_records_settings, (str(d), fate), {})),
+                           {"job_index": i}, gpu=gpu)
+        return make
+
+    manifest.write(tmp_path, manifest.new("d" * 16, [{"index": i, "status": "planned"} for i in range(len(jobs))]))
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the forked jobs cannot import tests/
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    server = ForkServer(preload=("cloudpickle", "psutil")).start()
+    try:
+        sup = Supervisor(LaunchSettings(), tmp_path, [()], Gaps(0, 0), fork_server=server,
+                         probe=lambda refs: ([], None))
+        done = sup.run([prep(i, g, f) for i, (g, f) in enumerate(jobs)])
+    finally:
+        server.close()
+        other.kill()
+        other.wait()
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    by_index = {f.index: f.outcome for f in done}
+    assert by_index[0].status == "completed" and by_index[1].status == "failed"  # killed
+    assert by_index[2].reason == "gpu_settings" and "held by another llem run" in by_index[2].error["message"]
+    assert by_index[3].status == "completed"  # the study went on
+    res0 = json.loads((tmp_path / "jobs" / "0" / "result.json").read_text())
+    assert res0["gpu"]["devices"][0]["enforced"]["power_limit_w"] == 300.0
+    assert seen_during == [700_000, 700_000, 700_000, 700_000]  # restored after the completed and the killed job
+    assert sim.gpus[0].power_limit_mw == 700_000
+    assert [rec["owner"] for _, rec in records.on_this_host()] == ["B"]  # ours are gone; B's is B's business
+    assert manifest.load(tmp_path)["jobs"][2]["status"] == "failed"

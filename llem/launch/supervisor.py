@@ -28,6 +28,7 @@ import psutil
 
 from llem import io
 from llem.device import process_tree
+from llem.errors import UserError
 from llem.launch import health as health_mod
 from llem.launch.child import PARENT_PID_ENV
 from llem.launch.console import fmt_s, progress_text
@@ -192,7 +193,15 @@ class Supervisor:
         payload = work / "job.pkl"
         payload.write_bytes(plan.payload)
         plan.job_dir.mkdir(parents=True, exist_ok=True)
-        gpu_env = self.gpu.before(plan.num, plan.gpu, slot.gpus, f"llem study {self.sweep_dir} job {plan.index}")
+        try:
+            gpu_env = self.gpu.before(plan.num, plan.gpu, slot.gpus, f"llem study {self.sweep_dir} job {plan.index}")
+        except UserError as e:  # e.g. another llem run took the GPU since planning: this job fails, unstarted
+            err = {"type": type(e).__name__, "message": str(e), "reason": "gpu_settings"}
+            self._mark(plan.index, "failed", finished_at=now_iso(), error=err)
+            print(f"llem: job {plan.index} not started: {e}", file=sys.stderr, flush=True)
+            self.finished.append(Finished(plan.num, plan.index, Outcome("failed", "gpu_settings", err, None, None,
+                                                                        rewrite=False), plan))
+            return
         env = child_env(os.environ, {PARENT_PID_ENV: str(os.getpid()), **slot_env(slot.gpus, os.environ),
                                      **health_mod.to_env(report), **gpu_env,
                                      lock.JOBS_LOCK_ENV: str(self.sweep_dir.absolute() / lock.JOBS_LOCK_FILE)})
