@@ -389,3 +389,16 @@ def test_launcher_applies_per_job_restores_after_a_kill_and_skips_a_held_gpu(nvm
     assert sim.gpus[0].power_limit_mw == 700_000
     assert [rec["owner"] for _, rec in records.on_this_host()] == ["B"]  # ours are gone; B's is B's business
     assert manifest.load(tmp_path)["jobs"][2]["status"] == "failed"
+
+
+def test_a_job_on_a_mig_instance_may_not_change_the_shared_gpu(nvml_sim, state_dir: Path) -> None:
+    from gpu_sim import add_migs
+
+    sim = nvml_sim(host("H100", 2, clock=SimClock(), admin=True))
+    mig = add_migs(sim, 1)[0]
+    with pytest.raises(GpuSettingsError, match=r"GPU 1 .* is split into MIG instances"):
+        apply(Request(power_limit_w=300.0), [mig.uuid])
+    assert sim.gpus[1].power_limit_mw == 700_000
+    applied = apply(Request(power_limit_w=300.0), ["0"])  # the whole GPU next to it: fine
+    assert sim.gpus[0].power_limit_mw == 300_000
+    restore_applied(applied)

@@ -69,6 +69,12 @@ def _label(g: Any) -> str:
     return f"GPU {g.index} ({g.name}, {g.uuid})"
 
 
+class JobGpus(list):  # type: ignore[type-arg]
+    """The job's GPU objects; `.mig`: indices of those the job uses through a MIG instance."""
+
+    mig: set[int]
+
+
 @contextlib.contextmanager
 def job_gpus(refs: Sequence[str] | None, env: Mapping[str, str] | None = None) -> Iterator[list[Any]]:
     """The physical GPUs a job with these CUDA_VISIBLE_DEVICES entries uses (None: the environment's; unset:
@@ -82,8 +88,11 @@ def job_gpus(refs: Sequence[str] | None, env: Mapping[str, str] | None = None) -
     job_env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # what the launcher and run_job set for jobs
     try:
         with gpu_session() as host:
-            out, seen = [], set()
+            out, seen = JobGpus(), set()
+            out.mig = set()
             for v in host.resolve_job(job_env).visible:
+                if getattr(v, "mig_uuid", None):
+                    out.mig.add(v.gpu.device.index if v.gpu.device is not None else v.gpu.nvml_index)
                 if v.gpu.nvml_index not in seen and v.gpu.device is not None:
                     seen.add(v.gpu.nvml_index)
                     out.append(v.gpu.device)
@@ -114,6 +123,10 @@ def check(req: Request, gpus: Sequence[Any], held: Mapping[str, dict[str, Any]] 
     problems: list[str] = []
     for g in gpus:
         label, before = _label(g), len(problems)
+        if g.index in getattr(gpus, "mig", ()):
+            problems.append(f"{label} is split into MIG instances and the job runs on one: its power limit and clocks "
+                            "are shared by every instance, so llem does not change them; leave gpu.* at null")
+            continue
         rec = (held or {}).get(str(g.uuid))
         if rec is not None:
             problems.append(f"{label}: its settings are held by another llem run (pid {rec.get('pid')}, "
