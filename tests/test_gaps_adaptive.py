@@ -121,3 +121,22 @@ def test_a_cooling_wait_in_a_log_prints_one_line_per_30_s(monkeypatch) -> None:
         keeper.countdown(1.0, cool_mod.COOLING + " (now/idle): 50/39 °C 90/70 W")
     lines = out.getvalue().splitlines()
     assert len(lines) == 3 and lines[0] == "[llem] cooling to idle (now/idle): 50/39 °C 90/70 W"
+
+
+def test_bench_gaps_runs_and_every_adaptive_job_starts_cool(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    out = tmp_path / "gaps.json"
+    p = subprocess.run([sys.executable, str(REPO / "scripts" / "bench_gaps.py"), "--quick", "--json", str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    doc = json.loads(out.read_text())
+    (row,) = doc["rows"]
+    assert doc["benchmark"] == "gaps" and row["unit"] == "ratio" and 0 < row["value"] < 1
+    data = doc["data"]["tau_20"]
+    adaptive, fixed = data["adaptive"], data["fixed"]
+    assert fixed["gaps_s"] == 4 * 300 + 15 * 60  # 4 cycle gaps and 15 config gaps of a 4 x 5 interleaved study
+    assert max(adaptive["start_temperature_c"]) <= adaptive["idle_temperature_c"] + 3.0
