@@ -137,6 +137,9 @@ def main() -> None:
     if problem:
         print(f"llem: {problem}", file=sys.stderr)
         sys.exit(2)
+    from llem.gpu.apply import repair_stale
+
+    repair_stale()  # GPU settings a killed llem left on this host go back first (one line each)
     with _user_errors_exit_2():
         _hydra_main()
 

@@ -136,6 +136,9 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
     atomic_write_json(out_dir / RESULT_FILE, result.as_dict())  # status=running: the job has begun
     backend: Backend | None = None
     selection = None
+    from llem.gpu.job import JobSettings
+
+    gpu = JobSettings()  # gpu.*: applied before load (here or by the launcher), restored in `finally`
     try:
         use_pci_order()  # before CUDA starts: CUDA numbers GPUs as NVML does, unless the user chose an order
         validate(cfg)
@@ -144,6 +147,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         # prompt + output within the model's context; both a model and a dataset problem are reported
         prompts = before_load(cfg, lambda: None if needs_tokenizer(cfg.dataset) else
                               load_prompts(cfg.dataset, cfg.n, cfg.seed))
+        result.warnings.extend(gpu.begin(cfg, f"llem job {out_dir}"))
         result.environment = snapshot()
         if os.environ.get("LLEM_HEALTH"):  # GPU health seen by llem's launcher before this job
             result.environment["health"] = json.loads(os.environ["LLEM_HEALTH"])
@@ -211,6 +215,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                                      steady_state=out.extra.get("steady_state"), baseline=baseline,
                                      thermal_warmup=thermal, basis=cfg.energy.basis)
         result.warnings.extend(result.energy.get("warnings", []))
+        gpu.seen(window.readings)
         request_extra = None
         if cfg.scenario.name == "serving":  # rate, SLO, goodput, steady state, per-request energy (README "Serving")
             from llem.serving.metrics import serving_block
@@ -232,6 +237,8 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         result.fail(e)
         raise
     finally:
+        result.warnings.extend(gpu.end())
+        result.gpu_settings = gpu.block
         result.finished_at = now_iso()
         result.timing["job_s"] = time.perf_counter() - t_job
         atomic_write_json(out_dir / RESULT_FILE, result.as_dict())

@@ -53,6 +53,9 @@ class Result:
     memory: dict[str, Any] = field(default_factory=dict)  # peak_rss_bytes, peak_allocated_bytes{}
     model: dict[str, Any] = field(default_factory=dict)  # parameters, non_embedding_parameters, dtype
     environment: dict[str, Any] = field(default_factory=dict)
+    # gpu.* applied to the job's GPUs (docs/gpu-settings.md): requested, devices[{uuid, previous, enforced}],
+    # seen{device: sm_clock_mhz_mean, throttle_reasons, ...}, cool{wait_s, start_temperature_c}, applied_by
+    gpu_settings: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the resolved experiment config
     warnings: list[str] = field(default_factory=list)
     error: dict[str, Any] | None = None  # type, message, traceback

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import REPO, RESULTS_DIR, machine_info, parse, parser, render_rows, write_json  # noqa: E402
 
 SCRIPTS = Path(__file__).resolve().parent
-OURS = ("fidelity", "timing_overhead", "launcher", "sampler", "peer")
+OURS = ("fidelity", "timing_overhead", "launcher", "sampler", "peer", "gaps")
 THEIRS = ("plan", "results")
 PLAN_TARGET_S, RESULTS_TARGET_S = 5.0, 5.0
 

@@ -14,6 +14,9 @@ the spot, then measures, each step in its own try/except with its errors recorde
    vs none (interleaved repetitions);
 6. llem/native fidelity for pytorch at bf16: llem's `run_job` output tok/s vs a plain `generate` loop;
    and for vLLM when it is installed (scripts/bench_fidelity.py's method).
+7. GPU settings (docs/gpu-settings.md): two power limits, a third and two thirds of the way up the GPU's
+   allowed range, each applied through llem's own path (check, restore record, apply, read back), the GPU
+   loaded and its power sampled, then put back, always; needs root (without it: recorded as skipped).
 
 Writes `benchmarks/results/gpu-check-<date>-<host>.json` after every step (a kill keeps what was done).
 A total time budget (`--budget-s`, default 450 s) skips the steps that no longer fit, and a watchdog
@@ -55,12 +58,12 @@ PARAMS_EXPECTED = 494_032_768  # Qwen2.5-0.5B with tied embeddings
 PLAN: list[tuple[str, float]] = [
     ("idle_no_context", 7), ("idle_with_context", 10), ("build_model", 30), ("counter_step", 6),
     ("power_sources", 11), ("integral_10s", 12), ("integral_60s", 62), ("sampler_cost", 45),
-    ("fidelity_pytorch", 75), ("fidelity_vllm", 110),
+    ("fidelity_pytorch", 75), ("fidelity_vllm", 110), ("power_limits", 14),
 ]
 WORDS = ("energy token model power watt joule latency batch prompt decode prefill cache memory kernel gpu measure "
          "time speed data study cycle sweep result value the a of and to in is that for on with as light river "
          "stone city music history science language water number system question answer")
-OPTIONAL = {"fidelity_vllm"}  # the plan without these must fit the default budget
+OPTIONAL = {"fidelity_vllm", "power_limits"}  # the plan without these must fit the default budget
 
 
 # -- NVML reads (nv = the pynvml module, h = a device handle) ------------------------------------------
@@ -107,6 +110,42 @@ def sample(nv: Any, h: Any, seconds: float, hz: float, clock: Callable[[], float
         nxt += 1.0 / hz
         sleep(max(0.0, nxt - clock()))
     return rows
+
+
+def power_limit_sweep(nv: Any, h: Any, uuid: str, set_load: Callable[[bool], None], seconds: float = 4.0,
+                      clock: Callable[[], float] = time.perf_counter,
+                      sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """Step 7: two power limits applied with llem.gpu.apply on the loaded GPU, power sampled under each, the
+    previous limit put back after each (in `finally`). Without root: {"skipped": why}, nothing changed."""
+    from llem.gpu.apply import GpuSettingsError, Request, apply, restore_applied
+
+    lo, hi = (x / 1000.0 for x in nv.nvmlDeviceGetPowerManagementLimitConstraints(h))
+    before = nv.nvmlDeviceGetPowerManagementLimit(h) / 1000.0
+    out: dict[str, Any] = {"constraints_w": [lo, hi], "limit_before_w": before, "limits": []}
+    for w in (round(lo + (hi - lo) / 3), round(lo + 2 * (hi - lo) / 3)):
+        try:
+            applied = apply(Request(power_limit_w=float(w)), [uuid], "scripts/gpu_check.py")
+        except GpuSettingsError as e:
+            out["skipped"] = str(e)
+            break
+        try:
+            set_load(True)
+            sleep(1.0)  # the cap settles (and the 1 s average catches up)
+            rows = sample(nv, h, seconds, 20, clock=clock, sleep=sleep)
+        finally:
+            set_load(False)
+            failed = restore_applied(applied)
+        inst = [r["instant_w"] for r in rows if r["instant_w"] is not None]
+        counters = [(r["t"], r["counter_mj"]) for r in rows if r["counter_mj"] is not None]
+        counter_w = ((counters[-1][1] - counters[0][1]) / 1000.0 / (counters[-1][0] - counters[0][0])
+                     if len(counters) > 1 and counters[-1][0] > counters[0][0] else None)
+        out["limits"].append({"limit_w": w, "enforced_w": applied.devices[0]["enforced"].get("power_limit_w"),
+                              "instant_w_mean": statistics.fmean(inst) if inst else None,
+                              "instant_w_max": max(inst) if inst else None, "counter_w": counter_w,
+                              "restore_failed": failed})
+    out["limit_after_w"] = nv.nvmlDeviceGetPowerManagementLimit(h) / 1000.0
+    out["restored"] = out["limit_after_w"] == before
+    return out
 
 
 def idle_summary(rows: list[dict]) -> dict[str, Any]:
@@ -546,6 +585,7 @@ def _run(check: Check, work: Path) -> int:
                     return integral_vs_counter(rows)
 
                 check.step(f"integral_{seconds}s", window)
+            check.step("power_limits", lambda: power_limit_sweep(nv, h, str(info["uuid"]), load.set))
         except _Skip:
             pass
         finally:

@@ -17,12 +17,26 @@ What it simulates, as unkindly as NVIDIA documents:
   UUIDs, parent lookup, no per-instance energy or power), handle errors (NO_PERMISSION, GPU_IS_LOST, at
   open or from a time on), an old driver without `_v3` process queries (NVMLLibraryMismatchError),
   bindings from which the deprecated `nvmlDeviceGetTemperature` / `…ClocksThrottleReasons` are gone,
-  and compute-process lists per GPU or MIG instance.
+  and compute-process lists per GPU or MIG instance;
+- GPU settings as the driver keeps them (issue 20): power limits within `nvmlDeviceGetPowerManagementLimit
+  Constraints`, locked SM / memory clocks among the supported ones, persistence mode; every setter raises
+  `NVMLError_NoPermission` unless the host was built with `admin=True` (root); with `state_file` the
+  settings (and the load timeline) live in a JSON file the simulator locks (fcntl), so every process of a
+  test sees the same driver state, as on a real host (`tests/sim_site/pynvml.py` installs such a host as
+  `pynvml` in subprocesses: put `tests/sim_site` first on PYTHONPATH and set LLEM_GPU_SIM_STATE);
+- a power draw capped by the limit: a segment's watts are the demand at the top SM clock; the GPU runs at
+  the highest clock allowed by the locked clocks and the limit, with power = idle + (demand - idle) ×
+  (f / f_max)^3 and throughput ∝ f (`operating_point`): J/token is U-shaped in the SM clock;
+- a cooling curve: after a load the temperature decays to idle (first-order, `thermal_tau_s`) and the
+  power with it (`power_tau_s` > 0: idle + excess × e^(-t/τ), leakage of a hot die).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
+import json
 import math
 import os
 import sys
@@ -137,8 +151,45 @@ class SimGpu:
     power_limit_mw: int = 700_000
     # power timeline: (t_from, watts), piecewise constant, sorted
     segments: list[tuple[float, float]] = field(default_factory=list)
+    # settings the driver keeps (issue 20)
+    default_limit_mw: int = 700_000
+    limit_range_mw: tuple[int, int] = (200_000, 700_000)
+    sm_clocks_mhz: tuple[int, ...] = tuple(range(1980, 344, -15))  # supported, descending (as NVML lists)
+    mem_clocks_mhz: tuple[int, ...] = (2619, 1593)
+    locked_sm: tuple[int, int] | None = None
+    locked_mem: tuple[int, int] | None = None
+    # (t_from, limit W, highest allowed SM MHz or None): when the settings changed (energy integrates them)
+    settings_log: list[tuple[float, float, float | None]] = field(default_factory=list)
+    power_tau_s: float = 0.0  # >0: after a load, power decays to idle with this time constant
 
-    def power_at(self, t: float) -> float:
+    @property
+    def max_sm_mhz(self) -> float:
+        return float(self.sm_clocks_mhz[0])
+
+    def settings_at(self, t: float) -> tuple[float, float | None]:
+        lim, hi = self.power_limit_mw / 1000.0, (self.locked_sm[1] if self.locked_sm else None)
+        if self.settings_log:
+            lim, hi = self.settings_log[0][1], self.settings_log[0][2]
+            for t0, lw, h in self.settings_log:
+                if t0 > t:
+                    break
+                lim, hi = lw, h
+        return lim, hi
+
+    def operating_point(self, demand_w: float, limit_w: float, locked_hi: float | None) -> tuple[float, float]:
+        """(SM clock MHz, watts) of a GPU asked for `demand_w` (its draw at the top clock): the highest clock
+        the lock and the power limit allow; power = idle + (demand - idle) × (f / f_max)^3."""
+        idle, fmax = self.model.idle_w, self.max_sm_mhz
+        f = min(fmax, locked_hi) if locked_hi else fmax
+        if demand_w <= idle:  # idle: the clock drops, the power is what is asked
+            return (min(f, 345.0), demand_w)
+        dyn = demand_w - idle
+        cap = max(limit_w - idle, 0.0)
+        if dyn * (f / fmax) ** 3 > cap:  # the limit binds: the clock drops until the power fits
+            f = fmax * (cap / dyn) ** (1 / 3)
+        return f, idle + dyn * (f / fmax) ** 3
+
+    def demand_at(self, t: float) -> float:
         p = self.segments[0][1]
         for t0, w in self.segments:
             if t0 > t:
@@ -146,13 +197,41 @@ class SimGpu:
             p = w
         return p
 
+    def _pieces(self, t_end: float) -> list[tuple[float, float, float]]:
+        """(t0, t1, watts at the operating point) over merged demand and settings breakpoints up to t_end."""
+        cuts = sorted({s[0] for s in self.segments} | {s[0] for s in self.settings_log if s[0] > self.segments[0][0]})
+        out = []
+        for i, t0 in enumerate(cuts):
+            if t0 > t_end:  # a step exactly at t_end is in (zero long): power_at(t) sees it
+                break
+            t1 = min(cuts[i + 1] if i + 1 < len(cuts) else math.inf, t_end)
+            lim, hi = self.settings_at(t0)
+            out.append((t0, t1, self.operating_point(self.demand_at(t0), lim, hi)[1]))
+        return out
+
+    def power_at(self, t: float) -> float:
+        lim, hi = self.settings_at(t)
+        watts = self.operating_point(self.demand_at(t), lim, hi)[1]
+        if self.power_tau_s > 0:
+            watts += self._excess(t)
+        return watts
+
+    def _excess(self, t: float) -> float:
+        """Leakage of a die still hot from a load: the drop at the last load→lighter step, decaying."""
+        pieces = self._pieces(t)
+        if len(pieces) >= 2 and pieces[-2][2] > pieces[-1][2]:
+            return (pieces[-2][2] - pieces[-1][2]) * math.exp(-(t - pieces[-1][0]) / self.power_tau_s)
+        return 0.0
+
     def energy_at(self, t: float) -> float:
         """Exact energy (J) from the timeline's start to t."""
         e = 0.0
-        for (t0, w), nxt in zip(self.segments, [*self.segments[1:], (math.inf, 0.0)]):
-            if t <= t0:
-                break
-            e += w * (min(t, nxt[0]) - t0)
+        pieces = self._pieces(t)
+        for k, (t0, t1, w) in enumerate(pieces):
+            e += w * (t1 - t0)
+            if self.power_tau_s > 0 and k and pieces[k - 1][2] > w:
+                drop, tau = pieces[k - 1][2] - w, self.power_tau_s
+                e += drop * tau * (1 - math.exp(-(t1 - t0) / tau))
         return e
 
     def last_tick(self, t: float) -> float:
@@ -165,12 +244,11 @@ class SimGpu:
         return (self.counter_base_mj + int(self.energy_at(self.last_tick(t)) * 1000)) % (1 << 64)
 
     def temperature_at(self, t: float) -> float:
-        temp = self.ambient_c + self.c_per_w * self.segments[0][1]
-        for (t0, w), nxt in zip(self.segments, [*self.segments[1:], (math.inf, 0.0)]):
-            if t <= t0:
-                break
+        pieces = self._pieces(t)
+        temp = self.ambient_c + self.c_per_w * (pieces[0][2] if pieces else self.segments[0][1])
+        for t0, t1, w in pieces:
             target = self.ambient_c + self.c_per_w * w
-            temp = target + (temp - target) * math.exp(-(min(t, nxt[0]) - t0) / self.thermal_tau_s)
+            temp = target + (temp - target) * math.exp(-(t1 - t0) / self.thermal_tau_s)
         return temp
 
 
@@ -206,7 +284,8 @@ class SimNvml(types.ModuleType):
 
     def __init__(self, gpus: list[SimGpu], clock: Callable[[], float] = time.perf_counter, *,
                  driver: str = "580.65.06", cuda: int = 13000, removed: Iterable[str] = (),
-                 old_driver: bool = False, init_error: int | None = None) -> None:
+                 old_driver: bool = False, init_error: int | None = None, admin: bool = False,
+                 state_file: str | os.PathLike[str] | None = None) -> None:
         super().__init__("pynvml")
         for k, v in vars(REAL).items():  # constants, exceptions, structs: the real ones
             if k.startswith(("NVML_", "NVMLError", "NVMLLibraryMismatchError", "c_nvml", "nvmlPciInfo_t",
@@ -223,6 +302,11 @@ class SimNvml(types.ModuleType):
         self.calls: dict[str, int] = {}
         self.initialised = 0
         self.shutdowns = 0
+        self.admin = admin  # root: the setters work; else NVMLError_NoPermission, as for any user
+        self.state_file = None if state_file is None else str(state_file)
+        self._state_mtime: int | None = None
+        if self.state_file is not None and not os.path.exists(self.state_file):
+            self.save_state()
 
     def __getattribute__(self, name: str) -> Any:
         if name.startswith("nvml") and name in object.__getattribute__(self, "_absent"):
@@ -248,6 +332,75 @@ class SimNvml(types.ModuleType):
         g = self.gpus[index]
         return g.energy_at(t1) - g.energy_at(t0)
 
+    # -- driver state shared across processes (state_file) -----------------------------------------
+    _MUTABLE = ("power_limit_mw", "locked_sm", "locked_mem", "persistence", "settings_log", "segments")
+
+    def state(self) -> dict[str, Any]:
+        models = [next(k for k, m in MODELS.items() if m == g.model) for g in self.gpus]
+        return {"admin": self.admin, "models": models,
+                "gpus": [{k: getattr(g, k) for k in self._MUTABLE} for g in self.gpus]}
+
+    def save_state(self) -> None:
+        assert self.state_file is not None
+        tmp = f"{self.state_file}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(self.state(), f)
+        os.replace(tmp, self.state_file)
+        self._state_mtime = os.stat(self.state_file).st_mtime_ns
+
+    def _load_state(self, force: bool = False) -> None:
+        if self.state_file is None:
+            return
+        try:
+            mtime = os.stat(self.state_file).st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._state_mtime and not force:
+            return
+        with open(self.state_file) as f:
+            state = json.load(f)
+        self._state_mtime = mtime
+        self.admin = bool(state.get("admin", self.admin))
+        for g, gs in zip(self.gpus, state["gpus"]):
+            g.power_limit_mw, g.persistence = int(gs["power_limit_mw"]), int(gs["persistence"])
+            g.locked_sm = tuple(gs["locked_sm"]) if gs["locked_sm"] else None  # type: ignore[assignment]
+            g.locked_mem = tuple(gs["locked_mem"]) if gs["locked_mem"] else None  # type: ignore[assignment]
+            g.settings_log = [tuple(x) for x in gs["settings_log"]]  # type: ignore[misc]
+            g.segments = [tuple(x) for x in gs["segments"]]  # type: ignore[misc]
+
+    @contextlib.contextmanager
+    def _driver(self) -> Any:
+        """A settings change: under the state file's lock, on its latest content, saved after."""
+        if self.state_file is None:
+            yield
+            return
+        with open(f"{self.state_file}.lock", "a") as lk:
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            try:
+                self._load_state(force=True)
+                yield
+                self.save_state()
+            finally:
+                fcntl.flock(lk, fcntl.LOCK_UN)
+
+    def set_load(self, index: int, watts: float, at: float | None = None) -> None:
+        """`set_power`, through the shared driver state (a job 'running' on the simulated GPU)."""
+        with self._driver():
+            self.set_power(index, watts, at)
+
+    def _log_settings(self, g: SimGpu) -> None:
+        t = self.clock()
+        if not g.settings_log:
+            g.settings_log = [(g.segments[0][0], g.default_limit_mw / 1000.0, None)]
+        g.settings_log = [x for x in g.settings_log if x[0] < t] + [
+            (t, g.power_limit_mw / 1000.0, float(g.locked_sm[1]) if g.locked_sm else None)]
+
+    def _admin(self, h: _Handle) -> SimGpu:
+        g = self._whole(h)
+        if not self.admin:
+            raise self._err(REAL.NVML_ERROR_NO_PERMISSION)
+        return g
+
     # -- plumbing ------------------------------------------------------------------------------------
     def _count(self, name: str) -> None:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -258,6 +411,7 @@ class SimNvml(types.ModuleType):
     def _check(self, h: _Handle) -> SimGpu:
         if not self.initialised:
             raise self._err(REAL.NVML_ERROR_UNINITIALIZED)
+        self._load_state()
         g = h.gpu
         if g.lost_at is not None and self.clock() >= g.lost_at:
             raise self._err(REAL.NVML_ERROR_GPU_IS_LOST)
@@ -418,6 +572,67 @@ class SimNvml(types.ModuleType):
     def nvmlDeviceGetEnforcedPowerLimit(self, h: _Handle) -> int:
         return self._whole(h).power_limit_mw
 
+    # -- settings (root only) ----------------------------------------------------------------------------
+    def nvmlDeviceGetPowerManagementLimit(self, h: _Handle) -> int:
+        return self._whole(h).power_limit_mw
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, h: _Handle) -> int:
+        return self._whole(h).default_limit_mw
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, h: _Handle) -> list[int]:
+        return list(self._whole(h).limit_range_mw)
+
+    def nvmlDeviceSetPowerManagementLimit(self, h: _Handle, limit: int) -> None:
+        with self._driver():
+            g = self._admin(h)
+            lo, hi = g.limit_range_mw
+            if not lo <= int(limit) <= hi:
+                raise self._err(REAL.NVML_ERROR_INVALID_ARGUMENT)
+            g.power_limit_mw = int(limit)
+            self._log_settings(g)
+
+    def nvmlDeviceGetSupportedMemoryClocks(self, h: _Handle) -> list[int]:
+        return list(self._whole(h).mem_clocks_mhz)
+
+    def nvmlDeviceGetSupportedGraphicsClocks(self, h: _Handle, memoryClockMHz: int) -> list[int]:
+        g = self._whole(h)
+        if int(memoryClockMHz) not in g.mem_clocks_mhz:
+            raise self._err(REAL.NVML_ERROR_INVALID_ARGUMENT)
+        return list(g.sm_clocks_mhz)
+
+    def nvmlDeviceGetMaxClockInfo(self, h: _Handle, kind: int) -> int:
+        g = self._check(h)
+        return g.sm_clocks_mhz[0] if kind in (REAL.NVML_CLOCK_SM, REAL.NVML_CLOCK_GRAPHICS) else g.mem_clocks_mhz[0]
+
+    def nvmlDeviceSetGpuLockedClocks(self, h: _Handle, minGpuClockMHz: int, maxGpuClockMHz: int) -> None:
+        with self._driver():
+            g = self._admin(h)
+            if not (min(g.sm_clocks_mhz) <= minGpuClockMHz <= maxGpuClockMHz <= max(g.sm_clocks_mhz)):
+                raise self._err(REAL.NVML_ERROR_INVALID_ARGUMENT)
+            g.locked_sm = (int(minGpuClockMHz), int(maxGpuClockMHz))
+            self._log_settings(g)
+
+    def nvmlDeviceResetGpuLockedClocks(self, h: _Handle) -> None:
+        with self._driver():
+            g = self._admin(h)
+            g.locked_sm = None
+            self._log_settings(g)
+
+    def nvmlDeviceSetMemoryLockedClocks(self, h: _Handle, minMemClockMHz: int, maxMemClockMHz: int) -> None:
+        with self._driver():
+            g = self._admin(h)
+            if not (min(g.mem_clocks_mhz) <= minMemClockMHz <= maxMemClockMHz <= max(g.mem_clocks_mhz)):
+                raise self._err(REAL.NVML_ERROR_INVALID_ARGUMENT)
+            g.locked_mem = (int(minMemClockMHz), int(maxMemClockMHz))
+
+    def nvmlDeviceResetMemoryLockedClocks(self, h: _Handle) -> None:
+        with self._driver():
+            self._admin(h).locked_mem = None
+
+    def nvmlDeviceSetPersistenceMode(self, h: _Handle, mode: int) -> None:
+        with self._driver():
+            self._admin(h).persistence = int(mode)
+
     # -- thermal, clocks, state ------------------------------------------------------------------------
     def nvmlDeviceGetTemperature(self, h: _Handle, sensor: int) -> int:
         return int(self._check(h).temperature_at(self.clock()))
@@ -428,8 +643,14 @@ class SimNvml(types.ModuleType):
         return int(self._check(h).temperature_at(self.clock()))
 
     def nvmlDeviceGetClockInfo(self, h: _Handle, kind: int) -> int:
-        self._check(h)
-        return 1980 if kind == REAL.NVML_CLOCK_SM else 2619
+        g = self._check(h)
+        if kind == REAL.NVML_CLOCK_MEM:
+            return g.locked_mem[1] if g.locked_mem else g.mem_clocks_mhz[0]
+        if g.locked_sm is None and g.power_limit_mw == g.default_limit_mw and not g.settings_log:
+            return 1980  # as before settings existed: the top clock
+        t = self.clock()
+        lim, hi = g.settings_at(t)
+        return int(round(g.operating_point(g.demand_at(t), lim, hi)[0]))
 
     def nvmlDeviceGetUtilizationRates(self, h: _Handle) -> _Util:
         g = self._whole(h)
@@ -440,13 +661,22 @@ class SimNvml(types.ModuleType):
         self._check(h)
         return _Mem(10 << 30)
 
+    def _reasons(self, h: _Handle) -> int:
+        g = self._check(h)
+        t = self.clock()
+        lim, hi = g.settings_at(t)
+        demand = g.demand_at(t)
+        f_free = min(g.max_sm_mhz, hi) if hi else g.max_sm_mhz
+        capped = demand > g.model.idle_w and g.operating_point(demand, lim, hi)[0] < f_free - 1e-6
+        return g.reasons | (REAL.nvmlClocksEventReasonSwPowerCap if capped else 0)
+
     def nvmlDeviceGetCurrentClocksEventReasons(self, h: _Handle) -> int:
         if self.old_driver:
             raise self._err(REAL.NVML_ERROR_FUNCTION_NOT_FOUND)
-        return self._check(h).reasons
+        return self._reasons(h)
 
     def nvmlDeviceGetCurrentClocksThrottleReasons(self, h: _Handle) -> int:
-        return self._check(h).reasons
+        return self._reasons(h)
 
     def nvmlDeviceGetPersistenceMode(self, h: _Handle) -> int:
         return self._whole(h).persistence
@@ -484,6 +714,8 @@ def host(models: Iterable[str] | str = "H100", n: int | None = None, *, clock: C
     names = [models] * (n or 1) if isinstance(models, str) else list(models)
     t0 = clock()
     powers = list(watts) if isinstance(watts, Iterable) else [watts] * len(names)
+    power_tau_s = float(kw.pop("power_tau_s", 0.0))
+    thermal_tau_s = kw.pop("thermal_tau_s", None)
     gpus = []
     for i, name in enumerate(names):
         model = MODELS[name]
@@ -491,6 +723,9 @@ def host(models: Iterable[str] | str = "H100", n: int | None = None, *, clock: C
                    tick_phase_s=t0 + (0.037 * (i + 1)) % max(counter_period_s, 1e-9),
                    counter_base_mj=987_654_321 + 1_000_003 * i)
         g.segments = [(t0 - 3600.0, float(powers[i] if powers[i] is not None else model.idle_w))]
+        g.power_tau_s = power_tau_s
+        if thermal_tau_s is not None:
+            g.thermal_tau_s = float(thermal_tau_s)
         gpus.append(g)
     return SimNvml(gpus, clock, **kw)
 
@@ -499,3 +734,14 @@ def add_migs(sim: SimNvml, index: int, count: int = 2, profile: str = "3g.40gb")
     g = sim.gpus[index]
     g.migs = [SimMig(mig_uuid(index, k), g, gi=k + 1, ci=0, profile=profile) for k in range(count)]
     return g.migs
+
+
+def from_state(state_file: str, **kw: Any) -> SimNvml:
+    """The host whose driver state lives in `state_file` (made by `host(..., state_file=...)` in a test),
+    as another process opens it: same GPUs, settings and load timeline, on the real clock."""
+    with open(state_file) as f:
+        models = json.load(f)["models"]
+    sim = host(models, **kw)
+    sim.state_file = state_file
+    sim._load_state(force=True)
+    return sim

@@ -169,7 +169,8 @@ def test_sequential_order_waits_the_cycle_gap_between_repeats_and_the_config_gap
 
 
 def test_gaps_default_to_gpu_values_on_gpu_hosts_none_on_cpu_and_switch_off() -> None:
-    assert resolve_gaps(StudyConfig(), gpu_host=True) == Gaps(60.0, 300.0)
+    assert resolve_gaps(StudyConfig(gaps="fixed"), gpu_host=True) == Gaps(60.0, 300.0)
+    assert resolve_gaps(StudyConfig(), gpu_host=True).adaptive  # the default on GPU hosts (tests/test_gaps_adaptive.py)
     assert resolve_gaps(StudyConfig(), gpu_host=False) == Gaps(0.0, 0.0)
     assert resolve_gaps(StudyConfig(config_gap_seconds=2, cycle_gap_seconds=7), gpu_host=False) == Gaps(2.0, 7.0)
     assert resolve_gaps(StudyConfig(gaps=False, config_gap_seconds=2), gpu_host=True) == Gaps(0.0, 0.0)

@@ -259,8 +259,9 @@ class LlemLauncher(Launcher):
                            identity={}, fields={"overrides": task_overrides})
         identity = {"config_hash": chash, "study_design_hash": sj.get("study_design_hash"), "cycle": cycle,
                     "job_index": index, "overrides": task_overrides, "job_dir": str(job_dir)}
+        gpu = OmegaConf.to_container(sweep_config.gpu, resolve=True) if "gpu" in sweep_config else None
         return JobPlan(num=num, index=index, cycle=cycle, job_dir=job_dir, label=label, payload=payload,
-                       identity=identity, fields={"config_hash": chash, "overrides": task_overrides})
+                       identity=identity, fields={"config_hash": chash, "overrides": task_overrides}, gpu=gpu)
 
     def _job_return(self, fin: Any) -> JobReturn:
         from llem.launch.outcome import JobFailed

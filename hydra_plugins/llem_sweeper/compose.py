@@ -173,7 +173,7 @@ class FastComposer:
         reasons = str(ConfigError(found)).splitlines() if found else []
         backend = resolved.get("backend")
         return Candidate(list(overrides), config_hash(resolved), reasons,
-                         backend if backend in BACKENDS else None)
+                         backend if backend in BACKENDS else None, resolved.get("gpu"))
 
 
 def _isolate(root: DictConfig, path: list[str], values: list[tuple[ValueNode, Any]]

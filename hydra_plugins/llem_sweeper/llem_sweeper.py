@@ -79,6 +79,10 @@ def _gaps(study: StudyConfig, config: DictConfig) -> tuple[Gaps, str]:
     if "llem" not in target:
         name = target.rsplit(".", 1)[-1] or "this launcher"
         return Gaps(0.0, 0.0), f"not waited: only llem's launcher waits gaps ({name} dispatches the jobs itself)"
+    if gaps.adaptive:
+        c = gaps.cool
+        return gaps, (f"adaptive: before each job, wait until its GPUs are within {c.temp_c:g} °C and {c.power_w:g} W "
+                      f"of idle (at most {c.max_s:g} s; study.cool.*); study.gaps=fixed or false for others")
     if gpu:
         return gaps, (f"GPU host: unset gaps default to {GPU_CONFIG_GAP_S:g} s / {GPU_CYCLE_GAP_S:g} s; "
                       "study.gaps=false turns them off")
@@ -142,6 +146,13 @@ class LlemSweeper(Sweeper):
             before_compose()
         composer = FastComposer(loader, config)
         candidates = [composer.candidate(o) for o in expansion.configs]
+        if not study.dry_run:  # gpu.* against the GPUs (range, clocks, root), for every config: exit 2 now
+            from llem.gpu.launch import GpuSettingsError, check_plan
+
+            try:
+                check_plan([c.gpu for c in candidates if not c.problems])
+            except GpuSettingsError as e:
+                raise StudyError(str(e)) from None
         sweep_dir = Path(config.hydra.sweep.dir)
         history_root = Path(study.history_dir) if study.history_dir else sweep_dir.parent.parent
         gaps, gaps_note = _gaps(study, config)

@@ -569,11 +569,10 @@ class OpenaiBackend(Backend):
         if self.info.get("mode") != "managed":
             return []
         try:
-            from llem.device.gpus import nvml_session, open_gpus, resolve
+            from llem.device import nvidia_session
 
-            with nvml_session() as nv:
-                res = resolve(nv, open_gpus(nv), os.environ.get("CUDA_VISIBLE_DEVICES"),
-                              os.environ.get("CUDA_DEVICE_ORDER"))
+            with nvidia_session() as host:
+                res = host.resolve(os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("CUDA_DEVICE_ORDER"))
                 return [{"index": v.cuda_index, "name": v.gpu.name, "uuid": v.mig_uuid or v.gpu.uuid}
                         for v in res.visible]
         except Exception:  # noqa: BLE001 - no NVIDIA driver or GPU here: a CPU server

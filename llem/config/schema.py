@@ -83,7 +83,7 @@ class NodeConfig:
 class EnergyConfig:
     """Energy meters around the measurement window (`energy=auto|none|...`)."""
 
-    meter: str = "auto"  # auto | none | nvml | rapl | zeus | codecarbon
+    meter: str = "auto"  # auto | none | nvml | amdsmi | rapl | zeus | codecarbon
     reason: str | None = None  # none: why energy is not measured (recorded in the result)
     sample_hz: float = 10.0  # power sampler rate where the meter samples
     rapl_root: str = "/sys/class/powercap"  # RAPL sysfs root (override for containers and tests)
@@ -185,13 +185,36 @@ class OpenaiConfig:
 
 
 @dataclass
+class GpuConfig:
+    """GPU settings applied to the job's own GPUs before the model loads and put back after it, whatever
+    happens (docs/gpu-settings.md). null = leave the GPU as it is. Needs root (NVML NO_PERMISSION: exit 2)."""
+
+    power_limit_w: float | None = None  # power limit (W) within the GPU's constraints; null = leave
+    sm_clock_mhz: Any = None  # locked SM clock: null, one MHz value, or [min, max] (nvmlDeviceSetGpuLockedClocks)
+    mem_clock_mhz: Any = None  # locked memory clock: null or one supported MHz value (nvmlDeviceSetMemoryLockedClocks)
+    persistence: str = "leave"  # leave | on: persistence mode while the job runs
+
+
+@dataclass
+class CoolConfig:
+    """study.gaps=adaptive: before each job wait until the job's GPUs are this close to their idle state
+    (measured before the study), at most max_s."""
+
+    temp_c: float = 3.0  # within this many °C of the idle temperature
+    power_w: float = 10.0  # and this many W of the idle power
+    max_s: float = 300.0  # wait at most this long, then start with a warning in the result
+    poll_s: float = 1.0  # how often the GPUs are read while waiting
+
+
+@dataclass
 class StudyConfig:
     """Settings of a study (multirun), read by llem's sweeper and launcher; never part of config_hash."""
 
     n_cycles: int = 1
     order: str = "interleaved"  # sequential | interleaved | shuffled
     shuffle_seed: int | None = None  # null: derived from the study design hash
-    gaps: bool = True  # one-word switch: false turns both gaps off
+    gaps: Any = True  # true (adaptive on GPU hosts unless a gap is set) | adaptive | fixed | false (no gaps)
+    cool: CoolConfig = field(default_factory=CoolConfig)  # gaps=adaptive: how cool is cool enough
     config_gap_seconds: float | None = None  # null: 60 s on GPU hosts, 0 on CPU-only hosts
     cycle_gap_seconds: float | None = None  # null: 300 s on GPU hosts, 0 on CPU-only hosts
     max_jobs: int = 200
@@ -339,6 +362,7 @@ class _ExperimentCore:
     energy: EnergyConfig = field(default_factory=EnergyConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)  # GPU power limit / clocks for this job (restored after)
     n: int = 16  # prompts used from the dataset
     precision: Precision = Precision.fp32
     seed: int = 0

@@ -18,7 +18,7 @@ ATTN = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attenti
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CACHE_IMPLS = ("static", "dynamic", "offloaded", "offloaded_static", "sliding_window", "hybrid", "quantized")
 ORDERS = ("sequential", "interleaved", "shuffled")
-METERS = ("auto", "none", "nvml", "rapl", "zeus", "codecarbon")
+METERS = ("auto", "none", "nvml", "amdsmi", "rapl", "zeus", "codecarbon")
 FAULTS = ("none", "raise", "exit", "segfault", "sigkill", "sleep")
 DATASETS = ("synthetic", "aienergyscore", "jsonl", "csv", "hf")
 KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
@@ -216,6 +216,10 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
             c.add(*problem)
     c.one_of("tracking.name", cfg.tracking.name, ("none", "mlflow"))  # llem/search/tracking.py
     c.one_of("debug.fault", cfg.debug.fault, FAULTS)
+    from llem.gpu.checks import check_gpu_config, check_study_gaps  # gpu.* and study.gaps/cool (issue 20)
+
+    check_gpu_config(c, cfg)
+    check_study_gaps(c, cfg)
 
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -11,7 +11,7 @@ from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailabl
 __all__ = ["DeviceEnergy", "EnergyReading", "Meter", "MeterUnavailable", "NoMeter", "MeterSelection",
            "build_meters", "check_config", "make_meter"]
 
-NO_METER = "auto: no supported energy meter on this host (no NVIDIA GPU via NVML, no readable RAPL)"
+NO_METER = "auto: no supported energy meter on this host (no NVIDIA GPU via NVML, no AMD GPU via amdsmi, no readable RAPL)"
 
 
 @dataclass
@@ -50,6 +50,10 @@ def make_meter(name: str, cfg: EnergyConfig) -> Meter:
         from llem.energy.nvml import NvmlMeter
 
         return NvmlMeter(cfg.sample_hz, _indices(cfg))
+    if name == "amdsmi":
+        from llem.energy.amdsmi_meter import AmdsmiMeter
+
+        return AmdsmiMeter(cfg.sample_hz, _indices(cfg))
     if name == "rapl":
         from llem.energy.rapl import RaplMeter
 
@@ -62,14 +66,15 @@ def make_meter(name: str, cfg: EnergyConfig) -> Meter:
         from llem.energy.codecarbon import CodeCarbonMeter
 
         return CodeCarbonMeter(cfg.country_iso_code, cfg.codecarbon_measure_power_s, _indices(cfg))
-    raise ValueError(f"energy.meter={name!r} is invalid: allowed auto, none, nvml, rapl, zeus, codecarbon")
+    raise ValueError(f"energy.meter={name!r} is invalid: allowed auto, none, nvml, amdsmi, rapl, zeus, codecarbon")
 
 
 def build_meters(cfg: EnergyConfig) -> MeterSelection:
-    """Meters for one job, probed (before the model loads). `auto`: nvml if an NVIDIA GPU answers,
-    and rapl if its counters are readable — both when both are, reported separately — else none.
-    A meter named explicitly that cannot measure raises MeterUnavailable saying why and how to fix it.
-    `energy.node.source` adds the BMC's node meter beside whatever was picked (llem.energy.meters.node)."""
+    """Meters for one job, probed (before the model loads). `auto`: nvml if an NVIDIA GPU answers (else
+    amdsmi if an AMD GPU does), and rapl if its counters are readable — both when both are, reported
+    separately — else none. A meter named explicitly that cannot measure raises MeterUnavailable saying
+    why and how to fix it. `energy.node.source` adds the BMC's node meter beside whatever was picked
+    (llem.energy.meters.node)."""
     check_config(cfg)
     from llem.energy.meters.node.select import add_node_meter
 
@@ -89,10 +94,13 @@ def _pick_meters(cfg: EnergyConfig) -> MeterSelection:
         return MeterSelection([meter], [f"{cfg.meter}: chosen by configuration: {meter.describe()}"])
     meters: list[Meter] = []
     notes: list[str] = []
-    for name, wanted, off in (("nvml", cfg.gpu, "energy.gpu=false"), ("rapl", cfg.cpu, "energy.cpu=false")):
+    for name, wanted, off in (("nvml", cfg.gpu, "energy.gpu=false"), ("amdsmi", cfg.gpu, "energy.gpu=false"),
+                              ("rapl", cfg.cpu, "energy.cpu=false")):
         if not wanted:
             notes.append(f"{name}: not tried ({off})")
             continue
+        if name == "amdsmi" and any(m.name == "nvml" for m in meters):
+            continue  # NVML measures this host's GPUs: amdsmi is for hosts without them
         meter = make_meter(name, cfg)
         try:
             meter.probe()

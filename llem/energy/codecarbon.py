@@ -47,12 +47,12 @@ def tracker_kwargs(params: set[str], gpu_ids: list[int] | None) -> dict[str, Any
 def job_gpu_ids(gpu_indices: list[int] | None = None) -> tuple[list[int] | None, str]:
     """NVML indices of the GPUs this job uses (CUDA_VISIBLE_DEVICES resolved by llem's device layer,
     restricted to `energy.gpu_indices`), and a note; None when NVML cannot say (no GPU host)."""
-    from llem.device import job_order, nvml_session, open_gpus, resolve
+    from llem.device import job_order, nvidia_session
 
     cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        with nvml_session() as nv:
-            visible = resolve(nv, open_gpus(nv), cvd, job_order()).visible
+        with nvidia_session() as host:
+            visible = host.resolve(cvd, job_order()).visible
     except Exception as e:  # no NVML: CodeCarbon finds no GPU either
         return None, f"GPUs not resolved ({type(e).__name__}: {e})"
     if gpu_indices is not None:

@@ -1,6 +1,6 @@
 """GPU health before each job: memory left in use and foreign processes on the job's GPUs (NVML).
 
-`probe` reads NVML (imported only here, only when called); `assess` is the pure decision. What was
+`probe` reads the GPUs through the device layer (`llem.device`, imported only when called); `assess` is the pure decision. What was
 seen travels to the job (env var `HEALTH_ENV`, JSON) and lands in result.json
 `environment.health`, so a measurement taken next to someone else's process says so.
 """
@@ -29,44 +29,54 @@ class GpuState:
 def probe(refs: Optional[Sequence[str]]) -> tuple[list[GpuState], Optional[str]]:
     """States of the GPUs named by `refs` (CUDA_VISIBLE_DEVICES entries; None: every GPU NVML sees),
     mapped as the job's CUDA will (llem.device: PCI order unless the user set CUDA_DEVICE_ORDER, UUID
-    prefixes, MIG instances). ([], reason) without NVML or when the entries cannot be mapped."""
+    prefixes, MIG instances). On a host without NVML, the AMD GPUs amdsmi lists (the entries read as
+    HIP reads CUDA_VISIBLE_DEVICES, within ROCR_VISIBLE_DEVICES). ([], reason) without either library
+    or when the entries cannot be mapped."""
     import os
 
-    from llem.device import DeviceError, nvml_errors, nvml_session, open_gpus, resolve
-    from llem.device.gpus import describe_error, text
+    from llem.device import DeviceError, DeviceUnavailable, amd_session, nvidia_session
 
+    joined = None if refs is None else ",".join(refs)
     try:
-        with nvml_session() as nv:
-            try:
-                res = resolve(nv, open_gpus(nv), None if refs is None else ",".join(refs),
-                              os.environ.get("CUDA_DEVICE_ORDER") or "PCI_BUS_ID")
-                states = []
-                for v in res.visible:
-                    handle = v.mig_handle if v.mig_handle is not None else v.gpu.handle
-                    mem = nv.nvmlDeviceGetMemoryInfo(handle)
-                    procs = []
-                    for getter in ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetGraphicsRunningProcesses"):
-                        try:
-                            found = getattr(nv, getter)(handle)
-                        except (AttributeError, *nvml_errors(nv)):
-                            found = []
-                        for p in found:
-                            used = getattr(p, "usedGpuMemory", None)
-                            procs.append({"pid": int(p.pid), "used_mib": used / MIB if isinstance(used, int) else None})
-                    states.append(GpuState(ref=v.ref, name=text(nv.nvmlDeviceGetName(handle)),
-                                           uuid=v.mig_uuid or v.gpu.uuid, memory_used_mib=mem.used / MIB,
-                                           memory_total_mib=mem.total / MIB, processes=procs))
-            except DeviceError as e:
-                return [], str(e)
-            except Exception as e:
-                return [], f"NVML query failed ({describe_error(e)})"
-            if not states and res.notes:
-                return [], "; ".join(res.notes)
-            return states, None
+        with nvidia_session() as host:
+            return _states(lambda: host.resolve(joined, os.environ.get("CUDA_DEVICE_ORDER") or "PCI_BUS_ID"), "NVML")
+    except DeviceUnavailable as e:
+        nvml_reason = f"NVML unavailable ({e})"
     except DeviceError as e:
         return [], f"NVML unavailable ({e})"
     except Exception as e:
         return [], f"NVML unavailable ({type(e).__name__}: {e})"
+    try:
+        with amd_session() as host:
+            env = {k: v for k, v in os.environ.items() if k == "ROCR_VISIBLE_DEVICES"}
+            if joined is not None:
+                env["CUDA_VISIBLE_DEVICES"] = joined
+            return _states(lambda: host.resolve_job(env), "amdsmi")
+    except Exception:  # no AMD GPU either: the reason is NVML's, as before
+        return [], nvml_reason
+
+
+def _states(resolve: Callable[[], Any], library: str) -> tuple[list[GpuState], Optional[str]]:
+    from llem.device import DeviceError
+
+    try:
+        res = resolve()
+        states = []
+        for v in res.visible:
+            dev = v.target  # the MIG instance's own memory and processes, else the GPU's
+            used, total = dev.memory_info()
+            procs = [{"pid": p.pid, "used_mib": p.used_bytes / MIB if p.used_bytes is not None else None}
+                     for p in dev.processes()]
+            states.append(GpuState(ref=v.ref, name=dev.name, uuid=v.mig_uuid or v.gpu.uuid,
+                                   memory_used_mib=used / MIB, memory_total_mib=total / MIB, processes=procs))
+    except DeviceError as e:
+        return [], str(e)
+    except Exception as e:
+        detail = getattr(e, "detail", None) or f"{type(e).__name__}: {e}"
+        return [], f"{library} query failed ({detail})"
+    if not states and res.notes:
+        return [], "; ".join(res.notes)
+    return states, None
 
 
 def assess(states: Sequence[GpuState], max_memory_used_mib: float, check_processes: bool,

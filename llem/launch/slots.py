@@ -71,17 +71,15 @@ def order_warning(env: Mapping[str, str]) -> Optional[str]:
     order = env.get("CUDA_DEVICE_ORDER")
     if order is None or order.strip().upper() == "PCI_BUS_ID":
         return None
-    from llem.device import nvml_session, open_gpus
-    from llem.device.gpus import fastest_first
+    from llem.device import nvidia_session
 
     try:
-        with nvml_session() as nv:
-            gpus = open_gpus(nv)
+        with nvidia_session() as host:
+            models = host.mixed_order_models()
     except Exception:
         return None
-    if [g.nvml_index for g in fastest_first(gpus)] == [g.nvml_index for g in gpus]:
+    if models is None:
         return None
-    models = ", ".join(f"{g.nvml_index}: {g.name}" for g in gpus)
     return (f"llem: warning: CUDA_DEVICE_ORDER={order} on a host mixing GPU models (NVML/PCI order {models}): CUDA "
             "numbers the GPUs differently from NVML, so GPU indices in CUDA_VISIBLE_DEVICES, study.gpus_per_job "
             "slots and energy.gpu_indices may name other GPUs than intended; unset it (llem then uses PCI_BUS_ID) "

@@ -28,9 +28,10 @@ import psutil
 
 from llem import io
 from llem.device import process_tree
+from llem.errors import UserError
 from llem.launch import health as health_mod
 from llem.launch.child import PARENT_PID_ENV
-from llem.launch.console import countdown, fmt_s, progress_text
+from llem.launch.console import fmt_s, progress_text
 from llem.launch.outcome import (
     EXIT_INTERRUPTED,
     Outcome,
@@ -87,6 +88,7 @@ class JobPlan:
     payload: bytes  # pickled (function, args, kwargs) the child calls
     identity: dict[str, Any]  # fallback identity for a result.json the job never wrote
     fields: dict[str, Any] = field(default_factory=dict)  # extra manifest fields (config_hash, overrides)
+    gpu: Optional[dict[str, Any]] = None  # the job's gpu.* (llem.gpu: applied before it starts, restored after)
 
 
 @dataclass
@@ -158,6 +160,9 @@ class Supervisor:
         self.fork_server = fork_server if settings.fresh_process != "spawn" else None
         self._fork_warned = False
         self._stopped = False  # stopped for a storage failure (said once)
+        from llem.gpu.launch import GpuKeeper
+
+        self.gpu = GpuKeeper(gaps, self.out)  # gpu.* applied per job and restored; adaptive gaps
 
     # -- manifest ----------------------------------------------------------------------------------
     def _mark(self, index: int, status: str, **fields: Any) -> None:
@@ -188,8 +193,17 @@ class Supervisor:
         payload = work / "job.pkl"
         payload.write_bytes(plan.payload)
         plan.job_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            gpu_env = self.gpu.before(plan.num, plan.gpu, slot.gpus, f"llem study {self.sweep_dir} job {plan.index}")
+        except UserError as e:  # e.g. another llem run took the GPU since planning: this job fails, unstarted
+            err = {"type": type(e).__name__, "message": str(e), "reason": "gpu_settings"}
+            self._mark(plan.index, "failed", finished_at=now_iso(), error=err)
+            print(f"llem: job {plan.index} not started: {e}", file=sys.stderr, flush=True)
+            self.finished.append(Finished(plan.num, plan.index, Outcome("failed", "gpu_settings", err, None, None,
+                                                                        rewrite=False), plan))
+            return
         env = child_env(os.environ, {PARENT_PID_ENV: str(os.getpid()), **slot_env(slot.gpus, os.environ),
-                                     **health_mod.to_env(report),
+                                     **health_mod.to_env(report), **gpu_env,
                                      lock.JOBS_LOCK_ENV: str(self.sweep_dir.absolute() / lock.JOBS_LOCK_FILE)})
         failed = sum(f.outcome.status == "failed" for f in self.finished)
         gpus = f" on GPU {','.join(slot.gpus)}" if slot.gpus else ""
@@ -247,6 +261,7 @@ class Supervisor:
                 reap(proc)
         self.waiter.remove(proc)
         self.running.pop(proc.pid, None)
+        self.gpu.after(plan.num)  # the job's process is gone, whatever ended it: its GPU settings go back
         duration = time.monotonic() - run.t0
         cpu = _cpu_s() - run.cpu0
         fault = ""
@@ -311,6 +326,10 @@ class Supervisor:
 
     # -- the loop ----------------------------------------------------------------------------------
     def _ready_at(self, slot: _SlotState, cycle: int) -> tuple[float, str]:
+        if self.gaps.adaptive and slot.prev_cycle is not None and slot.retry_at <= time.monotonic():
+            ready, label = self.gpu.ready(slot.gpus, slot.free_at)  # until the GPUs are back near idle
+            if not ready:
+                return time.monotonic() + self.gpu.cool.poll_s, label
         gap = gap_before(slot.prev_cycle, cycle, self.gaps)
         label = "cycle gap" if starts_cycle(slot.prev_cycle, cycle) else "config gap"
         at = slot.free_at + gap if slot.prev_cycle is not None else 0.0
@@ -339,6 +358,7 @@ class Supervisor:
              t_study: float) -> list[Finished]:
         work_root = Path(tempfile.mkdtemp(prefix="llem-launch-"))
         own_server = self._own_fork_server()
+        self.gpu.study_start([s.gpus for s in self.slots])  # adaptive gaps: the idle reference
         try:
             with self._signals():
                 try:
@@ -369,7 +389,7 @@ class Supervisor:
                             nxt = None
                         if not self.running:
                             if wake is not None:
-                                countdown(wake[0] - time.monotonic(), wake[1], self.out)
+                                self.gpu.countdown(wake[0] - time.monotonic(), wake[1])
                             continue
                         self._wait_once(wake)
                 except (KeyboardInterrupt, _Terminated) as e:
@@ -391,6 +411,7 @@ class Supervisor:
                     self._stop_all("SIGTERM")  # never leave a job running behind a launcher error
                     raise
         finally:
+            self.gpu.restore_all()  # never leave a GPU changed behind a launcher error
             self.waiter.close()
             if own_server is not None:
                 own_server.close()

@@ -118,7 +118,7 @@ def _group_keys(jobs: pd.DataFrame) -> list[str]:
 def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Path | None = None,
                  cv_threshold: float = CV_THRESHOLD, job: str | None = None) -> Report:
     """Write the report for `folder` (and the comparison with `vs`); returns what was written."""
-    from llem.report import plots  # matplotlib only here
+    from llem.report import plots, settings_plot  # matplotlib only here
 
     folder = Path(folder)
     if not folder.exists():
@@ -183,6 +183,7 @@ def build_report(folder: str | Path, out: str | Path | None = None, vs: str | Pa
                                                     f"{ts_job.get('backend')} job {Path(ts_job['job_dir']).name}: "
                                                     "power and temperature")))
 
+    figures += settings_plot.figures(jobs, out_dir)  # gpu.* sweeps: J/token vs the setting, the SLO answer
     compare_text, compare_md = "", []
     if vs is not None:
         vs = Path(vs)

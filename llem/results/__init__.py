@@ -35,7 +35,7 @@ ID_COLUMNS = ("job_dir", "sweep_dir", "status", "config_hash", "cycle", "study_d
               "schema_version", "llem_version")
 ERROR_KEYS = ("type", "message", "reason", "exit_code", "exit_signal")
 SECTIONS = ("workload", "timing", "throughput", "latency", "energy", "serving", "flops", "memory", "model",
-            "environment")
+            "environment", "gpu_settings")
 SKIP_KEYS = {"timing": ("warmup_latencies_s",), "energy": ("devices", "warnings")}
 # Overrides that are bookkeeping already present as identity columns, not experiment settings.
 BOOKKEEPING_OVERRIDES = ("study_job.", "hydra.", "study.")

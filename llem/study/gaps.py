@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 GPU_CONFIG_GAP_S = 60.0  # let the GPU cool between configs (default on GPU hosts)
@@ -13,13 +13,18 @@ GPU_CYCLE_GAP_S = 300.0  # longer pause between cycles (default on GPU hosts)
 class Gaps:
     config_gap_s: float
     cycle_gap_s: float
+    adaptive: bool = False  # wait until the job's GPUs are back near idle (llem.gpu.cool), not fixed seconds
+    cool: Any = field(default=None, compare=False)  # study.cool (temp_c, power_w, max_s, poll_s) when adaptive
 
 
 def resolve_gaps(study: Any, gpu_host: bool) -> Gaps:
-    """Study settings → seconds. Unset gaps default to GPU-suited values on GPU hosts, 0 on CPU hosts;
-    `study.gaps=false` turns both off."""
-    if not study.gaps:
+    """Study settings → gaps. `study.gaps`: true = adaptive on GPU hosts unless a fixed gap is set, 0 on CPU
+    hosts; adaptive; fixed (unset gaps: GPU-suited seconds on GPU hosts, 0 on CPU hosts); false = none."""
+    if study.gaps is False or study.gaps is None:
         return Gaps(0.0, 0.0)
+    fixed_set = study.config_gap_seconds is not None or study.cycle_gap_seconds is not None
+    if study.gaps == "adaptive" or (study.gaps is True and not fixed_set):
+        return Gaps(0.0, 0.0, adaptive=bool(gpu_host), cool=getattr(study, "cool", None) if gpu_host else None)
     cfg_gap = study.config_gap_seconds
     cyc_gap = study.cycle_gap_seconds
     return Gaps(

@@ -52,6 +52,8 @@ def measured_part(config: Mapping[str, Any]) -> dict[str, Any]:
         if key == "energy" and isinstance(value, Mapping):  # no node meter, auto basis: hashes as before them
             value = {k: v for k, v in value.items() if not (k == "basis" and v == "auto") and not (
                 k == "node" and isinstance(v, Mapping) and v.get("source", "none") == "none")}
+        if key == "gpu" and isinstance(value, Mapping) and all(v in (None, "leave") for v in value.values()):
+            continue  # GPU left as it is: hashes stay as before GPU settings existed
         out[key] = value
     for key, sub in NON_MEASUREMENT_SUBKEYS:
         if isinstance(out.get(key), Mapping) and sub in out[key]:

@@ -44,6 +44,7 @@ class Candidate:
     config_hash: str | None
     problems: list[str] = field(default_factory=list)
     backend: str | None = None
+    gpu: Any = None  # its gpu.* node: checked against the devices at planning (llem.gpu.launch.check_plan)
 
 
 @dataclass
