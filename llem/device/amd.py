@@ -45,7 +45,6 @@ from llem.device.common import (
     GpuHost,
     GpuProcess,
     PowerReading,
-    map_error,
     unfold_wrap,
 )
 from llem.device.gpus import Gpu, Resolution, Visible, describe_error, parse_visible
@@ -122,19 +121,8 @@ class AmdGPU(GPU):
         self._power_key: str | None = None
 
     def _call(self, fn_name: str, *args: Any) -> Any:
-        if fn_name in self._no:
-            raise DeviceNotSupported(VENDOR, fn_name, STATUS_NOT_SUPPORTED, f"{fn_name}: not supported on this GPU")
-        fn = getattr(self.sm, fn_name, None)
-        if fn is None:
-            self._no.add(fn_name)
-            raise DeviceNotSupported(VENDOR, fn_name, None, f"this amdsmi lacks {fn_name}")
-        try:
-            return fn(self.handle, *args)
-        except _errors(self.sm) as e:
-            err = map_error(VENDOR, fn_name, _kind(e), _code(e), describe_error(e))
-            if isinstance(err, DeviceNotSupported):
-                self._no.add(fn_name)
-            raise err from e
+        return self._vendor_call(self.sm, fn_name, args, _errors(self.sm), lambda e: (_kind(e), _code(e)),
+                                 "this amdsmi lacks", cached_code=STATUS_NOT_SUPPORTED)
 
     def _enum(self, enum_name: str, member: str, default: int) -> Any:
         enum = getattr(self.sm, enum_name, None)

@@ -132,6 +132,28 @@ class GPU(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.index}, {self.uuid!r}, {self.name!r})"
 
+    def _vendor_call(self, lib: Any, fn_name: str, args: tuple[Any, ...], errors: tuple[type[BaseException], ...],
+                     classify: Any, lacks: str, cached_code: Any = None) -> Any:
+        """`lib.fn_name(self.handle, *args)` with the vendor's failures mapped by `map_error` (`classify(e)`
+        gives the vendor's (kind, code)); a function the GPU does not support is never asked again."""
+        no: set[str] = self.__dict__.setdefault("_no", set())
+        if fn_name in no:
+            raise DeviceNotSupported(self.vendor, fn_name, cached_code, f"{fn_name}: not supported on this GPU")
+        fn = getattr(lib, fn_name, None)
+        if fn is None:
+            no.add(fn_name)
+            raise DeviceNotSupported(self.vendor, fn_name, None, f"{lacks} {fn_name}")
+        try:
+            return fn(self.handle, *args)  # type: ignore[attr-defined]
+        except errors as e:
+            from llem.device.gpus import describe_error
+
+            kind, code = classify(e)
+            err = map_error(self.vendor, fn_name, kind, code, describe_error(e))
+            if isinstance(err, DeviceNotSupported):
+                no.add(fn_name)
+            raise err from e
+
     def _unsupported(self, call: str) -> DeviceNotSupported:
         return DeviceNotSupported(self.vendor, call, None, f"{call} is not available for {self.vendor} GPUs")
 

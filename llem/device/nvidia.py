@@ -25,7 +25,6 @@ from llem.device.common import (
     GpuHost,
     GpuProcess,
     PowerReading,
-    map_error,
 )
 from llem.device.gpus import Gpu, Resolution, Visible, describe_error, fastest_first, mixed_order_models, text
 
@@ -103,19 +102,8 @@ class NvidiaGPU(GPU):
         self._power_source: str | None = None
 
     def _call(self, fn_name: str, *args: Any) -> Any:
-        if fn_name in self._no:
-            raise DeviceNotSupported(VENDOR, fn_name, None, f"{fn_name}: not supported on this GPU")
-        fn = getattr(self.nv, fn_name, None)
-        if fn is None:
-            self._no.add(fn_name)
-            raise DeviceNotSupported(VENDOR, fn_name, None, f"these NVML bindings lack {fn_name}")
-        try:
-            return fn(self.handle, *args)
-        except nvml_errors(self.nv) as e:
-            err = map_error(VENDOR, fn_name, _kind(self.nv, e), getattr(e, "value", None), describe_error(e))
-            if isinstance(err, DeviceNotSupported):
-                self._no.add(fn_name)
-            raise err from e
+        return self._vendor_call(self.nv, fn_name, args, nvml_errors(self.nv),
+                                 lambda e: (_kind(self.nv, e), getattr(e, "value", None)), "these NVML bindings lack")
 
     def _first(self, *calls: tuple[Any, ...]) -> Any:
         """The first of several equivalent calls (new name, then deprecated) that is supported."""

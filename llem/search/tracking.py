@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from llem.search.objective import lookup
+
 try:
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover - Hydra is a dependency of llem
@@ -100,15 +102,6 @@ def scrub(value: Any, secrets: Iterable[str], key: str = "") -> Any:
 
 
 # -- what a job logs ------------------------------------------------------------------------------------
-def _get(tree: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _number(v: Any) -> float | None:
     import math
 
@@ -126,7 +119,7 @@ def job_params(result: Mapping[str, Any], secrets: Iterable[str]) -> dict[str, s
         if not key.startswith(BOOKKEEPING_OVERRIDES) or key.startswith("study.objective"):
             params[f"override.{key}"] = value
     for key in KEY_SETTINGS:
-        params[key] = _get(config, key)
+        params[key] = lookup(config, key)
     backend = config.get("backend")
     section = config.get(backend) if isinstance(backend, str) else None
     if isinstance(section, Mapping):
@@ -138,7 +131,7 @@ def job_params(result: Mapping[str, Any], secrets: Iterable[str]) -> dict[str, s
 
 
 def job_metrics(result: Mapping[str, Any]) -> dict[str, float]:
-    out = {name: _number(_get(result, src)) for src, name in METRICS.items()}
+    out = {name: _number(lookup(result, src)) for src, name in METRICS.items()}
     if (result.get("energy") or {}).get("measured") is not True:  # J figures only when measured
         out = {k: v for k, v in out.items() if not (k.startswith("energy.") or k == "serving.j_per_request")}
     objective = result.get("objective") or {}
@@ -157,15 +150,15 @@ def job_tags(result: Mapping[str, Any], job_dir: Path) -> dict[str, str]:
 
 # -- MLflow ---------------------------------------------------------------------------------------------
 def tracking_uri(config: Any, folder: Path) -> str:
-    uri = _get(config, "tracking.uri")
+    uri = lookup(config, "tracking.uri")
     return str(uri) if uri else f"sqlite:///{(folder / DB_FILE).absolute()}"
 
 
 def experiment_name(config: Any) -> str:
-    name = _get(config, "tracking.experiment")
+    name = lookup(config, "tracking.experiment")
     if name:
         return str(name)
-    choice = _get(config, "hydra.runtime.choices.experiment")
+    choice = lookup(config, "hydra.runtime.choices.experiment")
     return f"llem/{choice}" if choice else "llem"
 
 
