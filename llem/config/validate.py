@@ -203,9 +203,7 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
     c.int_min("study.n_cycles", s.n_cycles, 1)
     c.one_of("study.order", s.order, ORDERS)
     c.int_min("study.max_jobs", s.max_jobs, 1)
-    c.one_of("study.on_unhealthy", s.on_unhealthy, ("warn", "wait", "abort"))
-    c.int_min("study.gpus_per_job", s.gpus_per_job, 0)
-    for key in ("config_gap_seconds", "cycle_gap_seconds", "timeout_s"):
+    for key in ("config_gap_seconds", "cycle_gap_seconds"):
         value = getattr(s, key)
         if value is not None and value < 0:
             c.add(f"study.{key}", value, "null or a number >= 0")
