@@ -2,8 +2,8 @@
 
 Runs `python -m llem -m seed=1,...,N` (a study of N small pytorch jobs, gaps off) as a user does, once
 per launcher: llem's own launcher (`hydra/launcher=llem`, one fresh process per job) both ways it can
-start a job's process, forked from its preloaded zygote (`study.fresh_process=fork`, the default on
-Linux) and a new interpreter per job (`study.fresh_process=spawn`), and Hydra's `basic` launcher
+start a job's process, forked from its preloaded zygote (`hydra.launcher.fresh_process=fork`, the default on
+Linux) and a new interpreter per job (`hydra.launcher.fresh_process=spawn`), and Hydra's `basic` launcher
 (jobs in the sweep's process) for comparison, all in the same run. Every job's wall time is taken from
 the jobs' own `result.json`: the time from the previous job's `finished_at` (for the first job, from
 the moment the study command started) to its own `finished_at`, so everything the launcher, the
@@ -39,7 +39,7 @@ def study(arm: str, jobs: int, root: Path) -> dict[str, Any]:
     sweep = root / f"sweep-{launcher}-{start or 'none'}"
     cmd = [sys.executable, "-m", "llem", "-m", f"seed={','.join(str(i) for i in range(1, jobs + 1))}",
            "n=16", "pytorch.batch_size=4", "quiet=true", "study.gaps=false", f"hydra/launcher={launcher}",
-           f"hydra.sweep.dir={sweep}", *([f"study.fresh_process={start}"] if start else [])]
+           f"hydra.sweep.dir={sweep}", *([f"hydra.launcher.fresh_process={start}"] if start else [])]
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
     t_start = time.time()
     p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -103,7 +103,7 @@ def main() -> None:
                                      "Hydra's basic launcher only")
     arms.append("basic")
     labels = {"llem:fork": "llem launcher, jobs forked from its zygote (default)",
-              "llem:spawn": "llem launcher, study.fresh_process=spawn", "basic": "Hydra basic launcher (not llem's)"}
+              "llem:spawn": "llem launcher, hydra.launcher.fresh_process=spawn", "basic": "Hydra basic launcher (not llem's)"}
     medians: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="llem-bench-launcher-") as tmp:
         for arm in arms:

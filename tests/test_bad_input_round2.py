@@ -118,7 +118,8 @@ CASES: list[tuple[str, list[str], dict[str, str], list[str], int, bool]] = [
     ("a negative plateau", ["energy.thermal_plateau_s=-1"], {}, ["energy.thermal_plateau_s=-1.0 is invalid", "> 0"],
      1, True),
     ("a negative seed", ["seed=-5"], {}, ["seed=-5 is invalid", "[0, 4294967295]"], 1, True),
-    ("nan", ["study.health_poll_s=nan"], {}, ["study.health_poll_s=nan is invalid"], 1, True),
+    ("a launcher knob under study.", ["study.health_poll_s=nan"], {},
+     ["'study.health_poll_s' is a launcher knob: set hydra.launcher.health_poll_s instead"], 1, False),
     ("an empty string", ["dataset.split=''"], {}, ["dataset.split='' is invalid", "a non-empty string"], 1, True),
     ("flag after an override", ["hydra.sweep.dir={dir}/never", "-m", "n=1,2"], {},
      ["put Hydra's flags before the overrides", "python -m llem -m hydra.sweep.dir="], 1, False),
@@ -253,7 +254,7 @@ def test_a_study_refused_for_gpu_slots_claims_no_folder(tmp_path: Path, llem_cac
     except Exception:  # noqa: BLE001 - no NVML at all: no GPUs
         pass
     sweep = tmp_path / "sweep"
-    proc = run_llem(["-m", "study.gpus_per_job=1", "n=1,2", "energy=none", f"hydra.sweep.dir={sweep}"], tmp_path,
+    proc = run_llem(["-m", "hydra.launcher.gpus_per_job=1", "n=1,2", "energy=none", f"hydra.sweep.dir={sweep}"], tmp_path,
                     llem_cache, timeout=120, env={"HYDRA_FULL_ERROR": "0", "CUDA_VISIBLE_DEVICES": ""})
     assert proc.returncode == 2, proc.stderr[-3000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -421,7 +422,7 @@ def test_a_job_folder_turning_read_only_mid_study_is_one_line_and_a_true_summary
                                                                                   llem_cache: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = _start(["-m", "pytorch.max_output_tokens=2,3,4", "debug.fault=sleep", "debug.sleep_s=2", "n=2",
-                   "warmup.n_batches=0", "quiet=true", "energy=none", "study.progress=false",
+                   "warmup.n_batches=0", "quiet=true", "energy=none", "hydra.launcher.progress=false",
                    f"hydra.sweep.dir={sweep}"], tmp_path, llem_cache)
     job1 = sweep / "1"
     mounted = False

@@ -158,7 +158,7 @@ def test_launcher_health_reads_amd_gpus_where_nvml_is_absent(monkeypatch, no_vis
     sim.gpus[1].pids = [4242]
     report = health.check(["1", "2"], 1024, True, own_pids=set())
     assert report["checked"] and report["gpus"][0]["uuid"] == sim.gpus[1].uuid
-    assert report["problems"] == ["GPU 1: 4396 MiB in use before the job (threshold study.health_max_memory_used_mib=1024)",
+    assert report["problems"] == ["GPU 1: 4396 MiB in use before the job (threshold hydra.launcher.health_max_memory_used_mib=1024)",
                                   "GPU 1: foreign process(es) 4242 running"]
     monkeypatch.setitem(sys.modules, "amdsmi", None)  # neither library: recorded, not fatal
     report = health.check(None, 1024, True, own_pids=set())

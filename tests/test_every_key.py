@@ -174,10 +174,11 @@ def test_the_walk_sees_every_section_and_backend() -> None:
     stale = (set(ALLOWED_FREE) | set(ALLOWED_ANY) | set(CONTEXT)) - keys
     assert not stale, f"allow-list entries for keys the schema no longer has: {sorted(stale)}"
     assert len(CASES) > 150, len(CASES)
-    from llem.config.inputs import FRESH_PROCESS
-    from llem.launch.settings import FRESH_PROCESS as LAUNCHER_FRESH_PROCESS
+    from llem.config.overrides import MOVED_KEYS
+    from llem.launch.settings import LaunchSettings
 
-    assert FRESH_PROCESS == LAUNCHER_FRESH_PROCESS
+    assert set(MOVED_KEYS) == {f"study.{k}" for k in LaunchSettings.names()}  # the launcher's knobs left study.*
+    assert not set(MOVED_KEYS) & keys
 
 
 @pytest.mark.parametrize(("backend", "key", "value"), CASES, ids=[_id(c) for c in CASES])

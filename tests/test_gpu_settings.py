@@ -348,6 +348,7 @@ def test_launcher_applies_per_job_restores_after_a_kill_and_skips_a_held_gpu(nvm
     from llem.launch.zygote import ForkServer
     from llem.study import manifest
     from llem.study.gaps import Gaps
+    from llem.study.hooks import ManifestLedger
 
     sim = nvml_sim(host("H100", clock=SimClock(), admin=True))
     jobs = [({"power_limit_w": 300.0}, "ok"), ({"power_limit_w": 350.0}, "kill"), ({"power_limit_w": 400.0}, "ok"),
@@ -372,7 +373,7 @@ def test_launcher_applies_per_job_restores_after_a_kill_and_skips_a_held_gpu(nvm
     server = ForkServer(preload=("cloudpickle", "psutil")).start()
     try:
         sup = Supervisor(LaunchSettings(), tmp_path, [()], Gaps(0, 0), fork_server=server,
-                         probe=lambda refs: ([], None))
+                         probe=lambda refs: ([], None), ledger=ManifestLedger(tmp_path))
         done = sup.run([prep(i, g, f) for i, (g, f) in enumerate(jobs)])
     finally:
         server.close()

@@ -58,19 +58,22 @@ def api(hydra_restore_singletons: None) -> Iterator[None]:
     GlobalHydra.instance().clear()
 
 
-# -- launcher settings: hydra.launcher.* with study.* aliases ---------------------------------------------
-def test_launcher_knobs_take_study_aliases_and_refuse_conflicts() -> None:
-    assert LaunchSettings.resolve({"timeout_s": 30}, {}).timeout_s == 30
-    assert LaunchSettings.resolve({}, {"timeout_s": 30}).timeout_s == 30  # the alias
-    assert LaunchSettings.resolve({"kill_grace_s": 2.0}, {"kill_grace_s": 10.0}).kill_grace_s == 2.0  # study at default
-    assert LaunchSettings.resolve({"kill_grace_s": 10.0}, {"kill_grace_s": 3.0}).kill_grace_s == 3.0
-    assert LaunchSettings.resolve({"gpus_per_job": 2}, {"gpus_per_job": 2}).gpus_per_job == 2  # agree
+# -- launcher settings: hydra.launcher.* only (the study.* aliases are gone) ------------------------------
+def test_launcher_knobs_are_one_dataclass_and_study_aliases_are_refused() -> None:
+    from dataclasses import fields
+
+    from hydra_plugins.llem_launcher.llem_launcher import LlemLauncherConf
+    from llem.config.overrides import check_argv
+
+    assert [f.name for f in fields(LlemLauncherConf)] == [*LaunchSettings.names(), "_target_"]  # declared once
+    assert not {f.name for f in fields(StudyConfig)} & set(LaunchSettings.names())
+    assert LaunchSettings.resolve({"timeout_s": 30}).timeout_s == 30
     with pytest.raises(ConfigError) as e:
-        LaunchSettings.resolve({"timeout_s": 60}, {"timeout_s": 30})
-    assert "study.timeout_s=30" in str(e.value) and "hydra.launcher.timeout_s=60" in str(e.value)
-    with pytest.raises(ConfigError) as e:
-        LaunchSettings.resolve({"on_unhealthy": "panic"}, {"gpus_per_job": -1})
-    assert "hydra.launcher.on_unhealthy=panic" in str(e.value) and "study.gpus_per_job=-1" in str(e.value)
+        LaunchSettings.resolve({"on_unhealthy": "panic", "gpus_per_job": -1})
+    assert "hydra.launcher.on_unhealthy=panic" in str(e.value) and "hydra.launcher.gpus_per_job=-1" in str(e.value)
+    for name in LaunchSettings.names():
+        problem = check_argv(["-m", f"study.{name}=1"])
+        assert problem is not None and f"set hydra.launcher.{name} instead" in problem, name
 
 
 def test_launcher_knobs_compose_under_hydra_launcher(api: None) -> None:
@@ -82,7 +85,7 @@ def test_launcher_knobs_compose_under_hydra_launcher(api: None) -> None:
     register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None, job_name="llem"):
-        cfg = compose(config_name="config", overrides=["hydra.launcher.timeout_s=7", "study.kill_grace_s=3"],
+        cfg = compose(config_name="config", overrides=["hydra.launcher.timeout_s=7", "hydra.launcher.kill_grace_s=3"],
                       return_hydra_config=True)
     launcher = instantiate(cfg.hydra.launcher)
     launcher.config = cfg

@@ -33,6 +33,7 @@ from llem.launch.supervisor import Finished, JobPlan, LaunchAborted, LaunchInter
 from llem.launch.zygote import EXTRA_PRELOAD_ENV, ForkServer
 from llem.study import manifest
 from llem.study.gaps import Gaps
+from llem.study.hooks import ManifestLedger
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # child processes cannot import tests/
 
@@ -50,29 +51,31 @@ def supervisor(tmp_path: Path, zygote: ForkServer | None, settings: LaunchSettin
                slots: list[Any] | None = None, gaps: Gaps | None = None, out: Any = None,
                probe: Callable[..., Any] | None = None) -> Supervisor:
     return Supervisor(settings or LaunchSettings(), tmp_path, slots or [()], gaps or Gaps(0, 0), out=out or io.StringIO(),
-                      probe=probe or healthy, fork_server=zygote)
+                      probe=probe or healthy, fork_server=zygote, ledger=ManifestLedger(tmp_path))
 
 
 # -- settings ------------------------------------------------------------------------------------
 def test_settings_reject_bad_values_naming_key_value_and_allowed() -> None:
     with pytest.raises(ConfigError) as e:
-        LaunchSettings.from_study({"on_unhealthy": "panic", "timeout_s": -1, "gpus_per_job": -2,
-                                   "health_poll_s": 0})
+        LaunchSettings.resolve({"on_unhealthy": "panic", "timeout_s": -1, "gpus_per_job": -2,
+                                "health_poll_s": 0, "kill_grace_s": float("nan"), "_target_": "x"})
     keys = {k for k, _, _ in e.value.problems}
-    assert keys == {"study.on_unhealthy", "study.timeout_s", "study.gpus_per_job", "study.health_poll_s"}
-    assert "study.on_unhealthy=panic is invalid: allowed one of warn, wait, abort" in str(e.value)
+    assert keys == {"hydra.launcher.on_unhealthy", "hydra.launcher.timeout_s", "hydra.launcher.gpus_per_job",
+                    "hydra.launcher.health_poll_s", "hydra.launcher.kill_grace_s"}
+    assert "hydra.launcher.on_unhealthy=panic is invalid: allowed one of warn, wait, abort" in str(e.value)
+    assert LaunchSettings.resolve({"health_poll_s": 0.01, "kill_grace_s": 0}).health_poll_s == 0.01  # bounds
 
 
 def test_settings_zero_timeout_means_no_limit() -> None:
-    assert LaunchSettings.from_study({"timeout_s": 0}).timeout_s is None
-    assert LaunchSettings.from_study({"timeout_s": 5}).timeout_s == 5
+    assert LaunchSettings.resolve({"timeout_s": 0}).timeout_s is None
+    assert LaunchSettings.resolve({"timeout_s": 5}).timeout_s == 5
 
 
 def test_settings_fresh_process_values() -> None:
     assert LaunchSettings().fresh_process == "auto"
-    assert LaunchSettings.from_study({"fresh_process": "spawn"}).fresh_process == "spawn"
-    with pytest.raises(ConfigError, match="study.fresh_process=exec is invalid: allowed one of auto"):
-        LaunchSettings.from_study({"fresh_process": "exec"})
+    assert LaunchSettings.resolve({"fresh_process": "spawn"}).fresh_process == "spawn"
+    with pytest.raises(ConfigError, match="hydra.launcher.fresh_process=exec is invalid: allowed one of auto"):
+        LaunchSettings.resolve({"fresh_process": "exec"})
 
 
 # -- slots ---------------------------------------------------------------------------------------
@@ -86,7 +89,7 @@ def test_slots_split_visible_gpus_into_disjoint_groups() -> None:
 def test_slots_too_many_gpus_per_job_is_a_clear_error() -> None:
     with pytest.raises(ConfigError) as e:
         make_slots(["0"], 2)
-    assert e.value.problems[0][0] == "study.gpus_per_job"
+    assert e.value.problems[0][0] == "hydra.launcher.gpus_per_job"
     assert "visible: 0" in str(e.value)
     with pytest.raises(ConfigError, match="visible: none"):
         make_slots([], 1)
@@ -133,7 +136,7 @@ def test_health_flags_memory_in_use_and_foreign_processes(monkeypatch: pytest.Mo
     report = health.check(["0", "1"], 1024, True, own_pids={os.getpid()})
     assert report["checked"] and not report["ok"]
     assert report["problems"] == [
-        "GPU 1: 5000 MiB in use before the job (threshold study.health_max_memory_used_mib=1024)",
+        "GPU 1: 5000 MiB in use before the job (threshold hydra.launcher.health_max_memory_used_mib=1024)",
         "GPU 1: foreign process(es) 4242 running"]
     assert report["gpus"][0]["name"] == "Fake H100" and report["gpus"][1]["processes"][0]["pid"] == 4242
     # only the job's own GPUs count; a UUID entry is looked up by UUID
@@ -431,7 +434,7 @@ def test_timeout_kills_and_records_reason(tmp_path: Path, zygote: ForkServer) ->
     assert [f.outcome.status for f in done] == ["failed", "completed"]  # the study went on
     data = json.loads((tmp_path / "0" / "result.json").read_text())
     assert data["status"] == "failed" and data["error"]["reason"] == "timeout"
-    assert "study.timeout_s=1" in data["error"]["message"]
+    assert "hydra.launcher.timeout_s=1" in data["error"]["message"]
     assert not psutil.pid_exists(done[0].pid)
 
 

@@ -1,6 +1,6 @@
 """llem's launcher in real multiruns (`python -m llem -m ...` subprocesses, llem's sweeper): crashes,
 timeouts, Ctrl-C, kill -9 + resume, GPU slots (fake pynvml), submitit_local and Ray. Jobs are forked
-from the launcher's zygote (the default), except where a test asks for study.fresh_process=spawn."""
+from the launcher's zygote (the default), except where a test asks for hydra.launcher.fresh_process=spawn."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_crashing_jobs_are_recorded_and_the_study_goes_on(tmp_path: Path, llem_c
 
 def test_under_hydras_basic_sweeper_the_launcher_writes_its_own_manifest(tmp_path: Path, llem_cache: Path) -> None:
     sweep = tmp_path / "sweep"
-    p = run_llem(["-m", "hydra/sweeper=basic", "debug.fault=raise,exit", "study.fresh_process=spawn", *FAST,
+    p = run_llem(["-m", "hydra/sweeper=basic", "debug.fault=raise,exit", "hydra.launcher.fresh_process=spawn", *FAST,
                   f"hydra.sweep.dir={sweep}"], tmp_path, llem_cache, timeout=120)
     assert p.returncode == 1, p.stdout + p.stderr
     m = manifest_of(sweep)
@@ -124,7 +124,7 @@ def test_under_hydras_basic_sweeper_the_launcher_writes_its_own_manifest(tmp_pat
 
 def test_timeout_kills_the_job_while_the_parent_sleeps(tmp_path: Path, llem_cache: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = start_llem(["-m", "debug.fault=sleep", "debug.sleep_s=120", "study.timeout_s=8", "study.kill_grace_s=2",
+    proc = start_llem(["-m", "debug.fault=sleep", "debug.sleep_s=120", "hydra.launcher.timeout_s=8", "hydra.launcher.kill_grace_s=2",
                        *FAST, f"hydra.sweep.dir={sweep}"], tmp_path, llem_cache)
     try:
         child = wait_for(lambda: job_running(sweep, 0), 60, "job 0 running", proc)
@@ -227,7 +227,7 @@ def test_gpu_slots_pin_each_job_and_record_health(tmp_path: Path, llem_cache: Pa
     (fake / "pynvml.py").write_text(FAKE_PYNVML)
     monkeypatch.setenv("LLEM_TEST_PYTHONPATH", str(fake))
     sweep = tmp_path / "sweep"
-    p = subprocess.run([sys.executable, "-m", "llem", "-m", "seed=0,1", "study.gpus_per_job=1", "study.gaps=false",
+    p = subprocess.run([sys.executable, "-m", "llem", "-m", "seed=0,1", "hydra.launcher.gpus_per_job=1", "study.gaps=false",
                         "energy=none", *FAST, f"hydra.sweep.dir={sweep}"], cwd=tmp_path, env=llem_env(llem_cache),
                        capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stdout + p.stderr

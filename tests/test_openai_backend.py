@@ -380,7 +380,7 @@ def test_an_unreachable_base_url_fails_the_job_with_the_url(tmp_path: Path, llem
 def test_a_job_timed_out_by_the_launcher_leaves_no_server_process(tmp_path: Path, llem_cache: Path) -> None:
     marker = uuid.uuid4().hex
     job = _start_llem(["-m", "backend=openai", _sleeper(tmp_path), "openai.server.ready_timeout_s=300",
-                       "study.timeout_s=8", "study.kill_grace_s=3", "energy=none", "hydra.sweep.dir=sweep"],
+                       "hydra.launcher.timeout_s=8", "hydra.launcher.kill_grace_s=3", "energy=none", "hydra.sweep.dir=sweep"],
                       tmp_path, llem_cache, {"LLEM_TEST_MARK": marker})
     try:
         out, _ = job.communicate(timeout=120)

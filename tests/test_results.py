@@ -15,12 +15,12 @@ import pandas as pd
 import pytest
 
 import llem.results as results
+from llem.launch.progress import eta_s, format_duration, progress_line
 from llem.results.aggregate import aggregate, metric_stats, pareto_front
 from llem.results.compare import compare, log_ratio_ci, match_configs, render_compare
 from llem.results.example import example_result, write_example_job, write_example_study
 from llem.results.summary import fmt_ci, write_sweep_summary
 from llem.study import manifest as manifest_mod
-from llem.study.progress import eta_s, format_duration, progress_line
 
 
 def _job(folder: Path, **kw: object) -> dict:

@@ -35,7 +35,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, llem_cache: Path) -> Iterato
                       "scenario.warmup_requests=2", "scenario.slo.ttft_s=0.5", "scenario.slo.tpot_s=0.05",
                       "dataset.input_tokens=24", "vllm.max_tokens=8", "vllm.enforce_eager=true",
                       "energy=rapl", f"energy.rapl_root={tmp / 'rapl'}", "energy.baseline_s=0",
-                      "energy.sample_hz=100", "study.progress=false", f"hydra.sweep.dir={sweep}"],
+                      "energy.sample_hz=100", "hydra.launcher.progress=false", f"hydra.sweep.dir={sweep}"],
                      tmp, llem_cache, timeout=400, env={"LLEM_TEST_MARK": uuid.uuid4().hex})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     results = {}

@@ -350,7 +350,7 @@ def test_results_without_a_manifest_are_a_study(tmp_path: Path) -> None:
 
 
 # -- real studies (python -m llem -m ..., the default fork mode) ---------------------------------------
-FAST = ["n=2", "warmup.n_batches=0", "quiet=true", "energy=none", "study.progress=false"]
+FAST = ["n=2", "warmup.n_batches=0", "quiet=true", "energy=none", "hydra.launcher.progress=false"]
 TWO = "pytorch.max_output_tokens=2,3"  # two configs (max_output_tokens is part of config_hash)
 
 

@@ -215,7 +215,7 @@ def test_pytorch_and_vllm_study_gives_comparable_results(tmp_path: Path, llem_ca
                       "vllm.max_tokens=8", "vllm.max_num_seqs=2", "vllm.enforce_eager=true",
                       "vllm.steady_state=true",
                       "energy=rapl", f"energy.rapl_root={tmp_path / 'rapl'}", "energy.baseline_s=0",
-                      "energy.sample_hz=100", "study.progress=false", f"hydra.sweep.dir={sweep}"],
+                      "energy.sample_hz=100", "hydra.launcher.progress=false", f"hydra.sweep.dir={sweep}"],
                      tmp_path, llem_cache, timeout=240, env={"LLEM_TEST_MARK": marker})
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     res = {r["identity"]["backend"]: r for r in (read_result(d) for d in sorted(sweep.iterdir())
@@ -250,8 +250,8 @@ def test_a_vllm_job_stopped_by_the_study_timeout_leaves_no_process(tmp_path: Pat
     sweep, marker = tmp_path / "sweep", uuid.uuid4().hex
     # A workload of minutes, stopped after 40 s: while the engine starts or generates.
     p = run_llem(["-m", "backend=vllm", "n=512", "dataset.input_tokens=64", "vllm.max_tokens=900",
-                  "vllm.enforce_eager=true", "warmup.n_batches=0", "energy=none", "study.timeout_s=40",
-                  "study.kill_grace_s=10", "study.progress=false", f"hydra.sweep.dir={sweep}"],
+                  "vllm.enforce_eager=true", "warmup.n_batches=0", "energy=none", "hydra.launcher.timeout_s=40",
+                  "hydra.launcher.kill_grace_s=10", "hydra.launcher.progress=false", f"hydra.sweep.dir={sweep}"],
                  tmp_path, llem_cache, timeout=180, env={"LLEM_TEST_MARK": marker})
     assert p.returncode != 0
     res = read_result(sweep / "0")

@@ -27,12 +27,12 @@ from hydra_plugins.llem_sweeper.compose import FastComposer, sweep_keys
 from llem.config.schema import BACKENDS, ExperimentConfig, StudyConfig
 from llem.config.validate import ConfigError, problems
 from llem.io import atomic_write_json, atomic_write_text, read_json
-from llem.launch.settings import is_llem_app
 from llem.result import now_iso
 from llem.study import manifest
 from llem.study.estimate import load_history
 from llem.study.exits import StudyFailed, exit_or_raise
 from llem.study.gaps import GPU_CONFIG_GAP_S, GPU_CYCLE_GAP_S, Gaps, gpu_host, resolve_gaps
+from llem.study.hooks import LlemStudyHooks, is_llem_app
 from llem.study.jobtag import user_overrides
 from llem.study.lock import hold
 from llem.study.plan import PLAN_TEXT_FILE, Plan, StudyError, build_plan, check_job_count, check_startable
@@ -91,7 +91,7 @@ def _gaps(study: StudyConfig, config: DictConfig) -> tuple[Gaps, str]:
 
 JOBLIB_NOTE = ("hydra/launcher=joblib: jobs run in joblib's worker processes, hydra.launcher.n_jobs at once, "
                "and a worker runs job after job: no fresh process per job, no gaps, no health checks, no "
-               "study.timeout_s (llem's launcher gives these); fine for quick CPU-only sweeps, not for "
+               "hydra.launcher.timeout_s (llem's launcher gives these); fine for quick CPU-only sweeps, not for "
                "energy figures you compare")
 
 
@@ -102,7 +102,7 @@ def _launcher_note(config: DictConfig) -> Optional[str]:
         return JOBLIB_NOTE
     if target.endswith("BasicLauncher"):
         return ("hydra/launcher=basic: jobs run inside this process, one after another: no fresh process per "
-                "job, no gaps, no health checks, no study.timeout_s")
+                "job, no gaps, no health checks, no hydra.launcher.timeout_s")
     return None
 
 
@@ -200,7 +200,8 @@ class LlemSweeper(Sweeper):
                 close()
 
     def _check_launcher(self) -> None:
-        """llem's launcher settings (hydra.launcher.* and their study.* aliases), before planning."""
+        """llem's launcher settings (hydra.launcher.*), before planning; then the launcher gets this
+        study's hooks (llem.launch.contract: manifest, lock, gaps; this sweeper prints the failures)."""
         settings = getattr(self.launcher, "launch_settings", None)
         if callable(settings):
             try:
@@ -212,12 +213,15 @@ class LlemSweeper(Sweeper):
                     launcher_slots(gpus)
             except ConfigError as e:
                 exit_or_raise(e)
+        attach = getattr(self.launcher, "attach", None)
+        if callable(attach):
+            attach(LlemStudyHooks(self.config, by_sweeper=True))
 
     def _prestart(self) -> None:
         """Let llem's launcher start its zygote now (its imports overlap planning) and keep it for
-        every batch of this study; other launchers have no such hook."""
+        every batch of this study; other launchers have no such hook. Not for a dry run."""
         prestart = getattr(self.launcher, "prestart", None)
-        if callable(prestart):
+        if callable(prestart) and not OmegaConf.select(self.config, "study.dry_run"):
             prestart()
 
     def _sweep(self, arguments: list[str]) -> Any:

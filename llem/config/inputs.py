@@ -30,7 +30,6 @@ HYDRA_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--re
                "--config-name", "-cd", "--config-dir", "--experimental-rerun", "-i", "--info")
 
 
-FRESH_PROCESS = ("auto", "fork", "spawn")  # as llem.launch.settings.FRESH_PROCESS (a layer up; a test ties them)
 SEED_MAX = 2**32 - 1  # numpy's and vLLM's seed range (torch takes more; the smallest wins)
 
 
@@ -58,12 +57,6 @@ def _check_ranges(c: Any, cfg: ExperimentConfig) -> None:
         c.add("energy.gpu_indices", list(e.gpu_indices), "null or a list of CUDA ordinals >= 0")
     s = cfg.study
     _at_least(c, "study.job_estimate_s", s.job_estimate_s, 0.0)
-    _at_least(c, "study.kill_grace_s", s.kill_grace_s, 0.0)
-    _at_least(c, "study.health_max_memory_used_mib", s.health_max_memory_used_mib, 0.0)
-    _at_least(c, "study.health_wait_max_s", s.health_wait_max_s, 0.0)
-    _at_least(c, "study.health_poll_s", s.health_poll_s, 0.0, open_=True)
-    if s.fresh_process not in FRESH_PROCESS:
-        c.add("study.fresh_process", s.fresh_process, f"one of {', '.join(FRESH_PROCESS)}")
     j = cfg.study_job
     if j.cycle is None or j.cycle < 0:
         c.add("study_job.cycle", j.cycle, "an integer >= 0 (set by llem's sweeper)")

@@ -105,8 +105,23 @@ def group_hint(value: str, options: list[str]) -> str:
     return f" Did you mean '{one}'?" if one else ""
 
 
+# The launcher's knobs once had `study.*` aliases; they are hydra.launcher.* only (llem.launch.settings,
+# a layer up: tests/test_import_layers.py ties the two lists).
+MOVED_KEYS = {f"study.{k}": f"hydra.launcher.{k}" for k in (
+    "timeout_s", "kill_grace_s", "on_unhealthy", "health_max_memory_used_mib", "health_check_processes",
+    "health_wait_max_s", "health_poll_s", "gpus_per_job", "progress", "fresh_process")}
+
+
+def moved_key(key: str) -> str | None:
+    """The one-line refusal of a key that moved (`study.timeout_s` → `hydra.launcher.timeout_s`), else None."""
+    new = MOVED_KEYS.get(key)
+    return f"'{key}' is a launcher knob: set {new} instead" if new else None
+
+
 def unknown_key(key: str, root: type = ExperimentConfig) -> str | None:
     """None if `key` (dotted) exists in the schema, else a message naming what is allowed there."""
+    if root is ExperimentConfig and key in MOVED_KEYS:
+        return moved_key(key)
     node: Any = root
     path: list[str] = []
     for part in key.split("."):

@@ -223,18 +223,8 @@ class StudyConfig:
     job_estimate_s: float = 60.0  # plan estimate per job never measured before (same config_hash)
     history_dir: str | None = None  # earlier results for estimates (searched recursively); null: multirun/ layout two levels above the sweep folder
     resume: bool = False
-    # llem's launcher knobs, from here to fresh_process: aliases of hydra.launcher.<same name> (README
-    # "Launcher settings"); one set away from its default wins, two different values are refused
-    timeout_s: float | None = None  # per-job limit (launcher): whole job process, start-up included; null/0 = none
-    kill_grace_s: float = 10.0  # launcher: SIGTERM → SIGKILL delay when a job is stopped (timeout, Ctrl-C)
-    on_unhealthy: str = "warn"  # warn | wait | abort (launcher health checks)
-    health_max_memory_used_mib: float = 1024.0  # GPU memory in use before a job above this is unhealthy
-    health_check_processes: bool = True  # a process not ours on the job's GPUs is unhealthy
-    health_wait_max_s: float = 600.0  # on_unhealthy=wait: wait at most this long, then run with a warning
-    health_poll_s: float = 10.0  # on_unhealthy=wait: re-check interval
-    gpus_per_job: int = 0  # launcher GPU slots; 0 = one job at a time, no pinning
-    progress: bool = True
-    fresh_process: str = "auto"  # launcher: fork each job from a preloaded zygote | spawn a new interpreter | auto (fork on Linux)
+    # llem's launcher knobs (timeout_s, gpus_per_job, ...) are hydra.launcher.* only (docs/launcher.md);
+    # `study.<knob>` is refused with a pointer there (llem.config.overrides.MOVED_KEYS)
     # search (llem/search/objective.py): result field(s) with a direction the job returns to Hydra, e.g.
     # throughput.output_tok_s:max or [energy.j_per_output_token:min,latency.ttft_s.p90:min]; null = none
     objective: Any = None

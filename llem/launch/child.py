@@ -78,9 +78,6 @@ def run_job_process(payload: Path, returned: Path, fault_log: Path) -> int:
     install_exit_hook()
     signal.signal(signal.SIGTERM, _interrupt)  # before die_with_parent: its SIGTERM is then recorded
     die_with_parent()
-    from llem.study.lock import hold_as_job
-
-    hold_as_job()  # the sweep folder stays taken while this job lives (llem.study.lock)
     fault_file = open(fault_log, "w")  # noqa: SIM115 (must stay open for faulthandler)
     faulthandler.enable(file=fault_file, all_threads=True)
     try:

@@ -24,14 +24,9 @@ def fmt_s(seconds: Optional[float]) -> str:
 
 def progress_text(done: int, total: int, failed: int, elapsed_s: float, label: str = "",
                   index: Optional[int] = None, durations_s: Optional[Sequence[float]] = None) -> str:
-    """One line before a job starts: done/total, failures, the job, ETA. Uses the shared
-    llem.study.progress when present, else a minimal line of the same facts."""
-    try:
-        from llem.study.progress import progress_line
-    except ImportError:
-        eta = elapsed_s / done * (total - done) if done else None
-        return (f"[llem] {done}/{total} jobs, {failed} failed, job {index}: {label}, "
-                f"ETA {fmt_s(eta) if done else '?'}")
+    """One line before a job starts: done/total, failures, the job, ETA (llem.launch.progress)."""
+    from llem.launch.progress import progress_line
+
     return "[llem] " + progress_line(done, total, failed, elapsed_s, current=label or None,
                                      current_index=index, durations_s=list(durations_s or []) or None)
 

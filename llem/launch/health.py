@@ -86,7 +86,7 @@ def assess(states: Sequence[GpuState], max_memory_used_mib: float, check_process
     for s in states:
         if s.memory_used_mib is not None and s.memory_used_mib > max_memory_used_mib:
             problems.append(f"GPU {s.ref}: {s.memory_used_mib:.0f} MiB in use before the job "
-                            f"(threshold study.health_max_memory_used_mib={max_memory_used_mib:g})")
+                            f"(threshold hydra.launcher.health_max_memory_used_mib={max_memory_used_mib:g})")
         if check_processes:
             foreign = sorted({p["pid"] for p in s.processes if p["pid"] not in own_pids})
             if foreign:

@@ -111,8 +111,8 @@ def classify(returncode: Optional[int], result: Optional[dict[str, Any]], *, tim
                        rewrite=bool(returncode) and not timed_out and not interrupted)
     if timed_out:
         err = {"type": "Timeout", "reason": "timeout", "traceback": child_tb, **where,
-               "message": f"job ran past study.timeout_s={timeout_s:g} s and was stopped (SIGTERM to its "
-                          f"process tree, SIGKILL after study.kill_grace_s={grace_s:g} s if still alive)"}
+               "message": f"job ran past hydra.launcher.timeout_s={timeout_s:g} s and was stopped (SIGTERM to its "
+                          f"process tree, SIGKILL after hydra.launcher.kill_grace_s={grace_s:g} s if still alive)"}
         return Outcome("failed", "timeout", err, exit_code, exit_signal, rewrite=True)
     if interrupted:
         err = {"type": "Interrupted", "reason": "interrupted", "traceback": child_tb, **where,

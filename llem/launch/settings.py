@@ -1,8 +1,8 @@
-"""The launcher's knobs: `hydra.launcher.*` (where Hydra users look), with `study.*` as aliases.
+"""The launcher's knobs, `hydra.launcher.*`: declared once, here (the plugin's `LlemLauncherConf`
+subclasses `LaunchSettings` and adds only `_target_`), checked once (`resolve`), before any job starts.
 
-Every key has one built-in default (the fields below). A key set away from its default in one place
-wins; set to two different non-default values in both places it is refused (ConfigError naming both),
-so a study never runs with a setting the user did not mean. Checked before any job starts.
+The `study.*` aliases of these knobs are gone: `study.timeout_s=...` is refused with one line naming
+`hydra.launcher.timeout_s` (llem.config.overrides.MOVED_KEYS; a test ties that list to `names()`).
 """
 
 from __future__ import annotations
@@ -11,67 +11,48 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 
 ON_UNHEALTHY = ("warn", "wait", "abort")
 FRESH_PROCESS = ("auto", "fork", "spawn")
 LAUNCHER_PREFIX = "hydra.launcher"
-STUDY_PREFIX = "study"
 
 
-def is_llem_app(config: Mapping[str, Any]) -> bool:
-    """A config composed from llem's schema (it has the study and study_job nodes); any other Hydra
-    app gets a plain process-per-job launcher: no gaps, no study settings, no llem files."""
-    return "study" in config and "study_job" in config
-
-
-@dataclass(frozen=True)
+@dataclass
 class LaunchSettings:
-    timeout_s: Optional[float] = None  # per job process, start-up included; None/0 = no limit
-    kill_grace_s: float = 10.0  # SIGTERM → SIGKILL delay when a job is stopped
-    on_unhealthy: str = "warn"
-    health_max_memory_used_mib: float = 1024.0
-    health_check_processes: bool = True
-    health_wait_max_s: float = 600.0
-    health_poll_s: float = 10.0
-    gpus_per_job: int = 0
-    progress: bool = True
-    fresh_process: str = "auto"  # how each job's process starts: fork (from the zygote) | spawn | auto
+    """Every knob of llem's launcher (docs/launcher.md "Launcher settings")."""
+
+    timeout_s: Optional[float] = None  # per-job limit for the whole job process, start-up included; null/0 = none
+    kill_grace_s: float = 10.0  # a job being stopped (timeout, Ctrl-C) gets SIGTERM, then SIGKILL this long after
+    on_unhealthy: str = "warn"  # warn | wait | abort: what a failed GPU health check does
+    health_max_memory_used_mib: float = 1024.0  # GPU memory already in use above this = unhealthy
+    health_check_processes: bool = True  # a process not ours on the job's GPUs = unhealthy
+    health_wait_max_s: float = 600.0  # on_unhealthy=wait: give up waiting after this long (then run, warned)
+    health_poll_s: float = 10.0  # on_unhealthy=wait: re-check interval
+    gpus_per_job: int = 0  # 0: one job at a time, no pinning; N: floor(GPUs / N) jobs at once, pinned
+    progress: bool = True  # a progress line before each job
+    fresh_process: str = "auto"  # fork (from a preloaded zygote) | spawn (new interpreter) | auto (fork on Linux)
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return tuple(f.name for f in fields(LaunchSettings))
 
     @classmethod
-    def from_study(cls, study: Mapping[str, Any]) -> LaunchSettings:
-        """Settings from `study.*` alone (apps that set no `hydra.launcher.*` knobs)."""
-        return cls.resolve({}, study)
-
-    @classmethod
-    def resolve(cls, launcher: Mapping[str, Any], study: Mapping[str, Any]) -> LaunchSettings:
-        """`hydra.launcher.*` values merged with their `study.*` aliases; raise ConfigError naming every
-        bad key (as the user wrote it), its value and what is allowed."""
-        defaults = cls()
-        values: dict[str, Any] = {}
-        where: dict[str, str] = {}
+    def resolve(cls, launcher: Mapping[str, Any]) -> LaunchSettings:
+        """The `hydra.launcher.*` values, checked: raise ConfigError naming every bad key, its value and
+        what is allowed. Keys that are not knobs (`_target_`) are ignored."""
+        values: dict[str, Any] = {name: launcher.get(name, getattr(LaunchSettings, name))
+                                  for name in LaunchSettings.names()}
         problems: list[tuple[str, Any, str]] = []
-        for name in cls.names():
-            default = getattr(defaults, name)
-            lv, sv = launcher.get(name, default), study.get(name, default)
-            if lv != default and sv != default and lv != sv:
-                problems.append((f"{STUDY_PREFIX}.{name}", sv,
-                                 f"unset or the same as {LAUNCHER_PREFIX}.{name}={lv} (study.{name} is an alias "
-                                 f"of {LAUNCHER_PREFIX}.{name}; set one of them)"))
-            values[name], where[name] = (lv, LAUNCHER_PREFIX) if lv != default else (sv, STUDY_PREFIX)
 
         def key(name: str) -> str:
-            return f"{where[name]}.{name}"
+            return f"{LAUNCHER_PREFIX}.{name}"
 
         def number(name: str, lo: float, optional: bool = False, lo_open: bool = False) -> None:
             v = values[name]
             if v is None and optional:
                 return
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (lo_open and v == lo):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v < lo or (lo_open and v == lo):
                 allowed = f"a number {'>' if lo_open else '>='} {lo}" + (" or null" if optional else "")
                 problems.append((key(name), v, allowed))
 
@@ -95,4 +76,4 @@ class LaunchSettings:
             raise ConfigError(problems)
         if values["timeout_s"] == 0:
             values["timeout_s"] = None
-        return cls(**values)
+        return LaunchSettings(**values)

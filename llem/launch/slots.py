@@ -12,8 +12,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
-from llem.config.validate import ConfigError
 from llem.device import parse_visible
+from llem.errors import ConfigError
 
 __all__ = ["Slot", "SHARED_NODE_WARNING", "parse_visible", "visible_gpus", "make_slots", "slot_env",
            "nvml_device_count", "order_warning", "launcher_slots"]
@@ -23,7 +23,7 @@ Slot = tuple[str, ...]  # CUDA_VISIBLE_DEVICES entries; () = no pinning
 SHARED_NODE_WARNING = (
     "llem: {n} jobs will run at once ({per} GPU(s) each). They share CPU cores, host memory, PCIe and "
     "the node's power delivery, which can change each other's latency and energy; use "
-    "study.gpus_per_job=0 (one job at a time) for the cleanest measurements."
+    "hydra.launcher.gpus_per_job=0 (one job at a time) for the cleanest measurements."
 )
 
 
@@ -41,7 +41,7 @@ def make_slots(gpus: Sequence[str], gpus_per_job: int) -> list[Slot]:
         return [()]
     if gpus_per_job > len(gpus):
         seen = ",".join(gpus) if gpus else "none"
-        raise ConfigError([("study.gpus_per_job", gpus_per_job,
+        raise ConfigError([("hydra.launcher.gpus_per_job", gpus_per_job,
                             f"0 (no pinning) or at most the {len(gpus)} GPU(s) visible (visible: {seen})")])
     n = len(gpus) // gpus_per_job
     return [tuple(gpus[i * gpus_per_job:(i + 1) * gpus_per_job]) for i in range(n)]
@@ -81,7 +81,7 @@ def order_warning(env: Mapping[str, str]) -> Optional[str]:
     if models is None:
         return None
     return (f"llem: warning: CUDA_DEVICE_ORDER={order} on a host mixing GPU models (NVML/PCI order {models}): CUDA "
-            "numbers the GPUs differently from NVML, so GPU indices in CUDA_VISIBLE_DEVICES, study.gpus_per_job "
+            "numbers the GPUs differently from NVML, so GPU indices in CUDA_VISIBLE_DEVICES, hydra.launcher.gpus_per_job "
             "slots and energy.gpu_indices may name other GPUs than intended; unset it (llem then uses PCI_BUS_ID) "
             "or use GPU UUIDs")
 

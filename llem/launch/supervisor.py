@@ -3,7 +3,7 @@
 No Hydra here: the plugin (hydra_plugins/llem_launcher) turns each Hydra job into a `JobPlan` (its
 folder, manifest index, cycle and a pickled callable the child process runs) and this loop does the
 rest. Between jobs it prints and waits; while a job runs it blocks in the kernel (process.Waiter).
-Jobs are forked by a zygote that has torch & co. imported (llem.launch.zygote; study.fresh_process),
+Jobs are forked by a zygote that has torch & co. imported (llem.launch.zygote; hydra.launcher.fresh_process),
 or spawned as `python -m llem.launch.child` where forking is off or the zygote cannot serve.
 """
 
@@ -32,6 +32,7 @@ from llem.errors import UserError
 from llem.launch import health as health_mod
 from llem.launch.child import PARENT_PID_ENV
 from llem.launch.console import fmt_s, progress_text
+from llem.launch.contract import Ledger, NoGaps, Pacing
 from llem.launch.outcome import (
     EXIT_INTERRUPTED,
     Outcome,
@@ -46,8 +47,6 @@ from llem.launch.settings import LaunchSettings
 from llem.launch.slots import Slot, parse_visible, slot_env
 from llem.launch.zygote import ForkServer, ForkServerGone, wanted
 from llem.result import now_iso
-from llem.study import lock, manifest
-from llem.study.gaps import Gaps, gap_before, starts_cycle
 
 EXIT_ABORTED = 3
 
@@ -63,7 +62,7 @@ class LaunchInterrupted(SystemExit):
 
 
 class LaunchAborted(SystemExit):
-    """A health check failed with study.on_unhealthy=abort; exit code 3."""
+    """A health check failed with hydra.launcher.on_unhealthy=abort; exit code 3."""
 
     def __init__(self, message: str) -> None:
         super().__init__(EXIT_ABORTED)
@@ -142,15 +141,17 @@ PrepareFn = Callable[[], Union[JobPlan, Finished]]
 
 
 class Supervisor:
-    def __init__(self, settings: LaunchSettings, sweep_dir: Path, slots: Sequence[Slot], gaps: Gaps,
+    def __init__(self, settings: LaunchSettings, sweep_dir: Path, slots: Sequence[Slot], gaps: Optional[Pacing] = None,
                  out: Optional[TextIO] = None, probe: Callable[..., Any] = health_mod.probe,
-                 fork_server: Optional[ForkServer] = None) -> None:
+                 fork_server: Optional[ForkServer] = None, ledger: Optional[Ledger] = None) -> None:
         """`fork_server`: a zygote started earlier (the plugin starts it before planning); without
-        one, `run` starts its own when settings.fresh_process allows forking, and closes it."""
+        one, `run` starts its own when settings.fresh_process allows forking, and closes it.
+        `gaps` and `ledger` come from the study above (llem.launch.contract); none: no gaps, no records."""
         self.settings = settings
         self.sweep_dir = Path(sweep_dir)
         self.slots = [_SlotState(tuple(s)) for s in slots]
-        self.gaps = gaps
+        self.gaps: Pacing = gaps if gaps is not None else NoGaps()
+        self.ledger = ledger if ledger is not None else Ledger()
         self.out = out or sys.stdout
         self.probe = probe
         self.finished: list[Finished] = []
@@ -162,14 +163,11 @@ class Supervisor:
         self._stopped = False  # stopped for a storage failure (said once)
         from llem.gpu.launch import GpuKeeper
 
-        self.gpu = GpuKeeper(gaps, self.out)  # gpu.* applied per job and restored; adaptive gaps
+        self.gpu = GpuKeeper(self.gaps, self.out)  # gpu.* applied per job and restored; adaptive gaps
 
-    # -- manifest ----------------------------------------------------------------------------------
+    # -- the study's records (llem: its manifest) ------------------------------------------------------
     def _mark(self, index: int, status: str, **fields: Any) -> None:
-        try:
-            manifest.set_status(self.sweep_dir, index, status, **fields)
-        except (KeyError, FileNotFoundError):
-            manifest.ensure_jobs(self.sweep_dir, [{"index": index, "status": status, **fields}])
+        self.ledger.mark(index, status, **fields)
 
     def _say(self, text: str) -> None:
         if self.settings.progress:
@@ -204,7 +202,7 @@ class Supervisor:
             return
         env = child_env(os.environ, {PARENT_PID_ENV: str(os.getpid()), **slot_env(slot.gpus, os.environ),
                                      **health_mod.to_env(report), **gpu_env,
-                                     lock.JOBS_LOCK_ENV: str(self.sweep_dir.absolute() / lock.JOBS_LOCK_FILE)})
+                                     **self.ledger.job_env()})
         failed = sum(f.outcome.status == "failed" for f in self.finished)
         gpus = f" on GPU {','.join(slot.gpus)}" if slot.gpus else ""
         self._say(progress_text(done, total, failed, time.monotonic() - t_study,
@@ -246,7 +244,7 @@ class Supervisor:
         if not self._fork_warned:
             self._fork_warned = True
             print(f"llem: warning: {why}; each job now starts a fresh Python interpreter "
-                  "(as with study.fresh_process=spawn)", file=sys.stderr, flush=True)
+                  "(as with hydra.launcher.fresh_process=spawn)", file=sys.stderr, flush=True)
 
     def _finish(self, run: _Running, timed_out: bool = False, interrupted: Optional[str] = None) -> Finished:
         proc, plan = run.proc, run.plan
@@ -319,8 +317,8 @@ class Supervisor:
         line = f"llem: study stopped ({reason}): {message} (to resume: hydra.sweep.dir={self.sweep_dir})"
         self._stopped = True
         with suppress(OSError, SystemExit):
-            manifest.set_study_status(self.sweep_dir, "failed", finished_at=now_iso(),
-                                      stopped_by={"reason": reason, "job": index, "message": message})
+            self.ledger.study_status("failed", finished_at=now_iso(),
+                                     stopped_by={"reason": reason, "job": index, "message": message})
         print(line, file=sys.stderr, flush=True)
         raise io.StorageExit(line, reason)
 
@@ -330,8 +328,8 @@ class Supervisor:
             ready, label = self.gpu.ready(slot.gpus, slot.free_at)  # until the GPUs are back near idle
             if not ready:
                 return time.monotonic() + self.gpu.cool.poll_s, label
-        gap = gap_before(slot.prev_cycle, cycle, self.gaps)
-        label = "cycle gap" if starts_cycle(slot.prev_cycle, cycle) else "config gap"
+        gap = self.gaps.before(slot.prev_cycle, cycle)
+        label = "cycle gap" if self.gaps.starts_cycle(slot.prev_cycle, cycle) else "config gap"
         at = slot.free_at + gap if slot.prev_cycle is not None else 0.0
         if slot.retry_at > at:
             return slot.retry_at, "waiting for the GPU to become healthy"
@@ -342,17 +340,8 @@ class Supervisor:
         pending = deque(requests)
         nxt: Optional[JobPlan] = None
         t_study = time.monotonic()
-        try:
-            folder = lock.acquire(self.sweep_dir)  # one running study per folder (a no-op under llem's sweeper)
-        except (lock.FolderInUse, io.StorageError) as e:
-            print(f"llem: {e}", file=sys.stderr, flush=True)
-            if isinstance(e, io.StorageError):
-                raise io.StorageExit(str(e), e.reason) from None
-            raise SystemExit(2) from None
-        try:
+        with self.ledger.hold():  # llem: one running study per folder (a no-op under llem's sweeper)
             return self._run(requests, total, pending, nxt, t_study)
-        finally:
-            lock.release(folder)
 
     def _run(self, requests: Sequence[PrepareFn], total: int, pending: deque[PrepareFn], nxt: Optional[JobPlan],
              t_study: float) -> list[Finished]:
@@ -395,8 +384,7 @@ class Supervisor:
                 except (KeyboardInterrupt, _Terminated) as e:
                     signame = e.signame if isinstance(e, _Terminated) else "SIGINT"
                     self._stop_all(signame)
-                    manifest.set_study_status(self.sweep_dir, "interrupted", interrupted_at=now_iso(),
-                                              interrupt_signal=signame)
+                    self.ledger.study_status("interrupted", interrupted_at=now_iso(), interrupt_signal=signame)
                     print(f"\nllem: study interrupted ({signame}): running job(s) stopped and marked "
                           f"interrupted; results so far are kept in {self.sweep_dir}", file=sys.stderr, flush=True)
                     raise LaunchInterrupted(signame) from None
@@ -425,20 +413,20 @@ class Supervisor:
             return None
         if not wanted(self.settings.fresh_process):
             if self.settings.fresh_process == "fork":
-                self._fork_unavailable(f"study.fresh_process=fork needs Linux with pidfds (this is {sys.platform})")
+                self._fork_unavailable(f"hydra.launcher.fresh_process=fork needs Linux with pidfds (this is {sys.platform})")
             return None
         self.fork_server = ForkServer().start()
         return self.fork_server
 
     def _healthy_enough(self, report: dict[str, Any], slot: _SlotState, plan: JobPlan) -> bool:
-        """Apply study.on_unhealthy; True when the job may start now."""
+        """Apply hydra.launcher.on_unhealthy; True when the job may start now."""
         if report["ok"]:
             return True
         s = self.settings
         if s.on_unhealthy == "abort":
             message = f"job {plan.index}: GPU not healthy: " + "; ".join(report["problems"])
-            manifest.set_study_status(self.sweep_dir, "aborted", aborted_at=now_iso(), abort_reason=message)
-            print(f"llem: study aborted (study.on_unhealthy=abort): {message}", file=sys.stderr, flush=True)
+            self.ledger.study_status("aborted", aborted_at=now_iso(), abort_reason=message)
+            print(f"llem: study aborted (hydra.launcher.on_unhealthy=abort): {message}", file=sys.stderr, flush=True)
             raise LaunchAborted(message)
         if s.on_unhealthy == "wait":
             now = time.monotonic()
@@ -450,7 +438,7 @@ class Supervisor:
                 slot.retry_at = now + min(s.health_poll_s, s.health_wait_max_s - waited)
                 return False
             report["problems"].append(f"still unhealthy after waiting {fmt_s(waited)} "
-                                      f"(study.health_wait_max_s={s.health_wait_max_s:g}); running anyway")
+                                      f"(hydra.launcher.health_wait_max_s={s.health_wait_max_s:g}); running anyway")
         return True
 
     def _wait_once(self, wake: Optional[tuple[float, str]]) -> None:
@@ -466,7 +454,7 @@ class Supervisor:
         now = time.monotonic()
         for run in list(self.running.values()):
             if run.deadline is not None and now >= run.deadline:
-                print(f"llem: job {run.plan.index} ran past study.timeout_s={self.settings.timeout_s:g} s: "
+                print(f"llem: job {run.plan.index} ran past hydra.launcher.timeout_s={self.settings.timeout_s:g} s: "
                       "stopping it", file=sys.stderr, flush=True)
                 self._finish(run, timed_out=True)
 

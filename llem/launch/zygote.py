@@ -68,7 +68,7 @@ def supported() -> bool:
 
 
 def wanted(fresh_process: str) -> bool:
-    """Whether jobs are to be forked from a zygote: study.fresh_process=auto|fork on a system that can."""
+    """Whether jobs are to be forked from a zygote: hydra.launcher.fresh_process=auto|fork on a system that can."""
     return fresh_process != "spawn" and supported()
 
 

@@ -16,6 +16,13 @@ class Gaps:
     adaptive: bool = False  # wait until the job's GPUs are back near idle (llem.gpu.cool), not fixed seconds
     cool: Any = field(default=None, compare=False)  # study.cool (temp_c, power_w, max_s, poll_s) when adaptive
 
+    def before(self, prev_cycle: Optional[int], cycle: int) -> float:
+        """llem.launch.contract.Pacing: seconds to wait before a job (gap_before)."""
+        return gap_before(prev_cycle, cycle, self)
+
+    def starts_cycle(self, prev_cycle: Optional[int], cycle: int) -> bool:
+        return starts_cycle(prev_cycle, cycle)
+
 
 def resolve_gaps(study: Any, gpu_host: bool) -> Gaps:
     """Study settings → gaps. `study.gaps`: true = adaptive on GPU hosts unless a fixed gap is set, 0 on CPU
