@@ -71,7 +71,8 @@ def vllm_arm(url: str, served: str, tokenizer: str, data: Path, a: Any, out: Pat
     r = json.loads((out / name).read_text())
     return {"output_tok_s": r["output_throughput"], "ttft_p50_s": r["median_ttft_ms"] / 1e3,
             "itl_p50_s": r["median_itl_ms"] / 1e3, "tpot_p50_s": r["median_tpot_ms"] / 1e3,
-            "e2e_p50_s": r["median_e2el_ms"] / 1e3, "completed": r["completed"], "duration_s": r["duration"]}
+            "e2e_p50_s": r["median_e2el_ms"] / 1e3, "ttft_mean_s": r["mean_ttft_ms"] / 1e3,
+            "e2e_mean_s": r["mean_e2el_ms"] / 1e3, "completed": r["completed"], "duration_s": r["duration"]}
 
 
 def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, rep: int,
@@ -90,7 +91,46 @@ def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, r
     lat = s["latency"]
     return {"output_tok_s": s["throughput"]["output_tok_s"], "ttft_p50_s": lat["ttft_s"]["p50"],
             "itl_p50_s": lat["itl_s"]["p50"], "tpot_p50_s": lat["tpot_s"]["p50"], "e2e_p50_s": lat["e2e_s"]["p50"],
+            "ttft_mean_s": lat["ttft_s"]["mean"], "e2e_mean_s": lat["e2e_s"]["mean"],
             "completed": s["requests"]["succeeded"], "duration_s": res.timing["window_s"]}
+
+
+# The vLLM server's own view of the requests it served (Prometheus /metrics): histograms' _sum/_count and
+# counters, read before and after each arm. The server stamps a request's arrival when its frontend takes
+# it and its first token when the frontend's output processor gets it: no client, no HTTP stream in it.
+SERVER_HISTOGRAMS = {"ttft": "vllm:time_to_first_token_seconds", "e2e": "vllm:e2e_request_latency_seconds",
+                     "queue": "vllm:request_queue_time_seconds", "prefill": "vllm:request_prefill_time_seconds",
+                     "prompt_tokens": "vllm:request_prompt_tokens",
+                     "output_tokens": "vllm:request_generation_tokens"}
+
+
+def scrape_metrics(url: str) -> dict[str, float]:
+    """Sums of `<histogram>_sum` and `_count` over all label sets, from GET {url}/metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        name = name.split("{", 1)[0]
+        for hist in SERVER_HISTOGRAMS.values():
+            if name in (hist + "_sum", hist + "_count"):
+                out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def server_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean of each server histogram over the requests of one arm (its warmups and ready checks included)."""
+    view: dict[str, float] = {}
+    for key, hist in SERVER_HISTOGRAMS.items():
+        n = after.get(hist + "_count", 0.0) - before.get(hist + "_count", 0.0)
+        if n > 0:
+            view[f"server_{key}_mean"] = (after[hist + "_sum"] - before.get(hist + "_sum", 0.0)) / n
+            view["server_requests"] = n
+    return view
 
 
 def mooncake_trace(path: Path, n: int, rate: float, seed: int = 0) -> Path:
@@ -134,6 +174,25 @@ def compare(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], whe
             rep.doc["data"][tag] = {"llem": ours, "vllm": theirs, "ratio": ratio}
 
 
+def referee(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], cases: list[str]) -> None:
+    """The server's own figures per arm: did the server serve one arm faster (server TTFT ratio), and what
+    does each client add to the server's TTFT (client mean − server mean: HTTP, stream flush, client)?"""
+    for case in cases:
+        ours, theirs = got[("llem", case)], got[("vllm", case)]
+        if not all("server_ttft_mean" in x for x in ours + theirs):
+            continue
+        for key, label in (("server_ttft_mean", "server's TTFT mean"), ("server_e2e_mean", "server's e2e mean"),
+                           ("server_prompt_tokens_mean", "server's prompt tokens mean")):
+            ratio = paired_ratio([x[key] for x in ours], [x[key] for x in theirs])
+            rep.row(f"vllm llem/vLLM arm {label}, {case}", ratio["median"], "ratio", "1 ± 10%",
+                    abs(ratio["median"] - 1) <= TARGET, f"llem arm {[round(x[key], 5) for x in ours]} vs vLLM arm "
+                    f"{[round(x[key], 5) for x in theirs]}")
+        for name, arm in (("llem", ours), ("vLLM", theirs)):
+            extra = [x["ttft_mean_s"] - x["server_ttft_mean"] for x in arm]
+            rep.row(f"vllm {name}'s client TTFT mean − server's, {case}", sorted(extra)[len(extra) // 2], "s",
+                    "info", True, f"per rep {[round(e * 1e3, 2) for e in extra]} ms")
+
+
 def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Path | None, tmp: Path) -> None:
     from llem.backends.openai import vllm_server_command
     from llem.serving.server import ManagedServer, free_port
@@ -154,7 +213,8 @@ def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Pat
             server.start()
             rep.note(f"vLLM server ready after {server.wait_ready(600, {}):.1f} s: {' '.join(server.command[1:])}")
 
-    cases = [("inf", float("inf"), None), (f"{a.rate:g} req/s", a.rate, None)]
+    cases = [("inf", float("inf"), None)] if a.inf else []
+    cases.append((f"{a.rate:g} req/s", a.rate, None))
     if trace is not None:
         cases.append(("trace", 0.0, trace))
     got: dict[tuple[str, str], list[dict[str, float]]] = {(n, c[0]): [] for n in ("vllm", "llem") for c in cases}
@@ -166,12 +226,18 @@ def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Pat
         for r in range(a.reps):
             for case, rate, tr in cases:
                 for name in (["vllm", "llem"] if r % 2 == 0 else ["llem", "vllm"]):
-                    got[(name, case)].append(arms[name](r, rate, tr))
+                    before = scrape_metrics(url) if where == "vllm" else {}
+                    fig = arms[name](r, rate, tr)
+                    if where == "vllm":
+                        fig.update(server_view(before, scrape_metrics(url)))
+                    got[(name, case)].append(fig)
                     print(f"  {where} rep {r + 1} {case} {name}: "
                           + ", ".join(f"{k} {v:.4g}" for k, v in got[(name, case)][-1].items()), flush=True)
     finally:
         server.stop()
     compare(rep, got, where, [c[0] for c in cases])
+    if where == "vllm":
+        referee(rep, got, [c[0] for c in cases])
     if where == "fake":
         for name in ("llem", "vllm"):
             itl = [x["itl_p50_s"] for x in got[(name, f"{a.rate:g} req/s")]]
@@ -190,6 +256,7 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=48, help="words per prompt (default 48)")
     ap.add_argument("--warmups", type=int, default=4, help="warmup requests per arm (default 4)")
     ap.add_argument("--reps", type=int, default=3, help="ABBA repetitions (default 3)")
+    ap.add_argument("--no-inf", dest="inf", action="store_false", help="skip the rate-inf case (noisy on small hosts)")
     ap.add_argument("--server-args", default="--enforce-eager --max-num-seqs 64",
                     help="extra vLLM server arguments (default: --enforce-eager --max-num-seqs 64)")
     a = parse(ap)
