@@ -38,6 +38,7 @@ from bench_common import RESULTS_DIR, Report, machine_info, paired_ratio, parse,
 
 TARGET = 0.10
 TINY_S = 1e-4  # latencies below this are compared as differences, not ratios
+READ_GAP_S = 2e-4  # chunks closer than this arrived in one read (vLLM's client stamps a read's messages µs apart)
 VLLM_BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
               "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
               "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
@@ -57,7 +58,7 @@ def vllm_arm(url: str, served: str, tokenizer: str, data: Path, a: Any, out: Pat
     cmd = [sys.executable, "-c", VLLM_BENCH, "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
            "--model", served, "--tokenizer", tokenizer, "--seed", str(rep), "--ignore-eos",
            "--temperature", "0", "--num-warmups", str(a.warmups), "--save-result", "--result-dir", str(out),
-           "--result-filename", name, "--disable-tqdm", "--ready-check-timeout-sec", "60",
+           "--result-filename", name, "--disable-tqdm", "--save-detailed", "--ready-check-timeout-sec", "60",
            "--percentile-metrics", "ttft,tpot,itl,e2el"]
     if trace is None:
         cmd += ["--dataset-name", "custom", "--dataset-path", str(data), "--custom-output-len", str(a.output_len),
@@ -72,7 +73,18 @@ def vllm_arm(url: str, served: str, tokenizer: str, data: Path, a: Any, out: Pat
     return {"output_tok_s": r["output_throughput"], "ttft_p50_s": r["median_ttft_ms"] / 1e3,
             "itl_p50_s": r["median_itl_ms"] / 1e3, "tpot_p50_s": r["median_tpot_ms"] / 1e3,
             "e2e_p50_s": r["median_e2el_ms"] / 1e3, "ttft_mean_s": r["mean_ttft_ms"] / 1e3,
-            "e2e_mean_s": r["mean_e2el_ms"] / 1e3, "completed": r["completed"], "duration_s": r["duration"]}
+            "e2e_mean_s": r["mean_e2el_ms"] / 1e3, "completed": r["completed"], "duration_s": r["duration"],
+            "one_read": one_read([[0.0, *itl] for itl in r.get("itls") or []], cumulative=False)}
+
+
+def one_read(chunks: list[list[float]], cumulative: bool = True) -> float:
+    """Share of answers whose chunks all came within READ_GAP_S of each other (the whole answer in one
+    read): `chunks` = per answer its chunk times (cumulative) or its gaps (cumulative=False)."""
+    def whole(c: list[float]) -> bool:
+        gaps = [b - a for a, b in zip(c, c[1:])] if cumulative else c[1:]
+        return len(c) > 1 and all(g < READ_GAP_S for g in gaps)
+
+    return sum(whole(c) for c in chunks) / len(chunks) if chunks else float("nan")
 
 
 def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, rep: int,
@@ -87,12 +99,15 @@ def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, r
     else:
         over += [f"scenario.trace.path={trace}", "scenario.trace.format=mooncake", "scenario.trace.block_tokens=16"]
     res = run_llem(over, out)
+    job = max(out.glob("job-*/requests.jsonl"), key=lambda q: q.stat().st_mtime)
+    rows = [json.loads(x) for x in job.read_text().splitlines()]
     s = res.serving
     lat = s["latency"]
     return {"output_tok_s": s["throughput"]["output_tok_s"], "ttft_p50_s": lat["ttft_s"]["p50"],
             "itl_p50_s": lat["itl_s"]["p50"], "tpot_p50_s": lat["tpot_s"]["p50"], "e2e_p50_s": lat["e2e_s"]["p50"],
             "ttft_mean_s": lat["ttft_s"]["mean"], "e2e_mean_s": lat["e2e_s"]["mean"],
-            "completed": s["requests"]["succeeded"], "duration_s": res.timing["window_s"]}
+            "completed": s["requests"]["succeeded"], "duration_s": res.timing["window_s"],
+            "one_read": one_read([r["chunk_times"] for r in rows if r.get("success")])}
 
 
 # The vLLM server's own view of the requests it served (Prometheus /metrics): histograms' _sum/_count and
@@ -190,7 +205,8 @@ def referee(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], cas
         for name, arm in (("llem", ours), ("vLLM", theirs)):
             extra = [x["ttft_mean_s"] - x["server_ttft_mean"] for x in arm]
             rep.row(f"vllm {name}'s client TTFT mean − server's, {case}", sorted(extra)[len(extra) // 2], "s",
-                    "info", True, f"per rep {[round(e * 1e3, 2) for e in extra]} ms")
+                    "info", True, f"per rep {[round(e * 1e3, 2) for e in extra]} ms; answers whole in one read "
+                    f"per rep {[round(x.get('one_read', float('nan')), 2) for x in arm]}")
 
 
 def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Path | None, tmp: Path) -> None:
