@@ -74,17 +74,30 @@ def vllm_arm(url: str, served: str, tokenizer: str, data: Path, a: Any, out: Pat
             "itl_p50_s": r["median_itl_ms"] / 1e3, "tpot_p50_s": r["median_tpot_ms"] / 1e3,
             "e2e_p50_s": r["median_e2el_ms"] / 1e3, "ttft_mean_s": r["mean_ttft_ms"] / 1e3,
             "e2e_mean_s": r["mean_e2el_ms"] / 1e3, "completed": r["completed"], "duration_s": r["duration"],
-            "one_read": one_read([[0.0, *itl] for itl in r.get("itls") or []], cumulative=False)}
+            "one_read": one_read([[0.0, *itl] for itl in r.get("itls") or []], cumulative=False),
+            "ttft_streamed_p50_s": streamed_p50([(t, [0.0, *itl]) for t, itl in
+                                                 zip(r.get("ttfts") or [], r.get("itls") or []) if t], cumulative=False)}
+
+
+def _whole(c: list[float], cumulative: bool) -> bool:
+    """One answer's chunks (times, or [0, gaps...]) all within READ_GAP_S of each other: one read."""
+    gaps = [y - x for x, y in zip(c, c[1:])] if cumulative else c[1:]
+    return len(c) > 1 and all(g < READ_GAP_S for g in gaps)
 
 
 def one_read(chunks: list[list[float]], cumulative: bool = True) -> float:
-    """Share of answers whose chunks all came within READ_GAP_S of each other (the whole answer in one
-    read): `chunks` = per answer its chunk times (cumulative) or its gaps (cumulative=False)."""
-    def whole(c: list[float]) -> bool:
-        gaps = [b - a for a, b in zip(c, c[1:])] if cumulative else c[1:]
-        return len(c) > 1 and all(g < READ_GAP_S for g in gaps)
+    """Share of answers that came whole in one read: `chunks` = per answer its chunk times
+    (cumulative) or [0, its gaps...] (cumulative=False)."""
+    return sum(_whole(c, cumulative) for c in chunks) / len(chunks) if chunks else float("nan")
 
-    return sum(whole(c) for c in chunks) / len(chunks) if chunks else float("nan")
+
+def streamed_p50(answers: list[tuple[float, list[float]]], cumulative: bool = True) -> float:
+    """TTFT p50 over the answers that did NOT arrive whole in one read (the server streamed them):
+    like for like between arms whose blocks caught different shares of one-read phases."""
+    import statistics
+
+    kept = [t for t, c in answers if not _whole(c, cumulative)]
+    return statistics.median(kept) if kept else float("nan")
 
 
 def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, rep: int,
@@ -107,7 +120,8 @@ def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, r
             "itl_p50_s": lat["itl_s"]["p50"], "tpot_p50_s": lat["tpot_s"]["p50"], "e2e_p50_s": lat["e2e_s"]["p50"],
             "ttft_mean_s": lat["ttft_s"]["mean"], "e2e_mean_s": lat["e2e_s"]["mean"],
             "completed": s["requests"]["succeeded"], "duration_s": res.timing["window_s"],
-            "one_read": one_read([r["chunk_times"] for r in rows if r.get("success")])}
+            "one_read": one_read([r["chunk_times"] for r in rows if r.get("success")]),
+            "ttft_streamed_p50_s": streamed_p50([(r["ttft_s"], r["chunk_times"]) for r in rows if r.get("success")])}
 
 
 # The vLLM server's own view of the requests it served (Prometheus /metrics): histograms' _sum/_count and
@@ -169,10 +183,13 @@ def mooncake_trace(path: Path, n: int, rate: float, seed: int = 0) -> Path:
 def compare(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], where: str, cases: list[str]) -> None:
     """One row per figure and case: llem / vLLM (median of per-rep ratios), or a difference for tiny values."""
     figures = [("output_tok_s", "output throughput", "tok/s"), ("ttft_p50_s", "TTFT p50", "s"),
+               ("ttft_streamed_p50_s", "TTFT p50 of streamed answers", "s"),
                ("itl_p50_s", "ITL p50", "s"), ("tpot_p50_s", "TPOT p50", "s"), ("e2e_p50_s", "e2e p50", "s")]
     for case in cases:
         for key, label, unit in figures:
-            ours, theirs = [x[key] for x in got[("llem", case)]], [x[key] for x in got[("vllm", case)]]
+            pairs = [(x[key], y[key]) for x, y in zip(got[("llem", case)], got[("vllm", case)])
+                     if x.get(key) == x.get(key) and y.get(key) == y.get(key)]  # NaN: no such answers
+            ours, theirs = [x for x, _ in pairs], [y for _, y in pairs]
             if not ours or not theirs:
                 continue
             tag = f"{where}:{key}@{case}"
