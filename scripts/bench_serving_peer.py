@@ -17,7 +17,11 @@ same warmup. With `--trace`, also the same timed trace (a synthetic Mooncake-for
 Figures, each as llem / vLLM (median of the per-rep pair ratios): output throughput, TTFT p50, ITL p50
 (one gap per streamed chunk, both), TPOT p50, e2e p50; latencies under 0.1 ms are compared as
 differences instead. Target: every ratio within 10 % of 1. On the fake server the truth is also known:
-ITL 8 ms, TTFT 50 ms. Results: benchmarks/results/serving-peer-<date>-<host>.json.
+ITL 8 ms, TTFT 50 ms. On the vLLM server the referee is the server itself: its own TTFT, e2e and prompt
+tokens per arm (Prometheus /metrics before and after each arm), and per arm the share of answers that
+came whole in one read (`one_read`: a loaded vLLM API server delivers whole answers at once in phases of
+seconds, which sets a block's TTFT p50; docs/serving-client.md) with the TTFT p50 of the streamed answers
+only. Results: benchmarks/results/serving-peer-<date>-<host>.json.
 """
 
 from __future__ import annotations
