@@ -17,7 +17,11 @@ same warmup. With `--trace`, also the same timed trace (a synthetic Mooncake-for
 Figures, each as llem / vLLM (median of the per-rep pair ratios): output throughput, TTFT p50, ITL p50
 (one gap per streamed chunk, both), TPOT p50, e2e p50; latencies under 0.1 ms are compared as
 differences instead. Target: every ratio within 10 % of 1. On the fake server the truth is also known:
-ITL 8 ms, TTFT 50 ms. Results: benchmarks/results/serving-peer-<date>-<host>.json.
+ITL 8 ms, TTFT 50 ms. On the vLLM server the referee is the server itself: its own TTFT, e2e and prompt
+tokens per arm (Prometheus /metrics before and after each arm), and per arm the share of answers that
+came whole in one read (`one_read`: a loaded vLLM API server delivers whole answers at once in phases of
+seconds, which sets a block's TTFT p50; docs/serving-client.md) with the TTFT p50 of the streamed answers
+only. Results: benchmarks/results/serving-peer-<date>-<host>.json.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from bench_common import RESULTS_DIR, Report, machine_info, paired_ratio, parse,
 
 TARGET = 0.10
 TINY_S = 1e-4  # latencies below this are compared as differences, not ratios
+READ_GAP_S = 2e-4  # chunks closer than this arrived in one read (vLLM's client stamps a read's messages µs apart)
 VLLM_BENCH = ("import sys; from vllm.benchmarks.serve import add_cli_args, main; "
               "from vllm.utils.argparse_utils import FlexibleArgumentParser; "
               "p = FlexibleArgumentParser(); add_cli_args(p); main(p.parse_args(sys.argv[1:]))")
@@ -57,7 +62,7 @@ def vllm_arm(url: str, served: str, tokenizer: str, data: Path, a: Any, out: Pat
     cmd = [sys.executable, "-c", VLLM_BENCH, "--backend", "openai", "--base-url", url, "--endpoint", "/v1/completions",
            "--model", served, "--tokenizer", tokenizer, "--seed", str(rep), "--ignore-eos",
            "--temperature", "0", "--num-warmups", str(a.warmups), "--save-result", "--result-dir", str(out),
-           "--result-filename", name, "--disable-tqdm", "--ready-check-timeout-sec", "60",
+           "--result-filename", name, "--disable-tqdm", "--save-detailed", "--ready-check-timeout-sec", "60",
            "--percentile-metrics", "ttft,tpot,itl,e2el"]
     if trace is None:
         cmd += ["--dataset-name", "custom", "--dataset-path", str(data), "--custom-output-len", str(a.output_len),
@@ -71,7 +76,32 @@ def vllm_arm(url: str, served: str, tokenizer: str, data: Path, a: Any, out: Pat
     r = json.loads((out / name).read_text())
     return {"output_tok_s": r["output_throughput"], "ttft_p50_s": r["median_ttft_ms"] / 1e3,
             "itl_p50_s": r["median_itl_ms"] / 1e3, "tpot_p50_s": r["median_tpot_ms"] / 1e3,
-            "e2e_p50_s": r["median_e2el_ms"] / 1e3, "completed": r["completed"], "duration_s": r["duration"]}
+            "e2e_p50_s": r["median_e2el_ms"] / 1e3, "ttft_mean_s": r["mean_ttft_ms"] / 1e3,
+            "e2e_mean_s": r["mean_e2el_ms"] / 1e3, "completed": r["completed"], "duration_s": r["duration"],
+            "one_read": one_read([[0.0, *itl] for itl in r.get("itls") or []], cumulative=False),
+            "ttft_streamed_p50_s": streamed_p50([(t, [0.0, *itl]) for t, itl in
+                                                 zip(r.get("ttfts") or [], r.get("itls") or []) if t], cumulative=False)}
+
+
+def _whole(c: list[float], cumulative: bool) -> bool:
+    """One answer's chunks (times, or [0, gaps...]) all within READ_GAP_S of each other: one read."""
+    gaps = [y - x for x, y in zip(c, c[1:])] if cumulative else c[1:]
+    return len(c) > 1 and all(g < READ_GAP_S for g in gaps)
+
+
+def one_read(chunks: list[list[float]], cumulative: bool = True) -> float:
+    """Share of answers that came whole in one read: `chunks` = per answer its chunk times
+    (cumulative) or [0, its gaps...] (cumulative=False)."""
+    return sum(_whole(c, cumulative) for c in chunks) / len(chunks) if chunks else float("nan")
+
+
+def streamed_p50(answers: list[tuple[float, list[float]]], cumulative: bool = True) -> float:
+    """TTFT p50 over the answers that did NOT arrive whole in one read (the server streamed them):
+    like for like between arms whose blocks caught different shares of one-read phases."""
+    import statistics
+
+    kept = [t for t, c in answers if not _whole(c, cumulative)]
+    return statistics.median(kept) if kept else float("nan")
 
 
 def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, rep: int,
@@ -86,11 +116,54 @@ def llem_arm(url: str, served: str, model: str, data: Path, a: Any, out: Path, r
     else:
         over += [f"scenario.trace.path={trace}", "scenario.trace.format=mooncake", "scenario.trace.block_tokens=16"]
     res = run_llem(over, out)
+    job = max(out.glob("job-*/requests.jsonl"), key=lambda q: q.stat().st_mtime)
+    rows = [json.loads(x) for x in job.read_text().splitlines()]
     s = res.serving
     lat = s["latency"]
     return {"output_tok_s": s["throughput"]["output_tok_s"], "ttft_p50_s": lat["ttft_s"]["p50"],
             "itl_p50_s": lat["itl_s"]["p50"], "tpot_p50_s": lat["tpot_s"]["p50"], "e2e_p50_s": lat["e2e_s"]["p50"],
-            "completed": s["requests"]["succeeded"], "duration_s": res.timing["window_s"]}
+            "ttft_mean_s": lat["ttft_s"]["mean"], "e2e_mean_s": lat["e2e_s"]["mean"],
+            "completed": s["requests"]["succeeded"], "duration_s": res.timing["window_s"],
+            "one_read": one_read([r["chunk_times"] for r in rows if r.get("success")]),
+            "ttft_streamed_p50_s": streamed_p50([(r["ttft_s"], r["chunk_times"]) for r in rows if r.get("success")])}
+
+
+# The vLLM server's own view of the requests it served (Prometheus /metrics): histograms' _sum/_count and
+# counters, read before and after each arm. The server stamps a request's arrival when its frontend takes
+# it and its first token when the frontend's output processor gets it: no client, no HTTP stream in it.
+SERVER_HISTOGRAMS = {"ttft": "vllm:time_to_first_token_seconds", "e2e": "vllm:e2e_request_latency_seconds",
+                     "queue": "vllm:request_queue_time_seconds", "prefill": "vllm:request_prefill_time_seconds",
+                     "prompt_tokens": "vllm:request_prompt_tokens",
+                     "output_tokens": "vllm:request_generation_tokens"}
+
+
+def scrape_metrics(url: str) -> dict[str, float]:
+    """Sums of `<histogram>_sum` and `_count` over all label sets, from GET {url}/metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        name = name.split("{", 1)[0]
+        for hist in SERVER_HISTOGRAMS.values():
+            if name in (hist + "_sum", hist + "_count"):
+                out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+def server_view(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean of each server histogram over the requests of one arm (its warmups and ready checks included)."""
+    view: dict[str, float] = {}
+    for key, hist in SERVER_HISTOGRAMS.items():
+        n = after.get(hist + "_count", 0.0) - before.get(hist + "_count", 0.0)
+        if n > 0:
+            view[f"server_{key}_mean"] = (after[hist + "_sum"] - before.get(hist + "_sum", 0.0)) / n
+            view["server_requests"] = n
+    return view
 
 
 def mooncake_trace(path: Path, n: int, rate: float, seed: int = 0) -> Path:
@@ -114,10 +187,13 @@ def mooncake_trace(path: Path, n: int, rate: float, seed: int = 0) -> Path:
 def compare(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], where: str, cases: list[str]) -> None:
     """One row per figure and case: llem / vLLM (median of per-rep ratios), or a difference for tiny values."""
     figures = [("output_tok_s", "output throughput", "tok/s"), ("ttft_p50_s", "TTFT p50", "s"),
+               ("ttft_streamed_p50_s", "TTFT p50 of streamed answers", "s"),
                ("itl_p50_s", "ITL p50", "s"), ("tpot_p50_s", "TPOT p50", "s"), ("e2e_p50_s", "e2e p50", "s")]
     for case in cases:
         for key, label, unit in figures:
-            ours, theirs = [x[key] for x in got[("llem", case)]], [x[key] for x in got[("vllm", case)]]
+            pairs = [(x[key], y[key]) for x, y in zip(got[("llem", case)], got[("vllm", case)])
+                     if x.get(key) == x.get(key) and y.get(key) == y.get(key)]  # NaN: no such answers
+            ours, theirs = [x for x, _ in pairs], [y for _, y in pairs]
             if not ours or not theirs:
                 continue
             tag = f"{where}:{key}@{case}"
@@ -132,6 +208,26 @@ def compare(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], whe
                     abs(ratio["median"] - 1) <= TARGET, f"llem {[round(x, 5) for x in ours]} vs vLLM "
                     f"{[round(x, 5) for x in theirs]} {unit}")
             rep.doc["data"][tag] = {"llem": ours, "vllm": theirs, "ratio": ratio}
+
+
+def referee(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], cases: list[str]) -> None:
+    """The server's own figures per arm: did the server serve one arm faster (server TTFT ratio), and what
+    does each client add to the server's TTFT (client mean − server mean: HTTP, stream flush, client)?"""
+    for case in cases:
+        ours, theirs = got[("llem", case)], got[("vllm", case)]
+        if not all("server_ttft_mean" in x for x in ours + theirs):
+            continue
+        for key, label in (("server_ttft_mean", "server's TTFT mean"), ("server_e2e_mean", "server's e2e mean"),
+                           ("server_prompt_tokens_mean", "server's prompt tokens mean")):
+            ratio = paired_ratio([x[key] for x in ours], [x[key] for x in theirs])
+            rep.row(f"vllm llem/vLLM arm {label}, {case}", ratio["median"], "ratio", "1 ± 10%",
+                    abs(ratio["median"] - 1) <= TARGET, f"llem arm {[round(x[key], 5) for x in ours]} vs vLLM arm "
+                    f"{[round(x[key], 5) for x in theirs]}")
+        for name, arm in (("llem", ours), ("vLLM", theirs)):
+            extra = [x["ttft_mean_s"] - x["server_ttft_mean"] for x in arm]
+            rep.row(f"vllm {name}'s client TTFT mean − server's, {case}", sorted(extra)[len(extra) // 2], "s",
+                    "info", True, f"per rep {[round(e * 1e3, 2) for e in extra]} ms; answers whole in one read "
+                    f"per rep {[round(x.get('one_read', float('nan')), 2) for x in arm]}")
 
 
 def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Path | None, tmp: Path) -> None:
@@ -154,7 +250,8 @@ def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Pat
             server.start()
             rep.note(f"vLLM server ready after {server.wait_ready(600, {}):.1f} s: {' '.join(server.command[1:])}")
 
-    cases = [("inf", float("inf"), None), (f"{a.rate:g} req/s", a.rate, None)]
+    cases = [("inf", float("inf"), None)] if a.inf else []
+    cases.append((f"{a.rate:g} req/s", a.rate, None))
     if trace is not None:
         cases.append(("trace", 0.0, trace))
     got: dict[tuple[str, str], list[dict[str, float]]] = {(n, c[0]): [] for n in ("vllm", "llem") for c in cases}
@@ -166,12 +263,18 @@ def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Pat
         for r in range(a.reps):
             for case, rate, tr in cases:
                 for name in (["vllm", "llem"] if r % 2 == 0 else ["llem", "vllm"]):
-                    got[(name, case)].append(arms[name](r, rate, tr))
+                    before = scrape_metrics(url) if where == "vllm" else {}
+                    fig = arms[name](r, rate, tr)
+                    if where == "vllm":
+                        fig.update(server_view(before, scrape_metrics(url)))
+                    got[(name, case)].append(fig)
                     print(f"  {where} rep {r + 1} {case} {name}: "
                           + ", ".join(f"{k} {v:.4g}" for k, v in got[(name, case)][-1].items()), flush=True)
     finally:
         server.stop()
     compare(rep, got, where, [c[0] for c in cases])
+    if where == "vllm":
+        referee(rep, got, [c[0] for c in cases])
     if where == "fake":
         for name in ("llem", "vllm"):
             itl = [x["itl_p50_s"] for x in got[(name, f"{a.rate:g} req/s")]]
@@ -190,6 +293,7 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=48, help="words per prompt (default 48)")
     ap.add_argument("--warmups", type=int, default=4, help="warmup requests per arm (default 4)")
     ap.add_argument("--reps", type=int, default=3, help="ABBA repetitions (default 3)")
+    ap.add_argument("--no-inf", dest="inf", action="store_false", help="skip the rate-inf case (noisy on small hosts)")
     ap.add_argument("--server-args", default="--enforce-eager --max-num-seqs 64",
                     help="extra vLLM server arguments (default: --enforce-eager --max-num-seqs 64)")
     a = parse(ap)

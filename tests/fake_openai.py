@@ -13,7 +13,9 @@ chunk with `continuous_usage_stats`, `data: [DONE]`), on a schedule fixed by `Be
   answer without chunked encoding, delimited by the close, which the client sees as a clean EOF);
   `hang_every` sends headers and then nothing; `no_done` ends with finish_reason + usage and keeps
   the connection open without [DONE]; `usage_delta` adds to usage.completion_tokens;
-  `die_after` exits the process (os._exit) when request n = die_after arrives (run it as a subprocess).
+  `die_after` exits the process (os._exit) when request n = die_after arrives (run it as a subprocess);
+  `hold_every` holds an answer's chunks and writes them all at once when its last chunk is due (what a
+  loaded vLLM API server does to whole answers in phases: the client sees the whole answer in one read).
 - `GET /health` (503 while `unhealthy`), `GET /v1/models` (owned_by = `owned_by`: "vllm" makes llem
   ask for continuous usage stats), `GET /stats` (requests seen, fields they carried, peak concurrency).
 
@@ -57,6 +59,7 @@ class Behaviour:
     usage_delta: int = 0
     die_after: int = 0
     unhealthy: bool = False
+    hold_every: int = 0  # every n-th answer is held and written in ONE write when its last chunk is due
 
 
 @dataclass
@@ -163,17 +166,25 @@ class FakeApp:
         times = [t0]
         if len(self.stats.timeline) < 2000:
             self.stats.timeline.append(times)
+        held = bool(b.hold_every and n % b.hold_every == 0)
+        pending: list[bytes] = []
         for i, k in enumerate(chunks):
             if cut is not None and i == cut:
                 request.transport.close()  # mid-answer, chunked encoding unterminated
                 return resp
-            delay = t0 + b.ttft_s + i * b.gap_s - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            done += k
             last = i == len(chunks) - 1
-            times.append(time.perf_counter())
-            await resp.write(_sse(self._payload(body, k, done, "length" if last else None)))
+            if not (held and not last):
+                delay = t0 + b.ttft_s + i * b.gap_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            done += k
+            pending.append(_sse(self._payload(body, k, done, "length" if last else None)))
+            if held and not last:
+                continue
+            t_write = time.perf_counter()
+            times.extend([t_write] * len(pending))  # a held answer: every chunk written at this one instant
+            await resp.write(b"".join(pending))
+            pending.clear()
         n_in = _prompt_tokens(body)
         usage = {"prompt_tokens": n_in, "completion_tokens": done + b.usage_delta,
                  "total_tokens": n_in + done + b.usage_delta}

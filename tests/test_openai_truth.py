@@ -102,3 +102,23 @@ def test_a_server_dying_mid_run_keeps_what_was_measured_and_fails_in_one_line(
     assert all(r["output_tokens"] == 8 for r in ok)
     assert {r["failure"] for r in rows if not r["success"]} <= {"connection", "truncated", "skipped"}
     assert any(r["failure"] == "skipped" for r in rows)  # never sent: the run stopped when the server went
+
+
+@pytest.mark.slow
+def test_usage_mismatch_warns_with_both_counts_through_the_whole_job(
+        tmp_path: Path, llem_cache: Path, tiny_model: Path) -> None:
+    """The fake's usage says 3 tokens more than it streamed (8 chunks of " a", one GPT-2 token each): the
+    job completes, counts usage (11 per answer) and result.json's warnings name both counts."""
+    with FakeProcess(Behaviour(ttft_s=0.005, gap_s=0.001, usage_delta=3)) as srv:
+        p = run_llem(["backend=openai", "scenario=serving", f"openai.base_url={srv.base_url}",
+                      "model.id=llem/tiny-gpt2", "openai.max_tokens=8", "scenario.request_rate=50",
+                      "scenario.warmup_requests=1", "n=6", "energy=none", "hydra.run.dir=out"],
+                     tmp_path, llem_cache, timeout=240)
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = read_result(tmp_path / "out")
+    assert res["serving"]["requests"]["succeeded"] == 6
+    assert res["workload"]["output_tokens"] == 6 * 11  # usage counted, not the 8 streamed
+    warn = [w for w in res["warnings"] if "usage.completion_tokens differs" in w]
+    assert len(warn) == 1, res["warnings"]
+    assert warn[0].startswith("6 of 6 answers") and "usage 11, streamed 8" in warn[0], warn[0]
+    assert "local tokenizer" in warn[0], warn[0]  # owned_by "fake": no per-chunk usage, the tokenizer counted
