@@ -108,3 +108,60 @@ def _dataclasses_in(tp: Any) -> list[type]:
             if c not in found:
                 found.append(c)
     return found
+
+
+def type_name(tp: Any) -> str:
+    """A type as the docs show it: `number | null`, `list[string]`, `LatencyStats`."""
+    if tp is Any:
+        return "any"
+    if tp in _SCALARS:
+        return _SCALARS[tp]
+    if dataclasses.is_dataclass(tp):
+        return f"[{tp.__name__}](#{tp.__name__.lower()})"
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        return " \\| ".join(type_name(a) for a in args)
+    if origin is Literal:
+        return " \\| ".join(f"`{a}`" for a in args)
+    if origin in (list, tuple):
+        return f"list[{type_name(args[0])}]" if args else "list"
+    if origin is dict:
+        return f"object[string → {type_name(args[1])}]" if args else "object"
+    return str(tp)
+
+
+def markdown(roots: list[type]) -> str:
+    """One table per dataclass reachable from `roots` (in first-seen order): field, type, required, note."""
+    seen: list[type] = []
+
+    def walk(cls: type) -> None:
+        if cls in seen:
+            return
+        seen.append(cls)
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            for inner in _dataclasses_in(hints[f.name]):
+                walk(inner)
+
+    for root in roots:
+        walk(root)
+    out: list[str] = []
+    for cls in seen:
+        hints = typing.get_type_hints(cls)
+        fields = dataclasses.fields(cls)
+        out.append(f"### {cls.__name__}\n")
+        doc = " ".join((cls.__doc__ or "").split())
+        if doc and not doc.startswith(f"{cls.__name__}("):
+            out.append(doc + "\n")
+        out.append("Other keys allowed (open)." if getattr(cls, "OPEN", False) else "No other keys allowed.")
+        out.append("")
+        if not fields:
+            out.append("No keys: `{}`.\n")
+            continue
+        out.append("| key | type | required | note |\n| --- | --- | --- | --- |")
+        for f in fields:
+            req = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+            note = str(f.metadata.get("doc", "")).replace("|", "\\|")
+            out.append(f"| `{f.name}` | {type_name(hints[f.name])} | {'yes' if req else ''} | {note} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"

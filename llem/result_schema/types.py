@@ -46,20 +46,23 @@ Stats = LatencyStats | None
 
 @dataclass
 class Identity:
-    """What ran: the config's hash, its place in a study, and the model, tokenizer and data actually loaded."""
+    """What ran: the config's hash, its place in a study, and the model, tokenizer and data actually loaded.
+    A job that died before writing its result gets the keys its launcher knew (config_hash, cycle, job_dir)."""
 
-    config_hash: str
-    study_design_hash: str | None
-    cycle: int
-    job_index: int | None
-    overrides: list[str] = doc("the job's Hydra overrides as given on the command line / by the sweeper")
-    backend: str = ""
-    model: str = ""
+    OPEN: ClassVar[bool] = False
+    config_hash: str | None = doc("always written; a job that died before starting gets what the launcher knew")
+    study_design_hash: str | None = None
+    cycle: int | None = None
+    job_index: int | None = None
+    overrides: list[str] = doc("the job's Hydra overrides as given on the command line / by the sweeper",
+                               default_factory=list)
+    backend: str | None = None
+    model: str | None = None
     model_revision: str | None = None
-    dataset: str = ""
-    precision: str = ""
+    dataset: str | None = None
+    precision: str | None = None
     pid: int | None = None
-    job_dir: str = ""
+    job_dir: str | None = None
     model_source: str | None = doc("builtin | local | hub", default=None)
     model_path: str | None = None
     model_commit: str | None = None
@@ -414,7 +417,7 @@ class ResultDoc:
     llem_version: str
     started_at: str
     finished_at: str | None
-    identity: Identity | Empty
+    identity: Identity
     workload: Workload | Empty
     timing: Timing
     throughput: Throughput | Empty
