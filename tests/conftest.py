@@ -75,13 +75,23 @@ def _results_match_schema(request: pytest.FixtureRequest) -> Any:
         return
     root = request.getfixturevalue("tmp_path")
     yield
-    from llem.result_schema import ResultSchemaError, validate_result
+    from llem.result_schema import RequestRow, ResultSchemaError, validate_as, validate_result
 
     for path in _written_results(root):
         try:
             validate_result(json.loads(path.read_text()))
+            for row in _request_rows(path.parent / "requests.jsonl"):  # its rows too (written before result.json)
+                validate_as(row, RequestRow)
         except ResultSchemaError as e:
             pytest.fail(f"{path}: {e}", pytrace=False)
+
+
+def _request_rows(path: Path) -> list[Any]:
+    """The rows of a requests.jsonl; none where it is absent or torn (tests tear files on purpose)."""
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 @pytest.fixture

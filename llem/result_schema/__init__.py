@@ -14,7 +14,14 @@ from llem.result_schema.types import (
     ResultDoc,
     TimeseriesRow,
 )
-from llem.result_schema.validate import ResultSchemaError, result_schema, validate_result
+from llem.result_schema.validate import (
+    ResultSchemaError,
+    result_schema,
+    schema_of,
+    validate_as,
+    validate_result,
+)
 
 __all__ = ["json_schema", "ResultDoc", "LatencyStats", "RequestRow", "TimeseriesRow", "ManifestDoc", "PlanDoc",
-           "result_schema", "validate_result", "ResultSchemaError"]
+           "result_schema", "validate_result", "ResultSchemaError",
+           "schema_of", "validate_as"]
