@@ -75,6 +75,13 @@ class Result:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def typed(self) -> Any:
+        """This result as the typed blocks of llem/result_schema/types.py (ResultDoc; same JSON via to_json)."""
+        from llem.result_schema.convert import parse
+        from llem.result_schema.types import ResultDoc
+
+        return parse(self.as_dict(), ResultDoc)
+
 
 def flops_block(non_embedding_parameters: int | None, input_tokens: int, output_tokens: int,
                 n_forward_tokens: int | None = None) -> dict[str, Any]:

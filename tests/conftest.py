@@ -75,7 +75,14 @@ def _results_match_schema(request: pytest.FixtureRequest) -> Any:
         return
     root = request.getfixturevalue("tmp_path")
     yield
-    from llem.result_schema import RequestRow, ResultSchemaError, validate_as, validate_result
+    from llem.result_schema import (
+        ManifestDoc,
+        PlanDoc,
+        RequestRow,
+        ResultSchemaError,
+        validate_as,
+        validate_result,
+    )
 
     for path in _written_results(root):
         try:
@@ -84,6 +91,21 @@ def _results_match_schema(request: pytest.FixtureRequest) -> Any:
                 validate_as(row, RequestRow)
         except ResultSchemaError as e:
             pytest.fail(f"{path}: {e}", pytrace=False)
+    for name, cls in (("manifest.json", ManifestDoc), ("plan.json", PlanDoc)):  # a study's files alike
+        for path in root.rglob(name):
+            doc = _json_or_none(path)
+            if isinstance(doc, dict) and ("manifest_version" in doc or "plan_version" in doc):
+                try:
+                    validate_as(doc, cls)
+                except ResultSchemaError as e:
+                    pytest.fail(f"{path}: {e}", pytrace=False)
+
+
+def _json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _request_rows(path: Path) -> list[Any]:

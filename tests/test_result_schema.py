@@ -52,6 +52,13 @@ def test_schema_command_prints_a_valid_json_schema_of_this_version() -> None:
     assert SCHEMA_VERSION in schema["title"] and SCHEMA_VERSION == "1.2.0"
     assert schema["additionalProperties"] is False and "identity" in schema["required"]
     assert schema["$defs"]["LatencyStats"]["required"] == ["n"]
+    for doc in ("requests", "timeseries", "manifest", "plan"):
+        out = subprocess.run([sys.executable, "-m", "llem.results", "schema", doc], capture_output=True, text=True,
+                             check=True, cwd=REPO).stdout
+        jsonschema.Draft202012Validator.check_schema(json.loads(out))
+    bad = subprocess.run([sys.executable, "-m", "llem.results", "schema", "results"], capture_output=True,
+                         text=True, cwd=REPO)
+    assert bad.returncode == 2 and bad.stderr.startswith("llem: usage") and not bad.stdout
 
 
 def test_example_and_failed_results_are_valid() -> None:
@@ -221,3 +228,39 @@ def test_every_result_a_test_writes_is_checked(tmp_path: Path) -> None:
     broken["timing"]["window_s"] = "2 s"
     with pytest.raises(ResultSchemaError):
         validate_result(broken)
+
+
+def test_typed_objects_round_trip_the_json_exactly() -> None:
+    from llem.result_schema.convert import extra_keys, parse, to_json
+
+    doc = _example()
+    doc["model"]["kv_cache_bytes"] = 7  # an open block's own key survives
+    typed = parse(doc, T.ResultDoc)
+    assert isinstance(typed.workload, T.Workload) and isinstance(typed.latency.ttft_s, T.LatencyStats)
+    assert isinstance(typed.energy.devices[0], T.DeviceReading) and isinstance(typed.serving, T.Empty)
+    assert typed.throughput.output_tok_s == 500.0 and extra_keys(typed.model) == {"kv_cache_bytes": 7}
+    assert json.dumps(to_json(typed)) == json.dumps(doc)  # same keys, same order, same values
+    failed = example_result(overrides=[], status="failed")[0]
+    assert to_json(parse(failed, T.ResultDoc)) == failed
+    bad = _example()
+    bad["workload"]["prompt"] = 1
+    with pytest.raises(ValueError, match="prompt"):
+        parse(bad["workload"], T.Workload)
+
+
+def test_study_files_match_their_types(tmp_path: Path) -> None:
+    """manifest.json, requests.jsonl rows and timeseries.parquet rows of a study (the example study is
+    written by the real manifest and request code); a timeseries row missing its device is refused."""
+    from llem.results import load_requests, load_timeseries
+    from llem.results.example import write_example_study
+
+    write_example_study(tmp_path, cycles=1)
+    validate_as(json.loads((tmp_path / "manifest.json").read_text()), T.ManifestDoc)
+    for row in load_requests(tmp_path / "0").to_dict(orient="records"):
+        validate_as(row, RequestRow)
+    rows = load_timeseries(tmp_path / "0").to_dict(orient="records")
+    for row in rows:
+        validate_as(row, T.TimeseriesRow)
+    del rows[0]["device"]
+    with pytest.raises(ResultSchemaError, match="device"):
+        validate_as(rows[0], T.TimeseriesRow)

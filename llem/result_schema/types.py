@@ -480,6 +480,15 @@ class TimeseriesRow:
     kind: str
     power_w: float | None = None
     temperature_c: float | None = None
+    energy_j: float | None = doc("the meter's energy counter at this sample (J since its own zero)", default=None)
+    sm_clock_mhz: float | None = None
+    mem_clock_mhz: float | None = None
+    gpu_util_pct: float | None = None
+    mem_util_pct: float | None = None
+    memory_used_bytes: float | None = None
+    clock_event_reasons: Any = doc("NVML clock event reasons bitmask", default=None)
+    throttle: Any = None
+    attributed: bool | None = doc("the device runs this job's processes", default=None)
 
 
 @dataclass
@@ -509,8 +518,59 @@ class ManifestDoc:
 
 
 @dataclass
-class PlanDoc:
-    """A study's plan.json (`llem plan`): the configs and the job order it will run."""
-
+class PlanCounts:
     OPEN: ClassVar[bool] = True
-    jobs: list[Object] = field(default_factory=list)
+    configs: int
+    valid_configs: int
+    skipped_configs: int
+    cycles: int
+    jobs: int
+    skipped_jobs: int = 0
+    already_completed: int = 0
+    to_launch: int = 0
+
+
+@dataclass
+class PlanConfig:
+    OPEN: ClassVar[bool] = True
+    number: int
+    overrides: list[str]
+    config_hash: str | None
+    valid: bool
+    backend: str | None = None
+    reason: str | None = None
+    estimate_s: float | None = None
+    estimate_source: str | None = None
+
+
+@dataclass
+class PlanJob:
+    OPEN: ClassVar[bool] = True
+    index: int
+    status: str
+    config: int | None = None
+    cycle: int | None = None
+    config_hash: str | None = None
+    overrides: list[str] | None = None
+    reason: str | None = None
+    gap_before_s: float | None = None
+
+
+@dataclass
+class PlanDoc:
+    """A study's plan.json (`llem plan`, and the sweeper before it launches): configs, job order, estimate."""
+
+    OPEN: ClassVar[bool] = True  # study-level sections follow the launcher's knobs (settings, gaps, estimate)
+    plan_version: int
+    study_design_hash: str | None
+    created_at: str
+    counts: PlanCounts
+    configs: list[PlanConfig]
+    jobs: list[PlanJob]
+    sweep_dir: str | None = None
+    settings: Object = field(default_factory=dict)
+    gaps: Object | None = None
+    estimate: Object | None = None
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    planning_s: float | None = None
