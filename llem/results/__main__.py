@@ -41,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(schema_of(cls), indent=2))
         return 0
     if args[:1] == ["validate"] and args[1:]:
+        try:
+            import jsonschema  # noqa: F401
+        except ImportError:
+            print("llem: python -m llem.results validate needs the jsonschema package: pip install jsonschema "
+                  "(or check files with any JSON Schema tool against `python -m llem.results schema`)",
+                  file=sys.stderr)
+            return 2
         from llem.result_schema import ResultSchemaError, validate_result
 
         bad = 0
