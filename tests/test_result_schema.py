@@ -206,9 +206,10 @@ def test_axes_are_found_from_result_fields_not_override_names() -> None:
     assert batch_columns(jobs, cols) == ["override.pytorch.batch_size", "override.vllm.max_num_seqs"]
     serving = pd.DataFrame({"override.scenario.request_rate": [1.0, 2.0, float("inf")],
                             "override.x.rps": [1, 2, 3],
+                            "override.x.same_until_inf": [1.0, 2.0, 5.0],  # inf is a rate too
                             "serving.request_rate": [1.0, 2.0, None],
                             "serving.request_rate_inf": [False, False, True]})
-    cols = ["override.scenario.request_rate", "override.x.rps"]
+    cols = ["override.scenario.request_rate", "override.x.rps", "override.x.same_until_inf"]
     assert rate_columns(serving, cols) == ["override.scenario.request_rate"]
     renamed = serving.rename(columns={"override.scenario.request_rate": "override.scenario.rate"})
     assert rate_columns(renamed, ["override.scenario.rate"]) == ["override.scenario.rate"]
