@@ -265,3 +265,26 @@ def test_study_files_match_their_types(tmp_path: Path) -> None:
     del rows[0]["device"]
     with pytest.raises(ResultSchemaError, match="device"):
         validate_as(rows[0], T.TimeseriesRow)
+
+
+def test_report_groups_and_serving_series_leave_out_the_axes_the_fields_carry(tmp_path: Path) -> None:
+    """The report's lines are not the batch sizes (workload.batch_size), the serving series are not the
+    rates (serving.request_rate), whatever the overrides that set them are called."""
+    from llem.report import _group_keys
+    from llem.results.example import write_example_study
+    from llem.results.summary import serving_frame
+
+    write_example_study(tmp_path / "study", cycles=1, timeseries=False, skipped=False, failed=False)
+    jobs = load(tmp_path / "study")
+    assert _group_keys(jobs) == ["backend"]  # not pytorch.batch_size / vllm.max_num_seqs
+    for i, (rate, precision) in enumerate([(5.0, "fp32"), (10.0, "fp32"), (5.0, "fp16"), (10.0, "fp16")]):
+        d = tmp_path / "serving" / str(i)
+        write_example_job(d, overrides=[f"scenario.rate_knob={rate:g}", f"precision={precision}"], job_index=i,
+                          config_hash=f"{i + 1:016x}", precision=precision)
+        res = json.loads((d / "result.json").read_text())
+        res["serving"] = {"request_rate": rate, "request_rate_inf": False, "achieved_rate_s": rate * 0.9}
+        res["workload"]["scenario"] = "serving"
+        (d / "result.json").write_text(json.dumps(res))
+    frame = serving_frame(load(tmp_path / "serving"))
+    assert sorted(frame["series"]) == ["precision=fp16"] * 2 + ["precision=fp32"] * 2
+    assert sorted(frame["serving.request_rate"]) == [5.0, 5.0, 10.0, 10.0]
