@@ -382,6 +382,9 @@ class GpuSettings:
     applied_by: Literal["job", "launcher"] | None = None
     restored: bool | None = None
     warnings: list[str] = field(default_factory=list)
+    record: str | None = doc("the file that records the previous settings until they are restored", default=None)
+    enforced_power_limit_w: dict[str, float | None] | None = doc("NVML index → limit after applying", default=None)
+    previous_power_limit_w: dict[str, float | None] | None = None
 
 
 @dataclass
