@@ -247,6 +247,12 @@ def test_typed_objects_round_trip_the_json_exactly() -> None:
     bad["workload"]["prompt"] = 1
     with pytest.raises(ValueError, match="prompt"):
         parse(bad["workload"], T.Workload)
+    with pytest.raises(ValueError, match="missing required key.*prompts"):
+        parse({"batch_size": 1}, T.Workload)
+    from llem.result import Result
+
+    r = Result(llem_version="x", identity={"config_hash": "abc", "cycle": 0})
+    assert r.typed().identity.config_hash == "abc" and to_json(r.typed()) == r.as_dict()
 
 
 def test_study_files_match_their_types(tmp_path: Path) -> None:

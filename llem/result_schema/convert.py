@@ -3,7 +3,7 @@
 `parse` builds the dataclasses of llem.result_schema.types from a document (a `Block | Empty` union
 picks Empty for `{}`); keys an open block has beyond its fields are kept in the object's `extra`
 dict (`obj.extra_keys`), so nothing is lost, and `to_json` writes them back in their place. A key a
-closed block does not know raises ValueError (validate first for a message naming every problem).
+closed block does not know, or a required key missing, raises ValueError (validate first for a message naming every problem).
 """
 
 from __future__ import annotations
@@ -78,6 +78,10 @@ def parse(doc: dict[str, Any], cls: type[T]) -> T:
     unknown = [k for k in doc if k not in fields]
     if unknown and not getattr(cls, "OPEN", False):
         raise ValueError(f"{cls.__name__}: unknown key(s) {unknown}")
+    missing = [name for name, f in fields.items() if name not in doc and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]  # type: ignore[misc]
+    if missing:
+        raise ValueError(f"{cls.__name__}: missing required key(s) {missing}")
     obj = cls(**{k: _convert(v, hints[k]) for k, v in doc.items() if k in fields})
     order = list(doc)
     object.__setattr__(obj, _EXTRA, ({k: doc[k] for k in unknown}, order))
