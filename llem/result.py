@@ -14,7 +14,9 @@ from typing import Any
 # 1.1: `serving` block and serving rows in requests.jsonl; identity model_source/_path/_commit and
 # model source/tokenizer/generation facts; energy attribution + unattributed_devices (gpu_j: the job's
 # GPUs only), baseline with/without a CUDA context; workload.compile
-SCHEMA_VERSION = "1.1.0"
+# 1.2: serving requests{planned, failed_by_reason}, tpot_s, ITL per streamed chunk; energy.node_j/node/basis;
+# gpu_settings; objective; energy phases 'mixed'. Types and JSON Schema: llem/result_schema/ (same JSON)
+SCHEMA_VERSION = "1.2.0"
 RESULT_FILE = "result.json"
 REQUESTS_FILE = "requests.jsonl"
 TIMESERIES_FILE = "timeseries.parquet"
@@ -72,6 +74,13 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def typed(self) -> Any:
+        """This result as the typed blocks of llem/result_schema/types.py (ResultDoc; same JSON via to_json)."""
+        from llem.result_schema.convert import parse
+        from llem.result_schema.types import ResultDoc
+
+        return parse(self.as_dict(), ResultDoc)
 
 
 def flops_block(non_embedding_parameters: int | None, input_tokens: int, output_tokens: int,

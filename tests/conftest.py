@@ -42,7 +42,78 @@ def run_llem(args: list[str], cwd: Path, cache: Path, timeout: float = 300, modu
 
 
 def read_result(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "result.json").read_text())
+    """A job's result.json, checked against the JSON Schema generated from llem.result_schema's types."""
+    from llem.result_schema import validate_result
+
+    result = json.loads((folder / "result.json").read_text())
+    validate_result(result)
+    return result
+
+
+def _written_results(root: Path) -> list[Path]:
+    """result.json files llem wrote under `root` (a hand-made or torn fixture file is not llem's)."""
+    from llem.result import SCHEMA_VERSION
+
+    found = []
+    for path in root.rglob("result.json"):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and doc.get("schema_version") == SCHEMA_VERSION and "llem_version" in doc:
+            found.append(path)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _results_match_schema(request: pytest.FixtureRequest) -> Any:
+    """Every result.json a test leaves in its tmp_path matches the result schema (`python -m llem.results
+    schema`): a producer writing a wrong type, a renamed or an unknown key fails the test that ran it.
+    Opt out with @pytest.mark.no_result_schema (tests that write broken results on purpose)."""
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("no_result_schema"):
+        yield
+        return
+    root = request.getfixturevalue("tmp_path")
+    yield
+    from llem.result_schema import (
+        ManifestDoc,
+        PlanDoc,
+        RequestRow,
+        ResultSchemaError,
+        validate_as,
+        validate_result,
+    )
+
+    for path in _written_results(root):
+        try:
+            validate_result(json.loads(path.read_text()))
+            for row in _request_rows(path.parent / "requests.jsonl"):  # its rows too (written before result.json)
+                validate_as(row, RequestRow)
+        except ResultSchemaError as e:
+            pytest.fail(f"{path}: {e}", pytrace=False)
+    for name, cls in (("manifest.json", ManifestDoc), ("plan.json", PlanDoc)):  # a study's files alike
+        for path in root.rglob(name):
+            doc = _json_or_none(path)
+            if isinstance(doc, dict) and ("manifest_version" in doc or "plan_version" in doc):
+                try:
+                    validate_as(doc, cls)
+                except ResultSchemaError as e:
+                    pytest.fail(f"{path}: {e}", pytrace=False)
+
+
+def _json_or_none(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _request_rows(path: Path) -> list[Any]:
+    """The rows of a requests.jsonl; none where it is absent or torn (tests tear files on purpose)."""
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError):
+        return []
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ from typing import Any
 
 import pandas as pd
 
-from llem.config.schema import BACKENDS
 from llem.errors import UserError
 from llem.io import TornFile, atomic_write_text
 from llem.report.pareto import search_section
@@ -31,14 +30,13 @@ from llem.results import (
     varying_overrides,
 )
 from llem.results.aggregate import CV_THRESHOLD, STABILITY_METRICS
+from llem.results.axes import batch_columns
 from llem.results.compare import compare, render_compare
 from llem.results.summary import config_rows, render_summary, serving_frame, slo_answer, summary_frame
 from llem.results.tables import write_table
 from llem.study import manifest as manifest_mod
 
 PAGE = "report.md"
-# swept settings that are the batch axis, not a line: each backend's batch knob (the registry)
-BATCH_KEYS = tuple(sorted({s.batch_knob for s in BACKENDS.values() if s.batch_knob}))
 
 
 class ReportError(UserError, ValueError):
@@ -111,7 +109,8 @@ def _torn_results(jobs: pd.DataFrame) -> dict[str, str]:
 
 
 def _group_keys(jobs: pd.DataFrame) -> list[str]:
-    varying = [c for c in varying_overrides(jobs) if not c.endswith(BATCH_KEYS)]
+    swept = varying_overrides(jobs)  # the batch axis (workload.batch_size) is not a line
+    varying = [c for c in swept if c not in batch_columns(jobs, swept)]
     return (["backend"] if jobs["backend"].nunique() > 1 else []) + [c for c in varying if c != "override.backend"]
 
 

@@ -298,8 +298,8 @@ def serving_vs_rate(frame: pd.DataFrame, path: Path, slo_ttft_s: float | None, s
             top = max(top, float((ys + ci).max()))
             ax.errorbar(part[rate], ys, yerr=ci, fmt="o-", capsize=3, color=COLORS[i % len(COLORS)],
                         label=short_label(str(series)))
-            if "override.scenario.request_rate" in part:  # each point's offered rate
-                for x, y, offered in zip(part[rate], ys, part["override.scenario.request_rate"]):
+            if "serving.request_rate" in part:  # each point's asked rate (the result's field)
+                for x, y, offered in zip(part[rate], ys, part["serving.request_rate"]):
                     ax.annotate(f"{offered:g}" if isinstance(offered, float) else str(offered), (x, y),
                                 textcoords="offset points", xytext=(4, 4), fontsize=7, color="dimgray")
         top = top * 1.15 if top > 0 else 1.0

@@ -26,6 +26,7 @@ from llem.results import (
     varying_overrides,
 )
 from llem.results.aggregate import CV_THRESHOLD, aggregate, pareto_front
+from llem.results.axes import RATE_FIELD, rate_columns, request_rate
 from llem.results.compare import NAMES
 from llem.results.tables import write_table
 from llem.study import manifest as manifest_mod
@@ -271,7 +272,6 @@ SERVING_METRICS = (RATE, SERVING_J_PER_TOKEN, "serving.energy.j_per_request", "s
                    "serving.requests.sent", "serving.requests.succeeded", "serving.requests.failed")
 SLO_KEYS = ("ttft_s", "tpot_s", "e2el_s")  # scenario.slo thresholds (vllm bench serve --goodput ttft/tpot/e2el)
 SLO_TARGET = 0.9  # the answer's bar: at least this fraction of requests meet the SLO
-RATE_KEY = "override.scenario.request_rate"
 
 
 def serving_frame(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -286,9 +286,12 @@ def serving_frame(jobs: pd.DataFrame) -> pd.DataFrame:
     agg = aggregate(serving, metrics=SERVING_METRICS, stability_metrics=())
     varying = varying_overrides(jobs)
     agg.insert(0, "config", [config_label(r, varying) or "(defaults)" for _, r in agg.iterrows()])
-    agg.insert(1, "series", [config_label(r, [c for c in varying if c != RATE_KEY]) or str(r.get("backend"))
+    rate_keys = rate_columns(serving, varying)  # the override(s) that set serving.request_rate
+    agg.insert(1, "series", [config_label(r, [c for c in varying if c not in rate_keys]) or str(r.get("backend"))
                              for _, r in agg.iterrows()])
     first = serving.groupby(serving["config_hash"].astype("string"), sort=False).first()
+    asked = request_rate(serving).groupby(serving["config_hash"].astype("string"), sort=False).first()
+    agg[RATE_FIELD] = agg["config_hash"].astype("string").map(asked)  # each config's asked rate (inf: all at once)
     for key in SLO_KEYS:
         col = f"serving.slo.{key}"
         if key == "tpot_s" and col not in first and "serving.slo.itl_s" in first:
