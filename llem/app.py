@@ -66,8 +66,8 @@ def _run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
 
     from llem.faults import exit_one_line, stop_signals_interrupt
     from llem.job import run_job
+    from llem.render import render
     from llem.study.hashing import config_hash
-    from llem.summary import render
 
     logging.raiseExceptions = False  # a log file that became unwritable: no "--- Logging error ---" traceback
     hc = HydraConfig.get()

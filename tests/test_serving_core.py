@@ -275,7 +275,7 @@ def test_serving_path_works_without_vllm_renderers(monkeypatch: pytest.MonkeyPat
     handed to AsyncLLM.generate as they are, instead of failing at prepare()."""
     import sys
 
-    from llem.backends.vllm_serving import _EngineView
+    from llem.backends.vllm.serving import _EngineView
 
     monkeypatch.setitem(sys.modules, "vllm.renderers.inputs.preprocess", None)  # import raises ImportError
     prompts = [{"prompt_token_ids": [1, 2, 3]}]

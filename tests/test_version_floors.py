@@ -40,7 +40,7 @@ def _output(i: int, stats: object) -> SimpleNamespace:
 
 def test_vllm_stats_without_num_preemptions_give_unknown_not_a_crash() -> None:
     from llem.backends.base import Workload
-    from llem.backends.vllm import Clocks, VllmBackend
+    from llem.backends.vllm.backend import Clocks, VllmBackend
 
     # RequestStateStats as vLLM 0.11 had it: no num_preemptions yet
     old = SimpleNamespace(num_generation_tokens=3, arrival_time=100.0, queued_ts=5.0, scheduled_ts=5.1,

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from llem.backends.vllm import (
+from llem.backends.vllm.backend import (
     Clocks,
     RequestTiming,
     check_engine_args,

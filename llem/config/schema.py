@@ -340,15 +340,15 @@ def import_target(path: str) -> Any:
 # The backend registry: the ONE place a backend is declared. The schema's sections, make_backend,
 # validation, the workload block, config_hash and the report's batch axis all read it.
 BACKENDS: dict[str, BackendSpec] = {
-    "pytorch": BackendSpec(PytorchConfig, "llem.backends.pytorch:PytorchBackend",
+    "pytorch": BackendSpec(PytorchConfig, "llem.backends.pytorch.backend:PytorchBackend",
                            checks="llem.config.validate:_check_pytorch", batch_knob="batch_size",
                            output_tokens_knob="max_output_tokens"),
-    "vllm": BackendSpec(VllmConfig, "llem.backends.vllm:VllmBackend",
-                        serving_target="llem.backends.vllm_serving:VllmServingBackend",
+    "vllm": BackendSpec(VllmConfig, "llem.backends.vllm.backend:VllmBackend",
+                        serving_target="llem.backends.vllm.serving:VllmServingBackend",
                         checks="llem.config.validate:_check_vllm", batch_knob="max_num_seqs"),
-    "openai": BackendSpec(OpenaiConfig, "llem.backends.openai:OpenaiBackend",
-                          serving_target="llem.backends.openai:OpenaiBackend",
-                          checks="llem.backends.openai:check_config"),
+    "openai": BackendSpec(OpenaiConfig, "llem.backends.openai.backend:OpenaiBackend",
+                          serving_target="llem.backends.openai.backend:OpenaiBackend",
+                          checks="llem.backends.openai.backend:check_config"),
 }
 
 

@@ -323,7 +323,7 @@ class VllmBackend(Backend):
 
     # -- load -------------------------------------------------------------------------------------------
     def _make_engine(self) -> Any:
-        """The engine object kept in `self.llm` (llem/backends/vllm_serving.py starts vLLM's AsyncLLM here)."""
+        """The engine object kept in `self.llm` (llem/backends/vllm/serving.py starts vLLM's AsyncLLM here)."""
         from vllm import LLM
 
         return LLM(**self.engine_kwargs)

@@ -125,7 +125,7 @@ def vllm_server_command(model_path: str, served: str, port: int, precision: str 
                         tokenizer_revision: str | None = None,
                         trust_remote_code: bool = False) -> tuple[list[str], dict[str, str]]:
     """vLLM's OpenAI server for a model (llem.serving.server.vllm_server_command) with vLLM's CPU defaults."""
-    from llem.backends.vllm import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
+    from llem.backends.vllm.backend import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
 
     return _vllm_server_command(model_path, served, port, precision, seed, revision=revision, tokenizer=tokenizer,
                                 tokenizer_revision=tokenizer_revision, trust_remote_code=trust_remote_code,
