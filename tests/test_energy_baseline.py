@@ -12,7 +12,7 @@ from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter
 from llem.energy.baseline import baseline_for, measure_baselines
 from llem.energy.block import energy_block
-from llem.energy.rapl import RaplMeter
+from llem.energy.meters.rapl.meter import RaplMeter
 
 
 class Clock:

@@ -20,7 +20,7 @@ from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter
 from llem.energy.baseline import CONTEXT_IDLE_MAX_S, baseline_for, context_baseline
 from llem.energy.block import energy_block
-from llem.energy.nvml import NvmlMeter
+from llem.energy.meters.nvml.meter import NvmlMeter
 
 IDLE_W, CONTEXT_W, BUSY_W = 70.0, 95.0, 295.0
 

@@ -14,7 +14,7 @@ from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
 from llem.energy import rapl as rapl_mod
 from llem.energy.block import energy_block
-from llem.energy.rapl import RaplMeter, discover, wrapped_delta_uj
+from llem.energy.meters.rapl.meter import RaplMeter, discover, wrapped_delta_uj
 
 
 def test_wrapped_delta() -> None:

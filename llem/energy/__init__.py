@@ -47,23 +47,23 @@ def _indices(cfg: EnergyConfig) -> list[int] | None:
 def make_meter(name: str, cfg: EnergyConfig) -> Meter:
     """One meter by name; heavy imports (pynvml, zeus, codecarbon) happen in its `probe`."""
     if name == "nvml":
-        from llem.energy.nvml import NvmlMeter
+        from llem.energy.meters.nvml.meter import NvmlMeter
 
         return NvmlMeter(cfg.sample_hz, _indices(cfg))
     if name == "amdsmi":
-        from llem.energy.amdsmi_meter import AmdsmiMeter
+        from llem.energy.meters.amdsmi.meter import AmdsmiMeter
 
         return AmdsmiMeter(cfg.sample_hz, _indices(cfg))
     if name == "rapl":
-        from llem.energy.rapl import RaplMeter
+        from llem.energy.meters.rapl.meter import RaplMeter
 
         return RaplMeter(cfg.rapl_root, cfg.sample_hz)
     if name == "zeus":
-        from llem.energy.zeus import ZeusMeter
+        from llem.energy.meters.zeus.meter import ZeusMeter
 
         return ZeusMeter(_indices(cfg))
     if name == "codecarbon":
-        from llem.energy.codecarbon import CodeCarbonMeter
+        from llem.energy.meters.codecarbon.meter import CodeCarbonMeter
 
         return CodeCarbonMeter(cfg.country_iso_code, cfg.codecarbon_measure_power_s, _indices(cfg))
     raise ValueError(f"energy.meter={name!r} is invalid: allowed auto, none, nvml, amdsmi, rapl, zeus, codecarbon")

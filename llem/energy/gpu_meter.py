@@ -1,5 +1,5 @@
 """A GPU meter over the device layer (`llem.device`): energy counter plus a power sampler, for any
-vendor whose GPUs implement `llem.device.common.GPU` (NVIDIA: `llem.energy.nvml`, AMD: `llem.energy.amdsmi`).
+vendor whose GPUs implement `llem.device.common.GPU` (NVIDIA: `llem.energy.meters.nvml.meter`, AMD: `llem.energy.amdsmi`).
 
 Which GPUs count: the job's. After the model loads (`attribute`), the GPUs where the vendor library
 lists a process of the job's process tree are attributed; without such a process (CPU model, container
