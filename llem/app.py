@@ -23,8 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import llem.config.store  # noqa: F401  (registers the structured schema)
 from llem.config.paths import conf_dir
-from llem.config.validate import ConfigError
-from llem.errors import UserError
+from llem.errors import ConfigError, UserError
 
 
 def to_experiment(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:

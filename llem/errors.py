@@ -10,6 +10,8 @@ Checks that need the host or the model's config.json, not its weights: `llem/con
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LlemError(Exception):
     """Root of every error llem raises on purpose."""
@@ -19,3 +21,22 @@ class UserError(LlemError):
     """Bad input or an unusable host: one clear line (key or file, value, what is allowed), exit 2."""
 
     exit_code = 2
+
+
+class ConfigError(UserError, ValueError):
+    """One or more invalid settings; `problems` lists (key, value, allowed)."""
+
+    def __init__(self, problems: list[tuple[str, Any, str]], message: str | None = None) -> None:
+        self.problems = problems
+        lines = [f"{key}={show_value(value)} is invalid: allowed {allowed}" for key, value, allowed in problems]
+        super().__init__(message or "\n".join(lines))
+
+
+def show_value(value: Any) -> str:
+    if hasattr(value, "value"):  # Enum
+        value = value.value
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

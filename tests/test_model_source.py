@@ -12,7 +12,7 @@ import pytest
 from conftest import run_llem
 
 from llem.config.schema import ExperimentConfig, ModelConfig, PytorchConfig
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 from llem.models import ModelNotFound, identity_fields, locate, locate_all, parameters_check, resolve_sources
 
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40

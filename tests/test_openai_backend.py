@@ -363,7 +363,7 @@ def test_the_server_dies_with_a_job_killed_by_sigkill(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_base_url_fails_the_job_with_the_url(tmp_path: Path, llem_cache: Path) -> None:
-    from llem.config.validate import ConfigError
+    from llem.errors import ConfigError
     from llem.job import run_job
     from llem.serving.server import free_port
 

@@ -146,7 +146,7 @@ def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) ->
 
 
 def test_unknown_engine_args_fail_the_job_before_any_model_loads(tmp_path: Path, llem_cache: Path) -> None:
-    from llem.config.validate import ConfigError
+    from llem.errors import ConfigError
     from llem.job import run_job
 
     cfg = _cfg(llem_cache, engine_args={"max_num_seq": 8, "dtype": "half"})

@@ -173,8 +173,7 @@ class LlemLauncher(Launcher):
         """Start the zygote's imports now, in the background, and keep it for every launch() until
         close(): llem's sweeper calls this once the study may start, so the imports overlap planning.
         Not for a dry run or fresh_process=spawn; bad settings are reported by launch()."""
-        from llem.config.validate import ConfigError
-
+        from llem.errors import ConfigError
         assert self.config is not None
         self.held = True
         try:
@@ -288,7 +287,7 @@ class LlemLauncher(Launcher):
 
     # -- a batch of jobs --------------------------------------------------------------------------
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from llem.config.validate import ConfigError
+        from llem.errors import ConfigError
         from llem.launch.slots import SHARED_NODE_WARNING, launcher_slots
         from llem.launch.supervisor import Supervisor
         from llem.study.gaps import Gaps
@@ -350,7 +349,7 @@ class LlemLauncher(Launcher):
     def _search_run(self) -> Any:
         """llem.search.launching.SearchRun when study.objective is set under a sweeper not llem's (Optuna):
         objectives checked, cycles per trial, NaN for a failed trial; the support line printed once."""
-        from llem.config.validate import ConfigError
+        from llem.errors import ConfigError
         from llem.search.launching import SearchRun, launcher_kind, support_line, sweeper_kind
         from llem.study.exits import exit_or_raise
 

@@ -28,7 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from llem.config.schema import BACKENDS, ExperimentConfig
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 
 HUB_PROBE_TIMEOUT_S = 3.0  # a Hub that has not accepted a TCP connection by then counts as unreachable
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",

@@ -93,6 +93,10 @@ class GpuMeter(Meter):
     runtime = "CUDA"  # who numbers the job's devices
     update_period_s = COUNTER_UPDATE_PERIOD_S
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> GpuMeter:
+        return cls(cfg.sample_hz, None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices])
+
     def __init__(self, sample_hz: float = 10.0, gpu_indices: list[int] | None = None, *,
                  clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,
                  threaded: bool = True, step_probe_s: float = STEP_PROBE_S) -> None:

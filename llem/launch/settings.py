@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Optional
 
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 
 ON_UNHEALTHY = ("warn", "wait", "abort")
 FRESH_PROCESS = ("auto", "fork", "spawn")

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Optional
 
-from llem.config.validate import ConfigError
 from llem.device import parse_visible
+from llem.errors import ConfigError
 
 __all__ = ["Slot", "SHARED_NODE_WARNING", "parse_visible", "visible_gpus", "make_slots", "slot_env",
            "nvml_device_count", "order_warning", "launcher_slots"]

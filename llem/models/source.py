@@ -21,11 +21,12 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llem.config.schema import ExperimentConfig
-from llem.config.validate import ConfigError
-from llem.errors import UserError
+from llem.errors import ConfigError, UserError
+
+if TYPE_CHECKING:  # types only: llem/models sits below llem/config
+    from llem.config.schema import ExperimentConfig
 
 BUILTIN_PREFIX = "llem/"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
