@@ -5,7 +5,7 @@ Each request is handed to `AsyncLLM.generate` at its scheduled arrival time (lle
 honouring `scenario.max_concurrency`) and streamed back output by output (DELTA); llem stamps
 `time.perf_counter()` as each output arrives in this process — what a client of `vllm serve` would
 see, without HTTP. Engine arguments, knob checks, tokenization and the engine's process clean-up are
-shared with the offline backend through their base class (`VllmEngineBackend`, llem/backends/vllm/backend.py);
+shared with the offline backend through their base class (`VllmEngineBackend`, llem/backends/vllm/engine.py);
 only the engine class and the request path differ.
 
 What is sent and when is the schedule (llem/serving/schedule.py): the dataset's prompts at vLLM's
@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import RunOutput, Workload
-from llem.backends.vllm.backend import VllmEngineBackend
+from llem.backends.vllm.engine import VllmEngineBackend
 from llem.backends.vllm.timing import Clocks
 from llem.measure.latency import Phase, RequestRecord
 from llem.serving.schedule import PlannedRequest, Schedule, arrival_schedule, drive, lateness_s
