@@ -307,7 +307,7 @@ def test_cuda_index_beyond_the_visible_devices_is_refused(monkeypatch: pytest.Mo
     """A 2-GPU host, as torch reports it (this machine has none: torch.cuda's answers are stood in)."""
     import torch
 
-    from llem.config import preflight
+    from llem.backends.pytorch import preflight
     from llem.errors import ConfigError
     monkeypatch.setattr(preflight, "_torch_build", lambda: {"__version__": "2.x+cu124", "cuda": "12.4"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

@@ -19,6 +19,17 @@ REPO = Path(__file__).resolve().parents[1]
 IDENTITY = {"backend", "name", "meter", "id"}  # the keys that say which preset a file is
 
 
+def test_every_backend_target_imports_from_its_folder() -> None:
+    from llem.config.schema import import_target
+
+    for name, spec in BACKENDS.items():
+        assert spec.config.__module__ == f"llem.backends.{name}.config"
+        for target in (spec.checks, spec.preflight):
+            if target:
+                assert target.startswith(f"llem.backends.{name}.") and callable(import_target(target))
+    assert BACKENDS["pytorch"].preflight  # pytorch.device=cuda on a host without one: refused before load
+
+
 def test_every_meter_is_one_registry_line_with_a_class_built_from_the_energy_config() -> None:
     assert ("auto", "none", *METERS) == CHOICES
     for name in METERS:

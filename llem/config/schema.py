@@ -239,6 +239,7 @@ class BackendSpec:
     target: str | None  # "module:Class" of the Backend for scenario=offline; None: no offline mode
     serving_target: str | None = None  # "module:Class" for scenario=serving; None: no serving mode
     checks: str | None = None  # "module:function(c, cfg)": range checks before load (a pure module)
+    preflight: str | None = None  # "module:function(cfg)": host checks before load (e.g. the device exists)
     batch_knob: str | None = None  # knob that is the batch axis (reports' x axis, workload.batch_size)
     input_tokens_knob: str | None = "max_input_tokens"  # knob that truncates prompts (workload block)
     output_tokens_knob: str | None = "max_tokens"  # knob that caps output tokens (workload block)
@@ -260,6 +261,7 @@ def import_target(path: str) -> Any:
 BACKENDS: dict[str, BackendSpec] = {
     "pytorch": BackendSpec(PytorchConfig, "llem.backends.pytorch.backend:PytorchBackend",
                            checks="llem.backends.pytorch.checks:check", batch_knob="batch_size",
+                           preflight="llem.backends.pytorch.preflight:check_device",
                            output_tokens_knob="max_output_tokens"),
     "vllm": BackendSpec(VllmConfig, "llem.backends.vllm.backend:VllmBackend",
                         serving_target="llem.backends.vllm.serving:VllmServingBackend",
