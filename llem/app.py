@@ -23,8 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import llem.config.store  # noqa: F401  (registers the structured schema)
 from llem.config.paths import conf_dir
-from llem.config.validate import ConfigError
-from llem.errors import UserError
+from llem.errors import ConfigError, UserError
 
 
 def to_experiment(cfg: DictConfig) -> tuple[Any, dict[str, Any]]:
@@ -66,8 +65,8 @@ def _run_from_hydra(cfg: DictConfig) -> dict[str, Any]:
 
     from llem.faults import exit_one_line, stop_signals_interrupt
     from llem.job import run_job
+    from llem.render import render
     from llem.study.hashing import config_hash
-    from llem.summary import render
 
     logging.raiseExceptions = False  # a log file that became unwritable: no "--- Logging error ---" traceback
     hc = HydraConfig.get()

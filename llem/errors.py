@@ -29,11 +29,11 @@ class ConfigError(UserError, ValueError):
 
     def __init__(self, problems: list[tuple[str, Any, str]], message: str | None = None) -> None:
         self.problems = problems
-        lines = [f"{key}={_show(value)} is invalid: allowed {allowed}" for key, value, allowed in problems]
+        lines = [f"{key}={show_value(value)} is invalid: allowed {allowed}" for key, value, allowed in problems]
         super().__init__(message or "\n".join(lines))
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     if hasattr(value, "value"):  # Enum
         value = value.value
     if value is None:

@@ -23,7 +23,7 @@ from llem.datasets import load_prompts, needs_tokenizer
 from llem.device import use_pci_order
 from llem.energy import build_meters
 from llem.energy.baseline import baseline_for, context_baseline
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
 from llem.energy.thermal import warmup_for
 from llem.env import snapshot
 from llem.io import atomic_write_json, atomic_write_text

@@ -32,9 +32,9 @@ class Progress:
         if now - self.t0 < QUIET_S or now - self._last < (0.5 if self.tty else LOG_EVERY_S):
             return
         self._last = now
-        self._show(now)
+        self.show_value(now)
 
-    def _show(self, now: float, end: str = "") -> None:
+    def show_value(self, now: float, end: str = "") -> None:
         frac = self.i / self.total if self.total else 1.0
         elapsed = now - self.t0
         eta = elapsed / frac - elapsed if frac > 0 else float("nan")
@@ -49,4 +49,4 @@ class Progress:
 
     def done(self) -> None:
         if self.shown:
-            self._show(time.monotonic(), "\n" if self.tty else "")
+            self.show_value(time.monotonic(), "\n" if self.tty else "")

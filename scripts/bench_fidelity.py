@@ -151,9 +151,9 @@ def bench_vllm(report: Report, quick: bool, tmp: Path, model: str) -> None:
         report.skip("fidelity vllm", f"vllm is not importable ({type(e).__name__}: {e})")
         return
     try:
-        import llem.backends.vllm as vb
+        import llem.backends.vllm.backend as vb
     except ImportError as e:
-        report.skip("fidelity vllm", f"llem's vLLM backend (llem/backends/vllm.py, issue 6) is not here ({e})")
+        report.skip("fidelity vllm", f"llem's vLLM backend (llem/backends/vllm/backend.py, issue 6) is not here ({e})")
         return
     import llem.job
     from llem.datasets import load_prompts

@@ -32,7 +32,7 @@ FAKES = REPO / "tests" / "gpu_sim.py"
 
 def install_fake() -> Any:
     """The energy tests' GPU simulator (one H100 at 300 W on the real clock, its counter stepping every
-    100 ms, running this process), registered as `pynvml` so `import pynvml` in llem/energy/nvml.py gets
+    100 ms, running this process), registered as `pynvml` so `import pynvml` in llem/energy/meters/nvml/meter.py gets
     it, as in tests/test_energy_nvml.py."""
     spec = importlib.util.spec_from_file_location("gpu_sim", FAKES)
     assert spec and spec.loader
@@ -62,9 +62,9 @@ def main() -> None:
                     "interleaved ABBA; ratio = median pair ratio of output tok/s")
     if not args.real_nvml:
         try:
-            import llem.energy.nvml  # noqa: F401
+            import llem.energy.meters.nvml.meter  # noqa: F401
         except ImportError as e:
-            report.skip("sampler", f"llem's NVML meter (llem/energy/nvml.py, issue 5) is not here yet ({e})")
+            report.skip("sampler", f"llem's NVML meter (llem/energy/meters/nvml/meter.py, issue 5) is not here yet ({e})")
             report.finish(args.json)
             return
         if not FAKES.is_file():

@@ -231,7 +231,7 @@ def referee(rep: Report, got: dict[tuple[str, str], list[dict[str, float]]], cas
 
 
 def run_server(where: str, a: Any, rep: Report, src: Any, data: Path, trace: Path | None, tmp: Path) -> None:
-    from llem.backends.openai import vllm_server_command
+    from llem.backends.openai.backend import vllm_server_command
     from llem.serving.server import ManagedServer, free_port
 
     served = "peer-model"

@@ -46,7 +46,7 @@ def main() -> None:
     if a.quick:
         a.n = 8
     rep = Report("serving_probe", a.quick, __doc__.split("\n\n")[1].strip())
-    from llem.backends.openai import vllm_server_command
+    from llem.backends.openai.backend import vllm_server_command
     from llem.config.schema import ExperimentConfig, ModelConfig
     from llem.models import resolve_sources
     from llem.serving.server import ManagedServer, free_port

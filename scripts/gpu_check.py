@@ -479,7 +479,7 @@ def dry_run(check: Check) -> int:
         ok = False
 
     def meter_api() -> dict[str, Any]:
-        from llem.energy.nvml import NvmlMeter
+        from llem.energy.meters.nvml.meter import NvmlMeter
 
         m = NvmlMeter(sample_hz=100)
         return {"meter": type(m).__name__, "methods": [n for n in ("probe", "start", "stop", "close") if hasattr(m, n)]}
@@ -647,7 +647,7 @@ def _native(path: str, n: int = 64, batch: int = 16, input_tokens: int = 64, new
 def sampler_cost(path: str, reps: int = 3) -> dict[str, Any]:
     """Output tok/s of the same generate loop with no meter, and with llem's nvml meter sampling at
     10, 50, 100 Hz around it; arms rotate each repetition so drift hits all alike."""
-    from llem.energy.nvml import NvmlMeter
+    from llem.energy.meters.nvml.meter import NvmlMeter
 
     run_once, model = _native(path, n=32)
     meters = {hz: NvmlMeter(sample_hz=hz) for hz in (10, 50, 100)}

@@ -22,7 +22,7 @@ from gpu_sim import MODELS, SimClock, SimGpu, SimNvml, add_migs, gpu_uuid, host 
 
 def sim_meter(sim: SimNvml, hz: float = 10.0, **kw: Any) -> Any:
     """llem's NvmlMeter on the simulator's clock: it polls and samples only when the test moves time."""
-    from llem.energy.nvml import NvmlMeter
+    from llem.energy.meters.nvml.meter import NvmlMeter
 
     clock = sim.clock
     assert isinstance(clock, SimClock), "sim_meter needs host(..., clock=SimClock())"

@@ -232,8 +232,7 @@ def _cfg(backend: str = "pytorch", **knobs: Any) -> ExperimentConfig:
 
 def test_context_check_is_exact_at_the_boundary() -> None:
     from llem.config.preflight import check_context
-    from llem.config.validate import ConfigError
-
+    from llem.errors import ConfigError
     gpt2 = {"n_positions": 1024}
     cfg = _cfg(max_input_tokens=1000, max_output_tokens=24)
     cfg.dataset.input_tokens = 1000
@@ -250,8 +249,7 @@ def test_context_check_is_exact_at_the_boundary() -> None:
 
 def test_vllm_context_is_max_model_len_when_set_and_refused_above_the_models() -> None:
     from llem.config.preflight import check_context
-    from llem.config.validate import ConfigError
-
+    from llem.errors import ConfigError
     cfg = _cfg("vllm", max_input_tokens=100, max_tokens=28, max_model_len=128)
     cfg.dataset.input_tokens = 100
     check_context(cfg, {"max_position_embeddings": 1024}, "test", None)
@@ -268,8 +266,7 @@ def test_vllm_context_is_max_model_len_when_set_and_refused_above_the_models() -
 def test_file_prompts_under_a_generous_bound_are_not_refused(tiny_model: Path) -> None:
     """max_input_tokens + output over the context, yet the real prompts fit: counted with the tokenizer."""
     from llem.config.preflight import check_context
-    from llem.config.validate import ConfigError
-
+    from llem.errors import ConfigError
     cfg = _cfg(max_input_tokens=1000, max_output_tokens=100)
     cfg.dataset = DatasetConfig(name="jsonl", path="unused")
     check_context(cfg, {"n_positions": 1024}, "test", ["a short prompt", "another one"])
@@ -283,8 +280,7 @@ def test_a_cached_hub_model_is_checked_offline_from_its_cached_config(tmp_path: 
     from huggingface_hub import constants
 
     from llem.config.preflight import preflight
-    from llem.config.validate import ConfigError
-
+    from llem.errors import ConfigError
     repo = tmp_path / "hub" / "models--someone--small-lm"
     commit = "0" * 40
     (repo / "snapshots" / commit).mkdir(parents=True)
@@ -311,9 +307,8 @@ def test_cuda_index_beyond_the_visible_devices_is_refused(monkeypatch: pytest.Mo
     """A 2-GPU host, as torch reports it (this machine has none: torch.cuda's answers are stood in)."""
     import torch
 
-    from llem.config import preflight
-    from llem.config.validate import ConfigError
-
+    from llem.backends.pytorch import preflight
+    from llem.errors import ConfigError
     monkeypatch.setattr(preflight, "_torch_build", lambda: {"__version__": "2.x+cu124", "cuda": "12.4"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

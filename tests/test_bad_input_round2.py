@@ -288,7 +288,7 @@ def test_flag_order_hint_only_where_argparse_would_refuse() -> None:
 def test_the_summary_names_a_job_whose_folder_became_unwritable_as_failed() -> None:
     import pandas as pd
 
-    from llem.results.summary import render_summary
+    from llem.results.study_summary import render_summary
 
     jobs = pd.DataFrame([{"job_dir": f"s/{i}", "status": "completed", "config_hash": f"h{i}", "cycle": 0,
                           "job_index": i, "output_tok_s": 10.0} for i in range(3)]
@@ -329,7 +329,7 @@ def test_vs_says_in_what_matched_configs_differ(tmp_path: Path) -> None:
 
 
 def test_a_later_report_removes_earlier_compare_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import llem.report as report
+    import llem.report.build as report
 
     out = tmp_path / "report"
     out.mkdir()

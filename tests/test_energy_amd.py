@@ -15,7 +15,7 @@ from gpu_sim import SimClock
 
 from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
-from llem.energy.amdsmi_meter import AmdsmiMeter
+from llem.energy.meters.amdsmi.meter import AmdsmiMeter
 
 
 @pytest.fixture

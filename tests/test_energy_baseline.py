@@ -11,8 +11,8 @@ from energy_fakes import SimClock, gpu_uuid, host, intel_tree, run_for, sim_mete
 from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter
 from llem.energy.baseline import baseline_for, measure_baselines
-from llem.energy.rapl import RaplMeter
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
+from llem.energy.meters.rapl.meter import RaplMeter
 
 
 class Clock:

@@ -19,8 +19,8 @@ from gpu_sim import host
 from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter
 from llem.energy.baseline import CONTEXT_IDLE_MAX_S, baseline_for, context_baseline
-from llem.energy.nvml import NvmlMeter
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
+from llem.energy.meters.nvml.meter import NvmlMeter
 
 IDLE_W, CONTEXT_W, BUSY_W = 70.0, 95.0, 295.0
 
@@ -121,7 +121,7 @@ def test_run_job_records_both_idle_powers(sim, tmp_path: Path, monkeypatch: pyte
                                           llem_cache: Path) -> None:
     """The whole job on the tiny model (CPU) with the simulated GPU metered: the context idle is taken
     after load and before warmup, and the result's adjusted energy uses it."""
-    from llem.backends.pytorch import PytorchBackend
+    from llem.backends.pytorch.backend import PytorchBackend
     from llem.config.schema import DatasetConfig, ExperimentConfig, ModelConfig, PytorchConfig
     from llem.job import run_job
 

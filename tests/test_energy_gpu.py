@@ -17,9 +17,9 @@ from gpu_sim import MODELS, SimClock, SimNvml, add_migs, gpu_uuid, host
 
 from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
-from llem.energy.nvml import NvmlMeter
+from llem.energy.block import energy_block
+from llem.energy.meters.nvml.meter import NvmlMeter
 from llem.energy.phases import phase_energy
-from llem.energy.summary import energy_block
 from llem.measure.latency import Phase
 
 

@@ -24,13 +24,13 @@ from node_bmc import (
 )
 
 from llem.config.schema import EnergyConfig, NodeConfig
-from llem.config.validate import ConfigError
 from llem.energy import build_meters
 from llem.energy.base import DeviceEnergy, EnergyReading, MeterUnavailable
+from llem.energy.block import energy_block
 from llem.energy.meters.node import make_node_meter, problems, summarise
 from llem.energy.meters.node.breakdown import node_figures, pick_basis
 from llem.energy.meters.node.ipmi import parse_power_reading
-from llem.energy.summary import energy_block
+from llem.errors import ConfigError
 
 PASSWORD = "Pa55-w0rd-never-written"
 USER = "llem-admin"

@@ -16,8 +16,8 @@ from gpu_sim import REAL
 
 from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
-from llem.energy.nvml import POLL_S, NvmlMeter
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
+from llem.energy.meters.nvml.meter import POLL_S, NvmlMeter
 
 
 def _window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | None = None):

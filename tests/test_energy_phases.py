@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llem.energy.base import DeviceEnergy, EnergyReading
+from llem.energy.block import energy_block
 from llem.energy.phases import energy_in_span, phase_energy, timeline
-from llem.energy.summary import energy_block
 from llem.measure.latency import Phase
 
 

@@ -12,9 +12,9 @@ from energy_fakes import FakeRaplTree, Zone, intel_tree
 
 from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
-from llem.energy import rapl as rapl_mod
-from llem.energy.rapl import RaplMeter, discover, wrapped_delta_uj
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
+from llem.energy.meters.rapl import meter as rapl_mod
+from llem.energy.meters.rapl.meter import RaplMeter, discover, wrapped_delta_uj
 
 
 def test_wrapped_delta() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from energy_fakes import FakeRaplTree, Zone, intel_tree
 
-from llem.energy.rapl import STUCK_AFTER_S, RaplMeter
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
+from llem.energy.meters.rapl.meter import STUCK_AFTER_S, RaplMeter
 
 
 def _window(tree: FakeRaplTree, root: Path, seconds: float) -> object:

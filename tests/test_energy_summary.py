@@ -10,11 +10,11 @@ import pytest
 from energy_fakes import host, intel_tree
 
 from llem.config.schema import EnergyConfig
-from llem.config.validate import ConfigError
 from llem.energy import MeterUnavailable, build_meters
 from llem.energy.base import DeviceEnergy, EnergyReading
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
 from llem.energy.thermal import thermal_warmup, warmup_for
+from llem.errors import ConfigError
 
 
 def test_derived_metrics() -> None:

@@ -21,7 +21,7 @@ def test_zeus_meter_reports_package_and_dram_energy_of_the_window(tmp_path: Path
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     import zeus.device.cpu as zeus_cpu
 
-    from llem.energy.zeus import ZeusMeter
+    from llem.energy.meters.zeus.meter import ZeusMeter
 
     tree = intel_tree(tmp_path, package_w=30.0, dram_w=5.0)
     tree.period_s = 0.002

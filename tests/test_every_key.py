@@ -135,7 +135,7 @@ def _config(backend: str) -> Any:
     cfg.backend = backend
     setattr(cfg, backend, BACKENDS[backend].config())
     if backend == "openai":
-        import llem.backends.openai  # noqa: F401  (its checks need aiohttp: present in the test env)
+        import llem.backends.openai.backend  # noqa: F401  (its checks need aiohttp: present in the test env)
     return cfg
 
 

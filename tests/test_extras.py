@@ -127,7 +127,7 @@ def test_report_cli_without_matplotlib_is_one_line(monkeypatch: pytest.MonkeyPat
 
 
 def test_study_summary_names_the_report_extra_only_when_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llem.results.summary import _report_extra
+    from llem.results.study_summary import _report_extra
 
     assert _report_extra() == ""
     hide(monkeypatch, "matplotlib")

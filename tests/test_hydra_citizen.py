@@ -22,7 +22,7 @@ from hydra.core.utils import JobStatus
 
 from llem.config.paths import conf_dir
 from llem.config.schema import StudyConfig, StudyJobConfig
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 from llem.launch.settings import LaunchSettings
 from llem.study.plan import StudyError, check_job_count
 

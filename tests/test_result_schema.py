@@ -278,7 +278,7 @@ def test_report_groups_and_serving_series_leave_out_the_axes_the_fields_carry(tm
     rates (serving.request_rate), whatever the overrides that set them are called."""
     from llem.report import _group_keys
     from llem.results.example import write_example_study
-    from llem.results.summary import serving_frame
+    from llem.results.study_summary import serving_frame
 
     write_example_study(tmp_path / "study", cycles=1, timeseries=False, skipped=False, failed=False)
     jobs = load(tmp_path / "study")

@@ -19,7 +19,7 @@ from llem.launch.progress import eta_s, format_duration, progress_line
 from llem.results.aggregate import aggregate, metric_stats, pareto_front
 from llem.results.compare import compare, log_ratio_ci, match_configs, render_compare
 from llem.results.example import example_result, write_example_job, write_example_study
-from llem.results.summary import fmt_ci, write_sweep_summary
+from llem.results.study_summary import fmt_ci, write_sweep_summary
 from llem.study import manifest as manifest_mod
 
 

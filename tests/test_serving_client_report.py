@@ -13,7 +13,7 @@ import pytest
 
 from llem.results import load
 from llem.results.example import write_example_job
-from llem.results.summary import request_counts, serving_frame, slo_answer
+from llem.results.study_summary import request_counts, serving_frame, slo_answer
 
 URL = r"openai.base_url=http\://127.0.0.1\:8000/v1"  # as Hydra's sweeper writes the override
 

@@ -275,11 +275,13 @@ def test_serving_path_works_without_vllm_renderers(monkeypatch: pytest.MonkeyPat
     handed to AsyncLLM.generate as they are, instead of failing at prepare()."""
     import sys
 
-    from llem.backends.vllm_serving import _EngineView
+    from llem.backends.vllm.serving import VllmServingBackend
 
     monkeypatch.setitem(sys.modules, "vllm.renderers.inputs.preprocess", None)  # import raises ImportError
     prompts = [{"prompt_token_ids": [1, 2, 3]}]
-    assert _EngineView(SimpleNamespace(model_config=None))._preprocess_cmpl(prompts) is prompts
+    backend = VllmServingBackend.__new__(VllmServingBackend)  # no engine start: only its render step
+    backend.engine = SimpleNamespace(model_config=None)
+    assert backend.render(prompts) is prompts
 
 
 def test_result_latency_block_counts_one_gap_per_chunk() -> None:

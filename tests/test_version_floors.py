@@ -40,7 +40,7 @@ def _output(i: int, stats: object) -> SimpleNamespace:
 
 def test_vllm_stats_without_num_preemptions_give_unknown_not_a_crash() -> None:
     from llem.backends.base import Workload
-    from llem.backends.vllm import Clocks, VllmBackend
+    from llem.backends.vllm.backend import Clocks, VllmBackend
 
     # RequestStateStats as vLLM 0.11 had it: no num_preemptions yet
     old = SimpleNamespace(num_generation_tokens=3, arrival_time=100.0, queued_ts=5.0, scheduled_ts=5.1,
@@ -58,7 +58,7 @@ def test_vllm_stats_without_num_preemptions_give_unknown_not_a_crash() -> None:
 
 # -- CodeCarbon -----------------------------------------------------------------------------------------
 def test_codecarbon_arguments_follow_the_installed_api() -> None:
-    from llem.energy.codecarbon import tracker_kwargs, tracker_params
+    from llem.energy.meters.codecarbon.meter import tracker_kwargs, tracker_params
 
     cc = pytest.importorskip("codecarbon")
     params = tracker_params(cc.OfflineEmissionsTracker)  # real 3.3: the base class holds the keywords
@@ -73,7 +73,7 @@ def test_codecarbon_arguments_follow_the_installed_api() -> None:
 
 
 def test_codecarbon_is_given_the_jobs_nvml_indices(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llem.energy.codecarbon import job_gpu_ids
+    from llem.energy.meters.codecarbon.meter import job_gpu_ids
 
     sim = host("H100", 8)
     migs = add_migs(sim, 6)
@@ -94,7 +94,7 @@ def test_codecarbon_is_given_the_jobs_nvml_indices(monkeypatch: pytest.MonkeyPat
 def test_codecarbon_tracker_built_with_the_jobs_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The real OfflineEmissionsTracker accepts what llem passes and tracks only the job's GPUs."""
     pytest.importorskip("codecarbon")
-    from llem.energy.codecarbon import CodeCarbonMeter
+    from llem.energy.meters.codecarbon.meter import CodeCarbonMeter
 
     monkeypatch.setitem(sys.modules, "pynvml", host("H100", 4))
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
@@ -116,7 +116,7 @@ def test_codecarbon_tracker_built_with_the_jobs_gpus(monkeypatch: pytest.MonkeyP
 ])
 def test_zeus_refuses_cuda_visible_devices_it_cannot_parse(monkeypatch: pytest.MonkeyPatch, cvd: str,
                                                            words: str) -> None:
-    from llem.energy.zeus import ZeusMeter
+    from llem.energy.meters.zeus.meter import ZeusMeter
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", cvd)
     with pytest.raises(MeterUnavailable, match=words) as e:
@@ -125,7 +125,7 @@ def test_zeus_refuses_cuda_visible_devices_it_cannot_parse(monkeypatch: pytest.M
 
 
 def test_zeus_accepts_indices_and_warns_when_it_would_measure_no_gpu_on_a_gpu_host() -> None:
-    from llem.energy.zeus import no_gpu_warning, visible_problem
+    from llem.energy.meters.zeus.meter import no_gpu_warning, visible_problem
 
     assert visible_problem(None) is None and visible_problem("0,3") is None and visible_problem("") is None
     assert no_gpu_warning(True, [], None).startswith("zeus measures no GPU on this GPU host")

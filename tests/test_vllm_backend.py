@@ -47,7 +47,7 @@ def _engine_procs() -> list[psutil.Process]:
 
 @pytest.fixture(scope="module")
 def engine(llem_cache: Path) -> Iterator[Any]:
-    from llem.backends.vllm import VllmBackend
+    from llem.backends.vllm.backend import VllmBackend
 
     before = {p.pid for p in _engine_procs()}
     backend = VllmBackend(_cfg(llem_cache, steady_state=True, engine_args={"max_logprobs": 3}))
@@ -128,7 +128,7 @@ def test_warmup_leaves_no_prefix_cache_hits_for_the_measured_pass(engine: Any) -
 
 
 def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) -> None:
-    from llem.backends.pytorch import PytorchBackend
+    from llem.backends.pytorch.backend import PytorchBackend
     from llem.config.schema import ExperimentConfig, ModelConfig, PytorchConfig
 
     pt = PytorchBackend(ExperimentConfig(model=ModelConfig(cache_dir=str(llem_cache)),
@@ -146,7 +146,7 @@ def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) ->
 
 
 def test_unknown_engine_args_fail_the_job_before_any_model_loads(tmp_path: Path, llem_cache: Path) -> None:
-    from llem.config.validate import ConfigError
+    from llem.errors import ConfigError
     from llem.job import run_job
 
     cfg = _cfg(llem_cache, engine_args={"max_num_seq": 8, "dtype": "half"})
@@ -164,7 +164,7 @@ def test_unknown_engine_args_fail_the_job_before_any_model_loads(tmp_path: Path,
 def test_a_job_failing_after_the_engine_started_leaves_no_engine_process(
         tmp_path: Path, llem_cache: Path, monkeypatch: pytest.MonkeyPatch,
         engine: Any) -> None:
-    from llem.backends.vllm import VllmBackend
+    from llem.backends.vllm.backend import VllmBackend
     from llem.job import run_job
 
     seen: list[set[int]] = []

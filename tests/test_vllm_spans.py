@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from llem.backends.vllm import (
+from llem.backends.vllm.backend import check_engine_args
+from llem.backends.vllm.timing import (
     Clocks,
     RequestTiming,
-    check_engine_args,
     peak_running,
     request_phases,
     steady_state_block,

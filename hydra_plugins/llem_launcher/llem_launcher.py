@@ -74,7 +74,7 @@ class LlemLauncher(Launcher):
         """Start the zygote's imports now, in the background, and keep it for every launch() until
         close(): llem's sweeper calls this once the study may start (not for a dry run), so the imports
         overlap planning. Bad settings are reported by launch()."""
-        from llem.config.validate import ConfigError
+        from llem.errors import ConfigError
 
         self.held = True
         with contextlib.suppress(ConfigError):

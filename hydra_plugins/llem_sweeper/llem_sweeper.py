@@ -344,7 +344,7 @@ class LlemSweeper(Sweeper):
             record_objectives(sweep_dir)
         summarized = False
         try:
-            from llem.results.summary import write_sweep_summary
+            from llem.results.study_summary import write_sweep_summary
 
             table = write_sweep_summary(sweep_dir)
             if table:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from llem.config.schema import BACKENDS, ExperimentConfig, import_target
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 
 

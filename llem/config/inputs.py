@@ -34,7 +34,7 @@ SEED_MAX = 2**32 - 1  # numpy's and vLLM's seed range (torch takes more; the sma
 
 
 def check(c: Any, cfg: ExperimentConfig) -> None:
-    """Add (key, value, allowed) problems to `c` (llem.config.validate._Checks)."""
+    """Add (key, value, allowed) problems to `c` (llem.config.validate.Checks)."""
     _check_prompt_cap(c, cfg)
     _check_offline_scenario(c, cfg)
     if cfg.backend == "openai" and getattr(cfg, "openai", None) is not None:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from llem.config.schema import BACKENDS, ExperimentConfig
-from llem.config.validate import ConfigError
+from llem.config.schema import BACKENDS, ExperimentConfig, import_target
+from llem.errors import ConfigError
 
 HUB_PROBE_TIMEOUT_S = 3.0  # a Hub that has not accepted a TCP connection by then counts as unreachable
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
@@ -42,6 +42,13 @@ def preflight(cfg: ExperimentConfig, prompts: list[str] | None = None) -> None:
     found = check_model(cfg)
     if found is not None and found[0] is not None:
         check_context(cfg, found[0], found[1], prompts)
+
+
+def check_device(cfg: ExperimentConfig) -> None:
+    """The backend's own host checks (BackendSpec.preflight, e.g. pytorch.device present)."""
+    spec = BACKENDS.get(cfg.backend)
+    if spec is not None and spec.preflight:
+        import_target(spec.preflight)(cfg)
 
 
 def check_model(cfg: ExperimentConfig) -> tuple[dict[str, Any] | None, str] | None:
@@ -125,57 +132,6 @@ def check_server(key: str, base_url: str, timeout_s: float = HUB_PROBE_TIMEOUT_S
                                            f"connections but {why} to GET {url.path.rstrip('/')}/models")]) from None
     finally:
         conn.close()
-
-
-# -- device ---------------------------------------------------------------------------------------------
-def check_device(cfg: ExperimentConfig) -> None:
-    pt = getattr(cfg, "pytorch", None)
-    if cfg.backend != "pytorch" or pt is None or not str(pt.device).startswith(("cuda", "mps")):
-        return
-    device = str(pt.device)
-    build = _torch_build()
-    if device.startswith("cuda") and build is not None and build.get("cuda") is None and not build.get("hip"):
-        raise ConfigError([("pytorch.device", device, f"auto or cpu on this host: torch {build.get('__version__')} "
-                                                      "is a CPU-only build")])
-    import torch
-
-    if device == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError([("pytorch.device", device, "auto or cpu: this host has no Apple MPS device")])
-        return
-    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    index = int(device.split(":", 1)[1]) if ":" in device else 0
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    seen = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
-    if count == 0:
-        cuda_build = (build.get("cuda") or build.get("hip")) if build is not None else torch.version.cuda
-        why = "torch is a CPU-only build" if cuda_build is None else "torch sees no CUDA device" + seen
-        raise ConfigError([("pytorch.device", device, f"auto or cpu on this host: {why} (torch {torch.__version__})")])
-    if index >= count:
-        raise ConfigError([("pytorch.device", device, f"cuda or cuda:0..cuda:{count - 1}: {count} CUDA "
-                                                      f"device(s) visible{seen}")])
-
-
-def _torch_build() -> dict[str, Any] | None:
-    """torch/version.py's constants read without importing torch (seconds on a busy host), or None."""
-    import ast
-    import importlib.util
-
-    try:
-        spec = importlib.util.find_spec("torch")
-        origin = Path(spec.origin).parent / "version.py" if spec and spec.origin else None
-        tree = ast.parse(origin.read_text()) if origin and origin.is_file() else None
-    except (OSError, SyntaxError, ValueError):
-        return None
-    if tree is None:
-        return None
-    found: dict[str, Any] = {}
-    for node in tree.body:
-        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
-        value = getattr(node, "value", None)
-        if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
-            found[target.id] = value.value
-    return found if "cuda" in found else None
 
 
 # -- the model's config.json ----------------------------------------------------------------------------

@@ -18,11 +18,6 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-class Decoding(str, Enum):
-    greedy = "greedy"
-    sample = "sample"
-
-
 @dataclass
 class ModelConfig:
     """Which weights to load: `id` alone decides (llem/models/__init__.py `locate`).
@@ -100,88 +95,6 @@ class EnergyConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     node: NodeConfig = field(default_factory=NodeConfig)  # BMC node power (energy.node.source=redfish|ipmi)
     basis: str = "auto"  # per-token/request figures from: auto (gpu, else cpu, else node) | gpu | cpu | node
-
-
-@dataclass
-class PytorchConfig:
-    """transformers/PyTorch backend knobs (address them as `pytorch.<knob>=...`)."""
-
-    batch_size: int = 1
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    device_map: str | None = None  # e.g. auto: let accelerate place layers across devices
-    attn_implementation: str | None = None  # eager | sdpa | flash_attention_2 | null (library default)
-    torch_compile: bool = False
-    torch_compile_mode: str | None = None  # default | reduce-overhead | max-autotune
-    use_cache: bool = True
-    cache_implementation: str | None = None  # e.g. static
-    num_beams: int = 1
-    load_in_4bit: bool = False  # bitsandbytes; CUDA only
-    load_in_8bit: bool = False
-    max_input_tokens: int = 512  # prompts are truncated to this many tokens
-    max_output_tokens: int = 32
-    fixed_length: bool = True  # min_new_tokens = max_new_tokens, EOS ignored: comparable J/token
-    decoding: Decoding = Decoding.greedy
-    temperature: float = 1.0
-    top_k: int = 50
-    top_p: float = 1.0
-    latency_tracking: bool = True  # per-token timestamps (TTFT/ITL); off = end-to-end only
-
-
-@dataclass
-class VllmConfig:
-    """vLLM offline-engine knobs (address them as `vllm.<knob>=...`); conf/backend/vllm.yaml documents each."""
-
-    max_num_seqs: int = 256  # most requests running at once (the continuous batch)
-    max_num_batched_tokens: int | None = None  # token budget per engine step; null = vLLM's default
-    max_model_len: int | None = None  # context length; null = the model's
-    gpu_memory_utilization: float = 0.9  # GPU memory fraction for weights + KV cache (CPU: see README)
-    block_size: int | None = None  # KV cache block (tokens); null = vLLM's default for the device
-    kv_cache_dtype: str = "auto"
-    enable_prefix_caching: bool | None = None  # null = vLLM's default (on)
-    enable_chunked_prefill: bool | None = None  # null = vLLM's default (on)
-    enforce_eager: bool = False  # true: no CUDA graphs / torch.compile (faster start, slower steps)
-    tensor_parallel_size: int = 1
-    quantization: str | None = None  # e.g. awq, gptq, fp8; null = as the checkpoint says
-    swap_space: float | None = None  # GiB; V0-engine vLLM only (rejected by vLLM versions without it)
-    cpu_offload_gb: float = 0.0
-    max_input_tokens: int = 512  # prompts truncated to this many tokens (model tokenizer, exact)
-    max_tokens: int = 32  # output tokens per request
-    min_tokens: int | None = None  # null with ignore_eos=true: fixed length = max_tokens
-    ignore_eos: bool = True  # generate max_tokens every time: comparable J/token across configs
-    temperature: float = 0.0  # 0 = greedy
-    top_p: float = 1.0
-    top_k: int = -1  # -1 = off
-    token_timestamps: bool = True  # stream each engine step: every token's time (ITL per step)
-    steady_state: bool = False  # ML.ENERGY method: also report figures while the batch is full
-    engine_args: dict[str, Any] = field(default_factory=dict)  # passthrough to vllm.LLM(...)
-
-
-@dataclass
-class OpenaiServerConfig:
-    """The server llem starts when `openai.base_url` is null (conf/backend/openai.yaml documents each)."""
-
-    command: list[str] | None = None  # argv with {port} {model} {host} {served_model_name}; null = vLLM's OpenAI server
-    ready_timeout_s: float = 600.0  # wait at most this long for /health (or /v1/models) to answer
-    extra_args: list[str] = field(default_factory=list)  # appended to the command, e.g. [--max-num-seqs, "64"]
-
-
-@dataclass
-class OpenaiConfig:
-    """Any OpenAI-compatible server (address knobs as `openai.<knob>=...`); conf/backend/openai.yaml documents each."""
-
-    base_url: str | None = None  # http://host:port/v1 of a running server; null = llem starts one (openai.server)
-    api_key_env: str | None = None  # name of the environment variable holding the API key (never the key)
-    model_name: str | None = None  # served model name; null = model.id (managed) or the one model served
-    endpoint: str = "completions"  # completions | chat
-    max_input_tokens: int = 512  # prompts truncated to this many tokens of the model's tokenizer
-    max_tokens: int = 32  # output tokens per request
-    ignore_eos: bool | None = None  # null: sent (with min_tokens) to vLLM/SGLang servers only; true: to any server; false: never
-    temperature: float = 0.0  # 0 = greedy
-    read_timeout_s: float = 600.0  # longest silence between two reads of one answer (queueing included) before it fails
-    request_timeout_s: float | None = None  # whole-request cap (send to last byte); null = none (read_timeout_s bounds silences)
-    max_connections: int | None = None  # HTTP connection pool; null = open-file limit - 256 (requests queue for a slot)
-    extra_body: dict[str, Any] = field(default_factory=dict)  # more request fields, e.g. {top_k: 1}
-    server: OpenaiServerConfig = field(default_factory=OpenaiServerConfig)
 
 
 @dataclass
@@ -300,6 +213,11 @@ class ScenarioConfig:
     trace: TraceConfig = field(default_factory=TraceConfig)  # serving: replay a trace instead of the arrivals
 
 
+from llem.backends.openai.config import OpenaiConfig, OpenaiServerConfig  # noqa: E402,F401
+from llem.backends.pytorch.config import Decoding, PytorchConfig  # noqa: E402,F401
+from llem.backends.vllm.config import VllmConfig  # noqa: E402
+
+
 @dataclass(frozen=True)
 class BackendSpec:
     """Everything llem knows about one backend, in one registry entry (DEVELOPERS.md "Adding things").
@@ -311,6 +229,7 @@ class BackendSpec:
     target: str | None  # "module:Class" of the Backend for scenario=offline; None: no offline mode
     serving_target: str | None = None  # "module:Class" for scenario=serving; None: no serving mode
     checks: str | None = None  # "module:function(c, cfg)": range checks before load (a pure module)
+    preflight: str | None = None  # "module:function(cfg)": host checks before load (e.g. the device exists)
     batch_knob: str | None = None  # knob that is the batch axis (reports' x axis, workload.batch_size)
     input_tokens_knob: str | None = "max_input_tokens"  # knob that truncates prompts (workload block)
     output_tokens_knob: str | None = "max_tokens"  # knob that caps output tokens (workload block)
@@ -330,15 +249,16 @@ def import_target(path: str) -> Any:
 # The backend registry: the ONE place a backend is declared. The schema's sections, make_backend,
 # validation, the workload block, config_hash and the report's batch axis all read it.
 BACKENDS: dict[str, BackendSpec] = {
-    "pytorch": BackendSpec(PytorchConfig, "llem.backends.pytorch:PytorchBackend",
-                           checks="llem.config.validate:_check_pytorch", batch_knob="batch_size",
+    "pytorch": BackendSpec(PytorchConfig, "llem.backends.pytorch.backend:PytorchBackend",
+                           checks="llem.backends.pytorch.checks:check", batch_knob="batch_size",
+                           preflight="llem.backends.pytorch.preflight:check_device",
                            output_tokens_knob="max_output_tokens"),
-    "vllm": BackendSpec(VllmConfig, "llem.backends.vllm:VllmBackend",
-                        serving_target="llem.backends.vllm_serving:VllmServingBackend",
-                        checks="llem.config.validate:_check_vllm", batch_knob="max_num_seqs"),
-    "openai": BackendSpec(OpenaiConfig, "llem.backends.openai:OpenaiBackend",
-                          serving_target="llem.backends.openai:OpenaiBackend",
-                          checks="llem.backends.openai:check_config"),
+    "vllm": BackendSpec(VllmConfig, "llem.backends.vllm.backend:VllmBackend",
+                        serving_target="llem.backends.vllm.serving:VllmServingBackend",
+                        checks="llem.backends.vllm.checks:check", batch_knob="max_num_seqs"),
+    "openai": BackendSpec(OpenaiConfig, "llem.backends.openai.backend:OpenaiBackend",
+                          serving_target="llem.backends.openai.backend:OpenaiBackend",
+                          checks="llem.backends.openai.checks:check"),
 }
 
 

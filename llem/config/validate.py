@@ -6,26 +6,18 @@ message names the key, the value given and what is allowed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from llem.config.schema import BACKENDS, Decoding, ExperimentConfig, import_target
-from llem.errors import ConfigError, UserError  # noqa: F401 (ConfigError: its old home)
+from llem.config.schema import BACKENDS, ExperimentConfig, import_target
+from llem.energy.meters import CHOICES as METER_CHOICES
+from llem.errors import ConfigError, UserError, show_value  # noqa: F401
 
-ATTN = ("eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CACHE_IMPLS = ("static", "dynamic", "offloaded", "offloaded_static", "sliding_window", "hybrid", "quantized")
 ORDERS = ("sequential", "interleaved", "shuffled")
-METERS = ("auto", "none", "nvml", "amdsmi", "rapl", "zeus", "codecarbon")
 FAULTS = ("none", "raise", "exit", "segfault", "sigkill", "sleep")
-DATASETS = ("synthetic", "aienergyscore", "jsonl", "csv", "hf")
-KV_DTYPES = ("auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bfloat16", "float16")
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-class _Checks:
+class Checks:
     def __init__(self) -> None:
         self.problems: list[tuple[str, Any, str]] = []
 
@@ -55,7 +47,7 @@ class _Checks:
 
 
 def problems(cfg: ExperimentConfig) -> list[tuple[str, Any, str]]:
-    c = _Checks()
+    c = Checks()
     c.int_min("n", cfg.n, 1)
     c.one_of("backend", cfg.backend, BACKENDS)
     for name in BACKENDS:
@@ -76,64 +68,7 @@ def problems(cfg: ExperimentConfig) -> list[tuple[str, Any, str]]:
     return c.problems
 
 
-def _check_pytorch(c: _Checks, cfg: ExperimentConfig) -> None:
-    pt = cfg.pytorch
-    if pt is None or cfg.backend != "pytorch":
-        return
-    c.int_min("pytorch.batch_size", pt.batch_size, 1)
-    if not _DEVICE.match(pt.device):
-        c.add("pytorch.device", pt.device, "auto, cpu, mps, cuda or cuda:N")
-    c.one_of("pytorch.attn_implementation", pt.attn_implementation, ATTN, optional=True)
-    c.one_of("pytorch.torch_compile_mode", pt.torch_compile_mode, COMPILE_MODES, optional=True)
-    c.one_of("pytorch.cache_implementation", pt.cache_implementation, CACHE_IMPLS, optional=True)
-    c.int_min("pytorch.num_beams", pt.num_beams, 1)
-    c.int_min("pytorch.max_input_tokens", pt.max_input_tokens, 1)
-    c.int_min("pytorch.max_output_tokens", pt.max_output_tokens, 1)
-    if pt.load_in_4bit and pt.load_in_8bit:
-        c.add("pytorch.load_in_8bit", True, "false when pytorch.load_in_4bit=true (choose one quantization)")
-    if (pt.load_in_4bit or pt.load_in_8bit) and pt.device in ("cpu", "mps"):
-        c.add("pytorch.load_in_4bit" if pt.load_in_4bit else "pytorch.load_in_8bit", True,
-              f"false with pytorch.device={pt.device}: bitsandbytes 4/8-bit loading needs a CUDA GPU")
-    if pt.decoding == Decoding.sample:
-        c.num_range("pytorch.temperature", pt.temperature, 0.0, 100.0, lo_open=True)
-        c.int_min("pytorch.top_k", pt.top_k, 0)
-        c.num_range("pytorch.top_p", pt.top_p, 0.0, 1.0, lo_open=True)
-    if pt.num_beams > 1 and pt.decoding == Decoding.sample:
-        c.add("pytorch.num_beams", pt.num_beams, "1 with pytorch.decoding=sample (beam sampling is not measured)")
-
-
-def _check_vllm(c: _Checks, cfg: ExperimentConfig) -> None:
-    v = cfg.vllm
-    if v is None or cfg.backend != "vllm":
-        return
-    c.int_min("vllm.max_num_seqs", v.max_num_seqs, 1)
-    if v.max_num_batched_tokens is not None:
-        c.int_min("vllm.max_num_batched_tokens", v.max_num_batched_tokens, 1)
-    if v.max_model_len is not None:
-        c.int_min("vllm.max_model_len", v.max_model_len, 1)
-        if v.max_input_tokens + v.max_tokens > v.max_model_len:  # vLLM would reject the requests mid-job
-            c.add("vllm.max_model_len", v.max_model_len,
-                  f"null or >= vllm.max_input_tokens + vllm.max_tokens = {v.max_input_tokens + v.max_tokens} "
-                  "(or lower vllm.max_input_tokens)")
-    if v.swap_space is not None and v.swap_space < 0:
-        c.add("vllm.swap_space", v.swap_space, "null or a number of GiB >= 0")
-    c.num_range("vllm.gpu_memory_utilization", v.gpu_memory_utilization, 0.0, 1.0, lo_open=True)
-    if v.block_size is not None:
-        c.one_of("vllm.block_size", v.block_size, (8, 16, 32, 64, 128))
-    c.one_of("vllm.kv_cache_dtype", v.kv_cache_dtype, KV_DTYPES)
-    c.int_min("vllm.tensor_parallel_size", v.tensor_parallel_size, 1)
-    c.num_range("vllm.cpu_offload_gb", v.cpu_offload_gb, 0.0, 1e6)
-    c.int_min("vllm.max_input_tokens", v.max_input_tokens, 1)
-    c.int_min("vllm.max_tokens", v.max_tokens, 1)
-    if v.min_tokens is not None and not 0 <= v.min_tokens <= v.max_tokens:
-        c.add("vllm.min_tokens", v.min_tokens, f"null or an integer in [0, vllm.max_tokens={v.max_tokens}]")
-    c.num_range("vllm.temperature", v.temperature, 0.0, 100.0)
-    c.num_range("vllm.top_p", v.top_p, 0.0, 1.0, lo_open=True)
-    if v.top_k != -1 and v.top_k < 1:
-        c.add("vllm.top_k", v.top_k, "-1 (off) or an integer >= 1")
-
-
-def _check_scenario(c: _Checks, cfg: ExperimentConfig) -> None:
+def _check_scenario(c: Checks, cfg: ExperimentConfig) -> None:
     s = cfg.scenario
     c.one_of("scenario", s.name, ("offline", "serving"))
     spec = BACKENDS.get(cfg.backend)
@@ -148,22 +83,18 @@ def _check_scenario(c: _Checks, cfg: ExperimentConfig) -> None:
         c.add(key, value, allowed)
 
 
-def _check_dataset(c: _Checks, cfg: ExperimentConfig) -> None:
+def _check_dataset(c: Checks, cfg: ExperimentConfig) -> None:
+    from llem.datasets import DATASETS, dataset
+
     d = cfg.dataset
     c.one_of("dataset.name", d.name, DATASETS)
     c.int_min("dataset.input_tokens", d.input_tokens, 1)
-    if d.name in ("jsonl", "csv") or (d.name == "aienergyscore" and d.path):
-        if not d.path:
-            c.add("dataset.path", d.path, f"a {d.name} file path (dataset={d.name} reads a local file)")
-        elif Path(d.path).expanduser().is_dir():
-            c.add("dataset.path", d.path, f"a {d.name} file, not a directory")
-        elif not Path(d.path).expanduser().is_file():
-            c.add("dataset.path", d.path, "an existing file (no such file)")
-    if d.name == "hf" and not d.hub_id:
-        c.add("dataset.hub_id", d.hub_id, "a Hub dataset id such as tatsu-lab/alpaca")
+    if d.name in DATASETS:
+        for key, value, allowed in dataset(d.name).problems(d):  # the dataset's own checks
+            c.add(key, value, allowed)
 
 
-def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
+def _check_rest(c: Checks, cfg: ExperimentConfig) -> None:
     w = cfg.warmup
     c.one_of("warmup.mode", w.mode, ("fixed", "cv"))
     c.int_min("warmup.n_batches", w.n_batches, 0)
@@ -173,7 +104,7 @@ def _check_rest(c: _Checks, cfg: ExperimentConfig) -> None:
     if w.max_output_tokens is not None:
         c.int_min("warmup.max_output_tokens", w.max_output_tokens, 1)
     e = cfg.energy
-    c.one_of("energy.meter", e.meter, METERS)
+    c.one_of("energy.meter", e.meter, METER_CHOICES)
     c.num_range("energy.sample_hz", e.sample_hz, 0.0, 1000.0, lo_open=True)
     c.num_range("energy.baseline_s", e.baseline_s, 0.0, 3600.0)
     c.num_range("energy.thermal_warmup_s", e.thermal_warmup_s, 0.0, 3600.0)

@@ -22,17 +22,18 @@ class MeterSelection:
 
 def check_config(cfg: EnergyConfig) -> None:
     """Energy knobs the general validator does not cover; ConfigError names key, value and what is allowed."""
-    from llem.config.validate import ConfigError
-
+    from llem.errors import ConfigError
     problems: list[tuple[str, Any, str]] = []
     if cfg.gpu_indices is not None and any(not isinstance(i, int) or i < 0 for i in cfg.gpu_indices):
         problems.append(("energy.gpu_indices", list(cfg.gpu_indices), "null or a list of CUDA ordinals >= 0"))
     for key, lo in (("baseline_ttl_s", 0.0), ("thermal_tolerance_c", 0.0)):
         if getattr(cfg, key) < lo:
             problems.append((f"energy.{key}", getattr(cfg, key), f"a number >= {lo:g}"))
-    for key in ("thermal_plateau_s", "codecarbon_measure_power_s"):
-        if getattr(cfg, key) <= 0:
-            problems.append((f"energy.{key}", getattr(cfg, key), "a number > 0"))
+    if cfg.thermal_plateau_s <= 0:
+        problems.append(("energy.thermal_plateau_s", cfg.thermal_plateau_s, "a number > 0"))
+    from llem.energy.meters import meter_problems
+
+    problems.extend(meter_problems(cfg))  # each meter's own knobs (llem/energy/meters/<name>/checks.py)
     from llem.energy.meters.node.config import problems as node_problems
 
     problems.extend(node_problems(cfg))  # energy.node.* and energy.basis
@@ -40,33 +41,14 @@ def check_config(cfg: EnergyConfig) -> None:
         raise ConfigError(problems)
 
 
-def _indices(cfg: EnergyConfig) -> list[int] | None:
-    return None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices]
-
-
 def make_meter(name: str, cfg: EnergyConfig) -> Meter:
-    """One meter by name; heavy imports (pynvml, zeus, codecarbon) happen in its `probe`."""
-    if name == "nvml":
-        from llem.energy.nvml import NvmlMeter
+    """One meter by name from the registry (llem/energy/meters); heavy imports (pynvml, zeus, codecarbon)
+    happen in its `probe`."""
+    from llem.energy.meters import CHOICES, METERS, meter_class
 
-        return NvmlMeter(cfg.sample_hz, _indices(cfg))
-    if name == "amdsmi":
-        from llem.energy.amdsmi_meter import AmdsmiMeter
-
-        return AmdsmiMeter(cfg.sample_hz, _indices(cfg))
-    if name == "rapl":
-        from llem.energy.rapl import RaplMeter
-
-        return RaplMeter(cfg.rapl_root, cfg.sample_hz)
-    if name == "zeus":
-        from llem.energy.zeus import ZeusMeter
-
-        return ZeusMeter(_indices(cfg))
-    if name == "codecarbon":
-        from llem.energy.codecarbon import CodeCarbonMeter
-
-        return CodeCarbonMeter(cfg.country_iso_code, cfg.codecarbon_measure_power_s, _indices(cfg))
-    raise ValueError(f"energy.meter={name!r} is invalid: allowed auto, none, nvml, amdsmi, rapl, zeus, codecarbon")
+    if name not in METERS:
+        raise ValueError(f"energy.meter={name!r} is invalid: allowed {', '.join(CHOICES)}")
+    return meter_class(name).from_config(cfg)
 
 
 def build_meters(cfg: EnergyConfig) -> MeterSelection:

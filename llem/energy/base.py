@@ -60,6 +60,11 @@ class Meter(ABC):
     measures: bool = True  # False for NoMeter: nothing to baseline or warm up
     update_period_s: float | None = None  # how often the underlying counter advances, where known
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> Meter:
+        """This meter from the `energy` config (EnergyConfig); the registry (llem/energy/meters) calls it."""
+        return cls()
+
     def probe(self) -> None:
         """Open handles and check the hardware is readable; raise MeterUnavailable otherwise."""
 

@@ -1,5 +1,5 @@
 """A GPU meter over the device layer (`llem.device`): energy counter plus a power sampler, for any
-vendor whose GPUs implement `llem.device.common.GPU` (NVIDIA: `llem.energy.nvml`, AMD: `llem.energy.amdsmi`).
+vendor whose GPUs implement `llem.device.common.GPU` (NVIDIA: `llem.energy.meters.nvml.meter`, AMD: `llem.energy.amdsmi`).
 
 Which GPUs count: the job's. After the model loads (`attribute`), the GPUs where the vendor library
 lists a process of the job's process tree are attributed; without such a process (CPU model, container
@@ -92,6 +92,10 @@ class GpuMeter(Meter):
     visible_env = "CUDA_VISIBLE_DEVICES"  # how messages name the variable that picks the job's GPUs
     runtime = "CUDA"  # who numbers the job's devices
     update_period_s = COUNTER_UPDATE_PERIOD_S
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> GpuMeter:
+        return cls(cfg.sample_hz, None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices])
 
     def __init__(self, sample_hz: float = 10.0, gpu_indices: list[int] | None = None, *,
                  clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep,

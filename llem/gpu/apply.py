@@ -142,7 +142,7 @@ def check(req: Request, gpus: Sequence[Any], held: Mapping[str, dict[str, Any]] 
                 clocks = g.supported_sm_clocks_mhz()
                 lo_c, hi_c = min(clocks), max(clocks)
                 if req.sm_clock_mhz[0] < lo_c or req.sm_clock_mhz[1] > hi_c:
-                    problems.append(f"gpu.sm_clock_mhz={_show(req.sm_clock_mhz)} is out of range for {label}: "
+                    problems.append(f"gpu.sm_clock_mhz={show_value(req.sm_clock_mhz)} is out of range for {label}: "
                                     f"allowed {lo_c} to {hi_c} MHz")
             if req.mem_clock_mhz is not None:
                 mem = g.supported_mem_clocks_mhz()
@@ -165,7 +165,7 @@ def check(req: Request, gpus: Sequence[Any], held: Mapping[str, dict[str, Any]] 
     return problems
 
 
-def _show(r: tuple[int, int]) -> str:
+def show_value(r: tuple[int, int]) -> str:
     return str(r[0]) if r[0] == r[1] else f"[{r[0]},{r[1]}]"
 
 

@@ -55,8 +55,8 @@ DEFAULT_PRELOAD = (
     "hydra._internal.core_plugins.importlib_resources_config_source",
     "hydra_plugins.llem_launcher.llem_launcher", "hydra_plugins.llem_sweeper.llem_sweeper",
     "hydra_plugins.hydra_submitit_launcher.config", "hydra_plugins.hydra_ray_launcher._config",
-    "llem.app", "llem.job", "llem.backends.pytorch",
-    "llem.energy.nvml", "llem.energy.rapl", "pynvml", "pandas", "pyarrow.parquet",
+    "llem.app", "llem.job", "llem.backends.pytorch.backend",
+    "llem.energy.meters.nvml.meter", "llem.energy.meters.rapl.meter", "pynvml", "pandas", "pyarrow.parquet",
 )
 READY_TIMEOUT_S = 600.0
 ORPHAN_GRACE_S = 10.0  # launcher gone: how long the zygote lets its jobs record `interrupted`

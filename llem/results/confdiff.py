@@ -37,13 +37,13 @@ def job_config(job_dir: str | Path) -> dict[str, Any]:
 def differences(a: dict[str, Any], b: dict[str, Any], limit: int = 6) -> list[str]:
     """["n: 4 vs 16", ...]: keys whose values differ (A's value first), at most `limit` then "+k more"."""
     keys = sorted(k for k in set(a) | set(b) if a.get(k, "<unset>") != b.get(k, "<unset>"))
-    shown = [f"{k}: {_show(a.get(k, '<unset>'))} vs {_show(b.get(k, '<unset>'))}" for k in keys[:limit]]
+    shown = [f"{k}: {show_value(a.get(k, '<unset>'))} vs {show_value(b.get(k, '<unset>'))}" for k in keys[:limit]]
     if len(keys) > limit:
         shown.append(f"+{len(keys) - limit} more")
     return shown
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -16,7 +16,7 @@ from typing import Any
 
 from llem.config.schema import ExperimentConfig, PytorchConfig, VllmConfig
 from llem.energy.base import DeviceEnergy, EnergyReading
-from llem.energy.summary import energy_block
+from llem.energy.block import energy_block
 from llem.io import atomic_write_json, atomic_write_text
 from llem.measure.latency import RequestRecord, latency_block
 from llem.result import REQUESTS_FILE, RESULT_FILE, TIMESERIES_FILE, Result, flops_block

@@ -73,8 +73,7 @@ def check_directions(config: Any, objectives: Sequence[Objective]) -> None:
     """Optuna's `hydra.sweeper.direction` must list one direction per objective, the same ones."""
     from omegaconf import OmegaConf
 
-    from llem.config.validate import ConfigError
-
+    from llem.errors import ConfigError
     raw = OmegaConf.select(config, "hydra.sweeper.direction")
     if raw is None:
         return

@@ -29,8 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llem.config.validate import ConfigError
-from llem.errors import LlemError
+from llem.errors import ConfigError, LlemError
 
 KEY = "study.objective"
 DIRECTIONS = {"min": "minimize", "max": "maximize", "minimize": "minimize", "maximize": "maximize"}

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 
 STUDY_JOB_ENV = "LLEM_STUDY_JOB"
 TAG_KEY = f"hydra.job.env_set.{STUDY_JOB_ENV}"

@@ -1,6 +1,6 @@
 """The node meter: one BMC client read at `energy.node.sample_s` in the shared sampler thread.
 
-Edge rules as the GPU meters' power integral (llem/energy/nvml.py): the first and last readings are
+Edge rules as the GPU meters' power integral (llem/energy/meters/nvml/meter.py): the first and last readings are
 taken in the caller's thread as the window opens and closes (outside its clock), the sampler thread
 reads in between, and the energy is the trapezoidal integral of the readings over [first, last]. A
 BMC reading is the BMC's own latest value (Redfish: updated about once a second; DCMI: "current

@@ -106,6 +106,10 @@ class RaplMeter(Meter):
     name = "rapl"
     update_period_s = 0.001  # RAPL MSRs update about every millisecond
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> RaplMeter:
+        return cls(cfg.rapl_root, cfg.sample_hz)
+
     def __init__(self, root: str = "/sys/class/powercap", sample_hz: float = 10.0) -> None:
         self.root = root
         self.sample_hz = sample_hz

@@ -64,6 +64,10 @@ def job_gpu_ids(gpu_indices: list[int] | None = None) -> tuple[list[int] | None,
 class CodeCarbonMeter(Meter):
     name = "codecarbon"
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> CodeCarbonMeter:
+        return cls(cfg.country_iso_code, cfg.codecarbon_measure_power_s, None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices])
+
     def __init__(self, country_iso_code: str = "USA", measure_power_s: float = 1.0,
                  gpu_indices: list[int] | None = None) -> None:
         self.country = country_iso_code

@@ -43,6 +43,10 @@ class ZeusMeter(Meter):
     name = "zeus"
     update_period_s = 0.1  # Zeus reads NVML's energy counter
 
+    @classmethod
+    def from_config(cls, cfg: Any) -> ZeusMeter:
+        return cls(None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices])
+
     def __init__(self, gpu_indices: list[int] | None = None) -> None:
         self.gpu_indices = gpu_indices
         self.monitor: Any = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from llem.backends.base import Backend, RunOutput, Workload
 from llem.config.schema import Decoding, ExperimentConfig, PytorchConfig
-from llem.config.validate import ConfigError
+from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 from llem.models import (
     config_parameter_counts,

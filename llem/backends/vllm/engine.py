@@ -1,45 +1,32 @@
-"""vLLM backend: the offline engine (`vllm.LLM`); every prompt is submitted at once and batched continuously.
-
-Latency is vLLM's own per-request timing on the measured pass (`RequestOutput.metrics`, vLLM's
-`RequestStateStats`): arrival (frontend, `time.time()`), then scheduled / first token / last token
-(engine core, `time.monotonic()`, stamped when the step that produced them finished). With
-`vllm.token_timestamps` (default) llem streams each engine step's new tokens (DELTA outputs) and gives
-every token its step's engine-core time: TTFT, ITL per step, e2e. Without it, vLLM's per-request stats
-alone give TTFT, mean ITL and e2e. No prefill-only proxy run is ever made.
-
-Clocks: records use `time.perf_counter()` like the measurement window. Engine-core times are
-CLOCK_MONOTONIC, the same clock as perf_counter on Linux (offset exactly 0); elsewhere, and for the
-wall-clock arrival time, the offset to perf_counter is sampled in this process just before the run
-(tightest of a few bracketed reads, error < a few µs).
-
-Steady state (`vllm.steady_state`, the ML.ENERGY method): the span while `max_num_seqs` requests are
-running — from the schedule instant at which the batch first fills to the last engine step that still
-ran a full batch (after it, the queue is empty and the batch drains) — from per-request timestamps.
+"""What vLLM's two engines share (`VllmEngineBackend`): engine-argument checks, the tokenizer, prompt
+tokenization, the facts of what ran, memory, and process clean-up. The offline engine (`vllm.LLM`) is
+backend.py, the async serving engine serving.py; each starts its engine and sends the requests.
 
 Clean exit: vLLM starts an engine-core process (and worker processes under it). `close()` shuts the
-engine down (vLLM terminates, then force-kills after 5 s) and then kills any process this backend
-started that is still alive, so no job leaves engine processes behind, whether it completed or failed.
+engine down and then kills any process this backend started that is still alive (processes.py), so no
+job leaves engine processes behind, whether it completed or failed.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import dataclasses
 import difflib
 import os
 import resource
 import sys
-import time
+from abc import abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from llem.backends.base import Backend, RunOutput, Workload
+from llem.backends.base import Backend, Workload
+from llem.backends.cpu_env import CPU_ENV_DEFAULTS, CPU_ENV_REPORTED
+from llem.backends.vllm.processes import descendants, kill_all, started_since
+from llem.backends.vllm.timing import RequestTiming, peak_running
 from llem.config.schema import ExperimentConfig, VllmConfig
-from llem.config.validate import ConfigError
-from llem.measure.latency import Phase, RequestRecord, spread_tokens
+from llem.errors import ConfigError
 from llem.models import config_parameter_counts, parameters_check, resolve_sources
+from llem.serving.server import peak_rss
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -54,126 +41,6 @@ RESERVED = {
 ENGINE_KNOBS = ("max_num_seqs", "max_num_batched_tokens", "max_model_len", "gpu_memory_utilization", "block_size",
                 "kv_cache_dtype", "enable_prefix_caching", "enable_chunked_prefill", "enforce_eager",
                 "tensor_parallel_size", "quantization", "swap_space", "cpu_offload_gb")
-# vLLM on CPU sizes its KV cache from gpu_memory_utilization × the NUMA node's memory and refuses to
-# start when that much is not free; llem gives it a fixed KV cache instead (GiB; the user's env wins).
-CPU_ENV_DEFAULTS = {"VLLM_CPU_KVCACHE_SPACE": "1"}
-CPU_ENV_REPORTED = ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU")
-
-
-# -- pure helpers (no vLLM): clocks, per-request timing, steady state -------------------------------------
-@dataclass(frozen=True)
-class Clocks:
-    """Offsets that map vLLM's clocks onto perf_counter: perf = t + offset."""
-
-    monotonic_to_perf_s: float
-    wall_to_perf_s: float
-
-    @classmethod
-    def sample(cls, reads: int = 5) -> Clocks:
-        same = time.get_clock_info("perf_counter").implementation == time.get_clock_info("monotonic").implementation
-        best: tuple[float, float, float] | None = None
-        for _ in range(reads):
-            a = time.perf_counter()
-            mono, wall = time.monotonic(), time.time()
-            b = time.perf_counter()
-            mid = (a + b) / 2
-            if best is None or b - a < best[0]:
-                best = (b - a, mid - mono, mid - wall)
-        assert best is not None
-        return cls(0.0 if same else best[1], best[2])
-
-
-@dataclass
-class RequestTiming:
-    """One request's vLLM timestamps, already on the perf_counter clock."""
-
-    index: int
-    input_tokens: int
-    output_tokens: int
-    t_arrival: float
-    t_scheduled: float | None
-    t_first_token: float | None
-    t_end: float
-    token_times: list[float] = field(default_factory=list)
-    cached_tokens: int = 0
-    preemptions: int | None = 0  # None: this vLLM's stats have no num_preemptions
-    finish_reason: str | None = None
-
-    def record(self) -> RequestRecord:
-        return RequestRecord(index=self.index, input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                             t_submit=self.t_arrival, t_first_token=self.t_first_token, t_end=self.t_end,
-                             batch=None, token_times=self.token_times)
-
-    def token_instants(self) -> list[float]:
-        """Each output token's time: measured when streamed, else spread evenly from first to last."""
-        if self.token_times:
-            return self.token_times
-        return spread_tokens(self.t_first_token, self.t_end, self.output_tokens)
-
-
-def steady_state_span(spans: Sequence[tuple[float, float]], batch: int,
-                      instants: Sequence[float]) -> tuple[float, float] | None:
-    """[t0, t1] during which `batch` requests were running, or None if the batch never filled.
-
-    spans: (scheduled, last token) per request. instants: times at which engine steps produced tokens.
-    t0 = the first schedule instant after which `batch` requests run; t1 = the last step instant at
-    which `batch` requests were still in the step (the ones finishing in it included)."""
-    events = sorted([(e, 0) for _, e in spans] + [(s, 1) for s, _ in spans])  # ends first at equal times
-    running, t0 = 0, None
-    for t, kind in events:
-        running += 1 if kind else -1
-        if kind and running >= batch:
-            t0 = t
-            break
-    if t0 is None:
-        return None
-    starts = sorted(s for s, _ in spans)
-    ends = sorted(e for _, e in spans)
-    t1 = None
-    for o in sorted(set(instants)):
-        # Requests in the step that produced tokens at o: scheduled before o, last token at or after o.
-        in_step = bisect.bisect_left(starts, o) - bisect.bisect_left(ends, o)
-        if in_step >= batch and o > t0:
-            t1 = o
-    return None if t1 is None else (t0, t1)
-
-
-def peak_running(spans: Sequence[tuple[float, float]]) -> int:
-    events = sorted([(e, 0) for _, e in spans] + [(s, 1) for s, _ in spans])
-    running = peak = 0
-    for _, kind in events:
-        running += 1 if kind else -1
-        peak = max(peak, running)
-    return peak
-
-
-def steady_state_block(timings: Sequence[RequestTiming], batch: int) -> tuple[dict[str, Any] | None, str | None]:
-    """RunOutput.extra["steady_state"] (perf_counter span, tokens and requests in it), or a note why not."""
-    spans = [(r.t_scheduled, r.t_end) for r in timings if r.t_scheduled is not None]
-    if len(spans) < len(timings) or not spans:
-        return None, "steady state unavailable: vLLM reported no schedule times"
-    instants = [t for r in timings for t in r.token_instants()]
-    span = steady_state_span(spans, batch, instants)
-    if span is None:
-        return None, (f"steady state not reached: at most {peak_running(spans)} requests ran at once, "
-                      f"vllm.max_num_seqs={batch} (more prompts, or a KV cache that holds a full batch)")
-    t0, t1 = span
-    tokens = sum(1 for t in instants if t0 < t <= t1)
-    done = sum(1 for r in timings if t0 < r.t_end <= t1)
-    measured = all(r.token_times for r in timings if r.output_tokens)
-    return {
-        "t_start": t0, "t_end": t1, "output_tokens": tokens, "requests": done,
-        "duration_s": t1 - t0, "output_tok_s": tokens / (t1 - t0), "batch_size": batch,
-        "method": "span with max_num_seqs requests running, from vLLM per-request schedule/token times; "
-                  + ("tokens counted from per-step timestamps" if measured
-                     else "tokens interpolated between each request's first and last token"),
-    }, None
-
-
-def request_phases(timings: Sequence[RequestTiming]) -> list[Phase]:
-    """One phase per request: prefill from its scheduling to its first token, then decode."""
-    return [Phase(t_start=r.t_scheduled if r.t_scheduled is not None else r.t_arrival,
-                  t_first_token=r.t_first_token, t_end=r.t_end) for r in timings]
 
 
 def check_engine_args(passthrough: dict[str, Any], accepted: set[str], version: str) -> list[tuple[str, Any, str]]:
@@ -214,44 +81,18 @@ def _check_ray_importable() -> None:
             "ray launcher") from e
 
 
-def _descendants() -> dict[int, Any]:
-    import psutil
+class VllmEngineBackend(Backend):
+    """What both vLLM engines share: argument checks, tokenizer, prompt tokenization, facts, memory, process
+    clean-up. A subclass starts its engine and sends the requests: `VllmBackend` below (offline, `vllm.LLM`),
+    `VllmServingBackend` in serving.py (the async engine behind `vllm serve`)."""
 
-    try:
-        return {p.pid: p for p in psutil.Process().children(recursive=True)}
-    except psutil.Error:
-        return {}
-
-
-def _resource_tracker_pid() -> int | None:
-    """multiprocessing's resource tracker: shared by the whole process, exits with it; not ours to kill."""
-    with contextlib.suppress(Exception):
-        from multiprocessing import resource_tracker
-
-        return resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]
-    return None
-
-
-def _peak_rss(pid: int) -> int | None:
-    """VmHWM of a live process (Linux)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-class VllmBackend(Backend):
     name = "vllm"
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         super().__init__(cfg)
         assert cfg.vllm is not None
         self.v: VllmConfig = cfg.vllm
-        self.llm: Any = None
+        self.engine: Any = None  # the vLLM engine object (start_engine)
         self.tokenizer: Any = None
         self.device = "cpu"
         self._facts: dict[str, Any] | None = None
@@ -299,9 +140,10 @@ class VllmBackend(Backend):
                 problems.append((f"vllm.{knob}", value, f"null: vLLM {self.vllm_version} has no engine argument `{knob}`"))
                 continue
             kw[knob] = value
+        kw.update(v.engine_args)
+        problems += self.check_engine_kwargs(kw)
         if problems:
             raise ConfigError(problems)
-        kw.update(v.engine_args)
         return kw
 
     def _check_cpu_head_size(self) -> None:
@@ -321,12 +163,32 @@ class VllmBackend(Backend):
                                 f"a model whose attention head size vLLM's CPU backend supports "
                                 f"({', '.join(map(str, supported))}); this model's is {head}")])
 
-    # -- load -------------------------------------------------------------------------------------------
-    def _make_engine(self) -> Any:
-        """The engine object kept in `self.llm` (llem/backends/vllm_serving.py starts vLLM's AsyncLLM here)."""
-        from vllm import LLM
+    # -- what an engine subclass provides --------------------------------------------------------------
+    @abstractmethod
+    def start_engine(self) -> Any:
+        """Start the engine from `self.engine_kwargs` and return it (kept in `self.engine`)."""
 
-        return LLM(**self.engine_kwargs)
+    @abstractmethod
+    def vllm_config(self) -> Any:
+        """The engine's resolved VllmConfig (model_config, cache_config, scheduler_config)."""
+
+    @abstractmethod
+    def sampling_params(self, max_tokens: int) -> Any:
+        """The SamplingParams of a measured request generating up to `max_tokens` tokens."""
+
+    def after_start(self) -> None:
+        """After the engine started (outside the window): e.g. drop vLLM's periodic stat logger."""
+
+    def render(self, prompts: list[dict[str, Any]]) -> list[Any]:
+        """Token-id prompts as the engine takes them (rendered once, outside the window)."""
+        return prompts
+
+    def shutdown_engine(self, engine: Any) -> None:
+        """Stop the engine; close() then kills whatever processes it left."""
+
+    def check_engine_kwargs(self, kw: dict[str, Any]) -> list[tuple[str, Any, str]]:
+        """Problems with the engine arguments for this engine class (key, value, allowed)."""
+        return []
 
     def load(self) -> None:
         from transformers import AutoTokenizer
@@ -339,18 +201,12 @@ class VllmBackend(Backend):
         tok = self.sources.tokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(tok.path, revision=tok.load_revision,
                                                        trust_remote_code=m.trust_remote_code)
-        before = set(_descendants())
+        before = set(descendants())
         try:
-            self.llm = self._make_engine()
+            self.engine = self.start_engine()
         finally:  # also when the engine fails to start: whatever it left running is ours to stop
-            tracker = _resource_tracker_pid()
-            self._started = {pid: p for pid, p in _descendants().items() if pid not in before and pid != tracker}
-        engine = self.llm.llm_engine
-        # Per-request stats stay on (they are the latency source); vLLM's periodic stat logger and its
-        # Prometheus bookkeeping run in this process on every step, so they go: nothing of ours logs
-        # inside the measurement window.
-        if getattr(engine, "logger_manager", None) is not None:
-            engine.logger_manager = None
+            self._started = started_since(before)
+        self.after_start()
 
     # -- workload ---------------------------------------------------------------------------------------
     def prepare(self, prompts: list[str]) -> Workload:
@@ -360,7 +216,7 @@ class VllmBackend(Backend):
         empty = [i for i, x in enumerate(ids) if not x]
         if empty:
             raise ValueError(f"prompt {empty[0]} of the dataset has no tokens; vLLM needs at least one")
-        max_len = self.llm.llm_engine.model_config.max_model_len
+        max_len = self.vllm_config().model_config.max_model_len
         longest = max(len(x) for x in ids)
         if longest + self.v.max_tokens > max_len:
             raise ConfigError([("vllm.max_input_tokens", limit,
@@ -372,105 +228,11 @@ class VllmBackend(Backend):
     def _engine_inputs(self, ids: list[list[int]]) -> list[Any]:
         """Rendered once here, outside the window (vLLM ≥0.1x renders prompts before add_request)."""
         prompts = [{"prompt_token_ids": x} for x in ids]
-        render = getattr(self.llm, "_preprocess_cmpl", None)
-        return list(render(prompts)) if render is not None else prompts
-
-    def _params(self, max_tokens: int) -> Any:
-        from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
-
-        v = self.v
-        min_tokens = v.min_tokens or 0
-        return SamplingParams(
-            max_tokens=max_tokens, min_tokens=min(min_tokens, max_tokens), ignore_eos=v.ignore_eos,
-            temperature=v.temperature, top_p=v.top_p, top_k=v.top_k, detokenize=False,
-            output_kind=RequestOutputKind.DELTA if v.token_timestamps else RequestOutputKind.FINAL_ONLY)
-
-    def _generate(self, inputs: Sequence[Any], max_tokens: int, tag: str) -> tuple[list[Any], list[Any]]:
-        """Submit every input, step the engine until all finish. Returns (finished outputs, stream log)
-        where the log holds (request id, new tokens, engine-core step time) per streamed output."""
-        engine = self.llm.llm_engine
-        params = self._params(max_tokens)
-        for i, inp in enumerate(inputs):
-            item = dict(inp) if isinstance(inp, dict) else inp
-            engine.add_request(f"{tag}{i}", item, params, arrival_time=time.time())
-        finished: list[Any] = []
-        log: list[tuple[str, int, float | None]] = []
-        stream = self.v.token_timestamps
-        while engine.has_unfinished_requests():
-            for out in engine.step():
-                if stream:  # read now: metrics is updated in place on the next step
-                    log.append((out.request_id, len(out.outputs[0].token_ids),
-                                out.metrics.last_token_ts if out.metrics is not None else None))
-                if out.finished:
-                    finished.append(out)
-        return finished, log
-
-    def warmup_step(self, workload: Workload) -> float:
-        """One full batch (up to max_num_seqs prompts) through the same path as the measured run."""
-        n_new = self.cfg.warmup.max_output_tokens or self.v.max_tokens
-        inputs = workload.payload[: self.v.max_num_seqs]
-        t0 = time.perf_counter()
-        self._generate(inputs, n_new, "warmup-")
-        latency = time.perf_counter() - t0
-        # The measured pass must not find its prompts' KV in the prefix cache because warmup ran them.
-        self.llm.reset_prefix_cache()
-        return latency
-
-    def run(self, workload: Workload) -> RunOutput:
-        clocks = Clocks.sample()
-        finished, log = self._generate(workload.payload, self.v.max_tokens, "")
-        # Bookkeeping after the engine has finished: nothing but add/step runs inside the window.
-        timings = self._timings(finished, log, workload, clocks)
-        records = [t.record() for t in timings]
-        extra: dict[str, Any] = {
-            "latency_method": ("vLLM per-request stats + per-step token timestamps (engine core clock)"
-                               if self.v.token_timestamps else "vLLM per-request stats (engine core clock)"),
-            "latency_note": None,
-            "token_timestamps": self.v.token_timestamps,
-            "clocks": dataclasses.asdict(clocks),
-            "engine": self._engine_info(timings),
-            "steady_state": None,
-        }
-        if not self.v.token_timestamps:
-            extra["latency_note"] = "vllm.token_timestamps=false: per-step ITL unavailable (TTFT, mean ITL, e2e only)"
-        if self.v.steady_state:
-            extra["steady_state"], extra["steady_state_note"] = steady_state_block(timings, self.v.max_num_seqs)
-        return RunOutput(records=records, phases=request_phases(timings), extra=extra)
-
-    def _timings(self, finished: list[Any], log: list[tuple[str, int, float | None]], workload: Workload,
-                 clocks: Clocks) -> list[RequestTiming]:
-        mono, wall = clocks.monotonic_to_perf_s, clocks.wall_to_perf_s
-        streamed: dict[str, list[float]] = {}
-        for rid, n_new, t in log:
-            if t is not None:
-                streamed.setdefault(rid, []).extend([t + mono] * n_new)
-        timings = []
-        for out in finished:
-            i = int(out.request_id)
-            s = out.metrics
-            if s is None:
-                raise RuntimeError(f"vLLM {self.vllm_version} returned no per-request stats (RequestOutput.metrics): "
-                                   "llem needs vLLM >= 0.11.0 (V1 fills them since PR 24947) with log stats on")
-            n_out = s.num_generation_tokens or len(out.outputs[0].token_ids)
-            times = streamed.get(out.request_id, [])
-            timings.append(RequestTiming(
-                index=i, input_tokens=workload.input_tokens[i], output_tokens=n_out if not times else len(times),
-                t_arrival=s.arrival_time + wall,
-                t_scheduled=s.scheduled_ts + mono if getattr(s, "scheduled_ts", None) else None,
-                t_first_token=s.first_token_ts + mono if getattr(s, "first_token_ts", None) else None,
-                t_end=s.last_token_ts + mono, token_times=times,
-                cached_tokens=getattr(out, "num_cached_tokens", None) or 0,
-                preemptions=getattr(s, "num_preemptions", None),  # newer than RequestOutput.metrics
-                finish_reason=out.outputs[0].finish_reason))
-        timings.sort(key=lambda r: r.index)
-        if len(timings) != len(workload.payload):
-            raise RuntimeError(f"vLLM finished {len(timings)} of {len(workload.payload)} requests")
-        return timings
+        return list(self.render(prompts))
 
     def _engine_info(self, timings: Sequence[RequestTiming]) -> dict[str, Any]:
         """What the engine resolved (vLLM fills many defaults) and what happened in the run."""
-        vc = self.llm.llm_engine.vllm_config
+        vc = self.vllm_config()
         cache, sched = vc.cache_config, vc.scheduler_config
         reasons: dict[str, int] = {}
         for r in timings:
@@ -508,8 +270,8 @@ class VllmBackend(Backend):
             facts: dict[str, Any] = {**claimed, "dtype": None, "device": self.device,
                                      "source": src.record(), "tokenizer": {**self.sources.tokenizer.record(),
                                                                            "class": type(self.tokenizer).__name__}}
-            if self.llm is not None:
-                vc = self.llm.llm_engine.vllm_config
+            if self.engine is not None:
+                vc = self.vllm_config()
                 mc = vc.model_config
                 backend = getattr(getattr(vc, "attention_config", None), "backend", None)
                 facts.update({
@@ -541,8 +303,8 @@ class VllmBackend(Backend):
         model generation_config's EOS ids as stop tokens), and what that generation_config suggests for
         sampling (`model_defaults`: vLLM applies them only to requests without explicit params; llem's
         requests always carry them)."""
-        p = self._params(self.v.max_tokens).clone()
-        mc = self.llm.llm_engine.model_config
+        p = self.sampling_params(self.v.max_tokens).clone()
+        mc = self.vllm_config().model_config
         with contextlib.suppress(Exception):  # as vllm/v1/engine/input_processor.py does per request
             p.update_from_generation_config(mc.try_get_generation_config(), self.tokenizer.eos_token_id)
         applied = {k: getattr(p, k, None) for k in self.SAMPLING_KEYS}
@@ -558,13 +320,13 @@ class VllmBackend(Backend):
         mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
         engine = {}
         for pid, proc in self._started.items():
-            peak = _peak_rss(pid)
+            peak = peak_rss(pid)
             if peak is not None:
                 with contextlib.suppress(Exception):
                     engine[f"{proc.name()}-{pid}"] = peak
         mem["engine_peak_rss_bytes"] = engine
-        if self.llm is not None:
-            cache = self.llm.llm_engine.vllm_config.cache_config
+        if self.engine is not None:
+            cache = self.vllm_config().cache_config
             blocks = getattr(cache, "num_gpu_blocks", None)
             mem["kv_cache_tokens"] = blocks * cache.block_size if blocks and cache.block_size else None
         return mem
@@ -587,18 +349,10 @@ class VllmBackend(Backend):
     # -- exit -------------------------------------------------------------------------------------------
     def close(self) -> None:
         """Shut the engine down, then kill whatever it started that is still alive (also after failures)."""
-        import psutil
-
-        llm, self.llm = self.llm, None
-        if llm is not None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
             with contextlib.suppress(Exception):
-                llm.llm_engine.engine_core.shutdown()
-            del llm
-        procs = [p for p in self._started.values() if p.is_running()]  # zombies too: reaped below
-        for p in procs:
-            with contextlib.suppress(psutil.Error):
-                for child in p.children(recursive=True):
-                    child.kill()
-                p.kill()
-        psutil.wait_procs(procs, timeout=5)
+                self.shutdown_engine(engine)
+            del engine
+        kill_all(self._started)
         self._started.clear()

@@ -5,7 +5,8 @@ Each request is handed to `AsyncLLM.generate` at its scheduled arrival time (lle
 honouring `scenario.max_concurrency`) and streamed back output by output (DELTA); llem stamps
 `time.perf_counter()` as each output arrives in this process — what a client of `vllm serve` would
 see, without HTTP. Engine arguments, knob checks, tokenization and the engine's process clean-up are
-the offline backend's (llem/backends/vllm.py); only the engine class and the request path differ.
+shared with the offline backend through their base class (`VllmEngineBackend`, llem/backends/vllm/engine.py);
+only the engine class and the request path differ.
 
 What is sent and when is the schedule (llem/serving/schedule.py): the dataset's prompts at vLLM's
 arrival process, or a trace's requests (llem/serving/trace.py) with their own prompt tokens and exact
@@ -16,7 +17,7 @@ core monotonic clock mapped onto perf_counter), so per-request energy counts a r
 its scheduling, not from its send.
 
 Version floor: prompt rendering uses `vllm.renderers` (vLLM ≥ 0.1x, Dec 2025) where it exists and hands
-token-id prompts to `generate` as they are on older releases (feature-detected in `_EngineView`).
+token-id prompts to `generate` as they are on older releases (feature-detected in `render`).
 
 Everything runs on one asyncio event loop owned by the backend, driven with `run_until_complete` in
 load, warmup, run and close: no thread of ours runs beside the engine.
@@ -31,38 +32,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import RunOutput, Workload
-from llem.backends.vllm import Clocks, VllmBackend
-from llem.config.validate import ConfigError
+from llem.backends.vllm.engine import VllmEngineBackend
+from llem.backends.vllm.timing import Clocks
 from llem.measure.latency import Phase, RequestRecord
 from llem.serving.schedule import PlannedRequest, Schedule, arrival_schedule, drive, lateness_s
 
 
-class _EngineView:
-    """What the offline backend reads from `vllm.LLM`, served by an AsyncLLM (config, prompt rendering)."""
-
-    def __init__(self, engine: Any) -> None:
-        self.llm_engine = engine  # .model_config, .vllm_config
-
-    def _preprocess_cmpl(self, prompts: Sequence[Any]) -> Sequence[Any]:
-        """As vLLM's LLM._preprocess_cmpl: token-id prompts rendered once, before the window. Releases
-        without `vllm.renderers` (before Dec 2025) take the token-id prompt dicts as they are."""
-        engine = self.llm_engine
-        try:
-            from vllm.renderers.inputs.preprocess import parse_model_prompt
-        except ImportError:
-            return prompts
-        if not hasattr(engine, "renderer"):
-            return prompts
-        parsed = [parse_model_prompt(engine.model_config, p) for p in prompts]
-        return engine.renderer.render_cmpl(parsed, engine.renderer.default_cmpl_tok_params)
-
-
-class VllmServingBackend(VllmBackend):
+class VllmServingBackend(VllmEngineBackend):
     name = "vllm"
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
-        self.engine: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._warmups = 0
         self.schedule: Schedule | None = None
@@ -70,28 +50,44 @@ class VllmServingBackend(VllmBackend):
         self._req_params: list[Any] = []  # SamplingParams per planned request
         self._clocks: Clocks | None = None
 
-    def _engine_kwargs(self) -> dict[str, Any]:
-        kw = super()._engine_kwargs()
+    def check_engine_kwargs(self, kw: dict[str, Any]) -> list[tuple[str, Any, str]]:
         import dataclasses
 
         from vllm.engine.arg_utils import AsyncEngineArgs
 
         accepted = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-        offline_only = sorted(k for k in kw if k not in accepted)
-        if offline_only:
-            raise ConfigError([(f"vllm.engine_args.{k}", kw[k], "unset with scenario=serving: an argument of "
-                                "vllm.LLM only, not of the async engine") for k in offline_only])
-        return kw
+        return [(f"vllm.engine_args.{k}", kw[k], "unset with scenario=serving: an argument of vllm.LLM only, "
+                 "not of the async engine") for k in sorted(kw) if k not in accepted]
 
-    # -- load (the offline backend's load: tokenizer, CPU env, process bookkeeping; this engine) ---------
-    def _make_engine(self) -> Any:
+    # -- engine (the shared load: tokenizer, CPU env, process bookkeeping; then this engine) -------------
+    def start_engine(self) -> Any:
         self.loop = asyncio.new_event_loop()
-        self.engine = self.loop.run_until_complete(self._start())
+        return self.loop.run_until_complete(self._start())
+
+    def after_start(self) -> None:
         # As offline: per-request stats stay on in the engine, vLLM's periodic stat logger goes (the
         # output handler holds it in `_logger_ref`; the offline load clears `logger_manager`).
         if getattr(self.engine, "_logger_ref", None):
             self.engine._logger_ref[0] = None
-        return _EngineView(self.engine)
+
+    def vllm_config(self) -> Any:
+        return self.engine.vllm_config
+
+    def render(self, prompts: list[dict[str, Any]]) -> list[Any]:
+        """As vLLM's LLM._preprocess_cmpl: token-id prompts rendered once, before the window. Releases
+        without `vllm.renderers` (before Dec 2025) take the token-id prompt dicts as they are."""
+        engine = self.engine
+        try:
+            from vllm.renderers.inputs.preprocess import parse_model_prompt
+        except ImportError:
+            return prompts
+        if not hasattr(engine, "renderer"):
+            return prompts
+        parsed = [parse_model_prompt(engine.model_config, p) for p in prompts]
+        return list(engine.renderer.render_cmpl(parsed, engine.renderer.default_cmpl_tok_params))
+
+    def sampling_params(self, max_tokens: int) -> Any:
+        return self._params(max_tokens)
 
     async def _start(self) -> Any:
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -122,7 +118,7 @@ class VllmServingBackend(VllmBackend):
     def _trace_schedule(self, prompts: list[str], seed: int) -> Schedule:
         from llem.serving.trace import trace_schedule
 
-        context = self.llm.llm_engine.model_config.max_model_len
+        context = self.vllm_config().model_config.max_model_len
         return trace_schedule(self.cfg.scenario.trace, prompts, self.tokenizer, context, seed)
 
     # -- requests ---------------------------------------------------------------------------------------
@@ -220,11 +216,15 @@ class VllmServingBackend(VllmBackend):
         return RunOutput(records=list(records), phases=phases, extra=extra)
 
     # -- exit -------------------------------------------------------------------------------------------
+    def shutdown_engine(self, engine: Any) -> None:
+        engine.shutdown()
+        self._close_loop()
+
     def close(self) -> None:
-        engine, self.engine, self.llm = self.engine, None, None
-        if engine is not None:
-            with contextlib.suppress(Exception):
-                engine.shutdown()
+        super().close()  # shutdown_engine, then kill whatever the engine started that is still alive
+        self._close_loop()  # the engine never started
+
+    def _close_loop(self) -> None:
         loop, self.loop = self.loop, None
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(Exception):
@@ -233,4 +233,3 @@ class VllmServingBackend(VllmBackend):
                     t.cancel()
                 loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
-        super().close()  # kills whatever the engine started that is still alive

@@ -1,0 +1,1 @@
+"""openai backend: knobs (config.py), checks (checks.py), engine (backend.py)."""

@@ -1,0 +1,1 @@
+"""pytorch backend: knobs (config.py), checks (checks.py), engine (backend.py)."""

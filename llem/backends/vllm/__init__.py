@@ -1,0 +1,1 @@
+"""vllm backend: knobs (config.py), checks (checks.py), engine (backend.py)."""

@@ -1,0 +1,1 @@
+"""The amdsmi energy meter (meter.py)."""

@@ -1,0 +1,1 @@
+"""The codecarbon energy meter (meter.py)."""

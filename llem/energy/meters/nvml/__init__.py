@@ -1,0 +1,1 @@
+"""The nvml energy meter (meter.py)."""

@@ -1,0 +1,1 @@
+"""The rapl energy meter (meter.py)."""

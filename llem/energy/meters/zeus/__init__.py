@@ -1,0 +1,1 @@
+"""The zeus energy meter (meter.py)."""
