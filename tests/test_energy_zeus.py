@@ -8,6 +8,7 @@ window API to llem's EnergyReading is the real code.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -34,9 +35,11 @@ def test_zeus_meter_reports_package_and_dram_energy_of_the_window(tmp_path: Path
             meter = ZeusMeter()
             meter.probe()
             assert meter.describe() == "zeus: GPUs [], CPU packages [0]"
+            t0 = time.perf_counter()
             meter.start()
             threading.Event().wait(1.0)
             reading = meter.stop()
+            outer_s = time.perf_counter() - t0
             meter.close()
     finally:
         zeus_rapl.rapl_is_available.cache_clear()
@@ -51,7 +54,7 @@ def test_zeus_meter_reports_package_and_dram_energy_of_the_window(tmp_path: Path
         psutil.wait_procs(mine, timeout=5)
     by = {d.device: d for d in reading.devices}
     assert reading.measured and set(by) == {"cpu:package-0", "dram:package-0"}
-    assert reading.duration_s == pytest.approx(1.0, abs=0.1)
+    assert 1.0 <= reading.duration_s <= outer_s  # Zeus's window: inside our start..stop, at least the wait
     # Zeus reports mJ; llem's reading is in J: known power × Zeus's own window time
     assert by["cpu:package-0"].energy_j == pytest.approx(30.0 * reading.duration_s, rel=0.05)
     assert by["dram:package-0"].energy_j == pytest.approx(5.0 * reading.duration_s, rel=0.05)

@@ -276,7 +276,7 @@ def test_study_files_match_their_types(tmp_path: Path) -> None:
 def test_report_groups_and_serving_series_leave_out_the_axes_the_fields_carry(tmp_path: Path) -> None:
     """The report's lines are not the batch sizes (workload.batch_size), the serving series are not the
     rates (serving.request_rate), whatever the overrides that set them are called."""
-    from llem.report import _group_keys
+    from llem.report.build import _group_keys
     from llem.results.example import write_example_study
     from llem.results.study_summary import serving_frame
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from llem.report.build import (  # noqa: F401
-    BATCH_KEYS,
     PAGE,
     Report,
     ReportError,
