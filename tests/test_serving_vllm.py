@@ -51,7 +51,7 @@ def test_serving_job_reports_rate_latency_slo_and_per_request_records(study: dic
     job = study["jobs"]["20"]
     r, rows = job["result"], job["rows"]
     s = r["serving"]
-    assert r["status"] == "completed" and r["schema_version"].startswith("1.1")
+    assert r["status"] == "completed" and r["schema_version"].startswith("1.2")
     assert s["request_rate"] == 20.0 and s["requests"] == {"planned": N, "sent": N, "succeeded": N, "failed": 0,
                                                            "failed_by_reason": {}, "errors": []}
     assert s["offered_rate_s"] == 20.0 and s["schedule"]["source"] == "arrivals"

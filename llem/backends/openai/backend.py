@@ -288,12 +288,26 @@ class OpenaiBackend(Backend):
     async def _server_gone(self) -> str | None:
         """Why the server can no longer answer (its process exited, /health fails), or None: it is there."""
         server = self.server
-        if server is not None and not server.alive():
-            code = server.proc.returncode if server.proc else None
-            return f"the server (pid {server.proc.pid if server.proc else '?'}) exited with code {code}"
+
+        def exited() -> str | None:
+            if server is not None and not server.alive():
+                code = server.proc.returncode if server.proc else None
+                return f"the server (pid {server.proc.pid if server.proc else '?'}) exited with code {code}"
+            return None
+
+        if (why := exited()) is not None:
+            return why
         assert self.settings is not None and self.client is not None
         ok, seen = await self.client.health()
-        return None if ok else f"the server at {self.settings.base_url} fails its health check ({seen})"
+        if ok:
+            return None
+        for _ in range(10):  # a killed server's socket can close before its exit is seen: say which it was
+            if (why := exited()) is not None:
+                return why
+            if server is None:
+                break
+            await asyncio.sleep(0.1)
+        return f"the server at {self.settings.base_url} fails its health check ({seen})"
 
     def _drive(self, sends: list[tuple[Any, int | None, int | None, bool | None]], offsets: list[float],
                during: str) -> list[RequestRecord]:
