@@ -151,7 +151,10 @@ def test_llem_auto_on_a_simulated_amd_host_measures_the_jobs_gpu(tmp_path, llem_
     (folder,) = [p.parent for p in work.rglob("result.json")]
     e = read_result(folder)["energy"]
     assert [d["device"] for d in e["devices"]] == ["gpu:2"] and e["attribution"]["method"] == "amdsmi_processes"
-    assert e["mean_power_w"] == pytest.approx(520.0, rel=0.01)
+    # the job's 520 W GPU, not the idle 140 W ones nor the other tenant's 700 W one; the window here is a few
+    # tens of ms (n=2 x 16 tokens), where the edges alone move the mean by ~1 % (read 526.7 W once in CI);
+    # the meter's accuracy on known energy is test_job_gpu_energy_within_1pct_of_truth_... (0.009 %)
+    assert e["mean_power_w"] == pytest.approx(520.0, rel=0.05)
     assert len(e["unattributed_devices"]) == 7
     # the same job asking for amdsmi on a host without AMD's library: exit 2, one line, before the model loads
     broken = amd_sim.sim_folder(tmp_path / "broken", import_error="KeyError")
