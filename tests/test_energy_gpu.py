@@ -424,7 +424,9 @@ def test_llem_on_a_simulated_8_gpu_h100_host_reports_the_jobs_gpu(tmp_path, llem
     e = r["energy"]
     assert r["environment"]["cuda_device_order"] == "PCI_BUS_ID"  # set for the job: CUDA numbers GPUs as NVML
     assert [d["device"] for d in e["devices"]] == ["gpu:3"] and e["attribution"]["method"] == "nvml_processes"
-    assert e["mean_power_w"] == pytest.approx(400.0, rel=0.02)  # the old code said ~911 W
+    # the job's 400 W GPU alone (the old code said ~911 W); a window of tens of ms, where the 100 ms counter's
+    # edges move the mean by a few % (accuracy on known energy: tests/test_energy_nvml.py, < 0.4 %)
+    assert e["mean_power_w"] == pytest.approx(400.0, rel=0.05)
     assert len(e["unattributed_devices"]) == 7
     # the same host, the job's GPU locked away (cgroup): energy=nvml stops before the model loads, exit 2
     fake2 = _sim_pynvml(tmp_path / "b", "sim = gpu_sim.host('H100', 2)\nsim.gpus[1].open_error = 4")
