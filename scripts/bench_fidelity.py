@@ -194,7 +194,7 @@ def bench_vllm(report: Report, quick: bool, tmp: Path, model: str) -> None:
             # llem without per-step token streaming, on the same engine: shows what streaming costs
             ov2 = [*overrides, "vllm.token_timestamps=false"]
             b2 = vb.VllmBackend(compose(ov2)[0])
-            b2.llm, b2.tokenizer = backend.llm, backend.tokenizer
+            b2.engine, b2.tokenizer = backend.engine, backend.tokenizer
             arms_backends["llem, token_timestamps=false"] = (ov2, b2)
 
         def llem_arm(name: str = "llem") -> float:
