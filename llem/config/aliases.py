@@ -72,7 +72,7 @@ def rename_overrides(argv: list[str], warn: TextIO | None = None) -> tuple[list[
             shown = " and ".join(a[1] for a in args)
             return list(argv), (f"{shown} set the same knob with different values "
                                 f"({renamed(_split(olds[0][1])[1])}): give it once, as {new}=...")
-        if len(args) > 1:  # the same value both ways: the new spelling stays, once
+        if len(olds) < len(args):  # the same value both ways: the new spelling stays
             for i, _, _ in olds:
                 out[i] = None
         for _, arg, _ in olds:
