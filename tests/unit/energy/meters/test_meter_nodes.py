@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[4]
 
 
 def test_every_meter_node_comes_from_its_registry_line() -> None:
-    assert METER_NODES == {"rapl": RaplConfig, "codecarbon": CodeCarbonConfig}  # nvml/amdsmi/zeus: no knobs of their own
+    assert {"rapl": RaplConfig, "codecarbon": CodeCarbonConfig} == METER_NODES  # nvml/amdsmi/zeus: no knobs of their own
     fields = {f.name: f for f in dataclasses.fields(EnergyConfig)}
     for name, spec in METERS.items():
         if spec.config is None:
