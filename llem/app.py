@@ -121,6 +121,7 @@ def _hydra_main(cfg: DictConfig) -> Any:
 
 def main() -> None:
     """Console entry: friendly unknown-key errors first, then Hydra, with user errors mapped to exit 2."""
+    from llem.config.aliases import rename_overrides
     from llem.config.inputs import argv_order_problem
     from llem.config.overrides import check_argv, scope_backend_overrides
 
@@ -130,6 +131,8 @@ def main() -> None:
         print(f"llem {__version__}")
         sys.exit(0)
     problem = argv_order_problem(sys.argv[1:])  # `x=1 -m y=2`: argparse's usage text otherwise
+    if not problem:  # renamed keys (energy.rapl_root → energy.rapl.root): new spelling, one warning each
+        sys.argv[1:], problem = rename_overrides(sys.argv[1:])
     if not problem:
         sys.argv[1:], problem = scope_backend_overrides(sys.argv[1:])
     problem = problem or check_argv(sys.argv[1:])

@@ -73,7 +73,7 @@ def test_aienergyscore_prompts_are_the_ones_measured(tmp_path: Path, llem_cache:
          ["pytorch.load_in_8bit=true is invalid", "choose one"], 2),
         (["pytorch.load_in_4bit=true"], ["pytorch.load_in_4bit=true is invalid", "without a CUDA GPU"], 2),
         (["dataset=jsonl", "dataset.path=/nonexistent.jsonl"], ["dataset.path=/nonexistent.jsonl", "no such file"], 2),
-        (["energy=rapl", "energy.rapl_root=/nonexistent"], ["energy.meter=rapl", "energy.rapl_root=/nonexistent"], 2),
+        (["energy=rapl", "energy.rapl_root=/nonexistent"], ["energy.meter=rapl", "energy.rapl.root=/nonexistent", "energy.rapl_root is now energy.rapl.root"], 2),
         (["vllm.max_tokens=8"], ["'vllm.max_tokens=8' sets a knob of backend vllm", "backend=pytorch"], 2),
     ],
 )

@@ -19,6 +19,7 @@ from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
 from llem.energy.block import energy_block
 from llem.energy.meters.nvml.meter import NvmlMeter
+from llem.energy.meters.rapl.config import RaplConfig
 from llem.energy.phases import phase_energy
 from llem.measure.latency import Phase
 
@@ -313,7 +314,7 @@ def test_no_permission_on_the_jobs_gpu_fails_nvml_and_auto_carries_on(nvml_sim, 
     monkeypatch.setenv("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
     with pytest.raises(MeterUnavailable, match=r"energy.meter=nvml: .*GPU 1.*NVMLError_NoPermission"):
         build_meters(EnergyConfig(meter="nvml"))
-    sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path / "absent")))
+    sel = build_meters(EnergyConfig(meter="auto", rapl=RaplConfig(str(tmp_path / "absent"))))
     assert [m.name for m in sel.meters] == ["none"]
     assert any(n.startswith("nvml: unavailable:") and "NoPermission" in n for n in sel.notes)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")  # a GPU the job does not use may be locked away

@@ -419,7 +419,7 @@ def test_node_meter_runs_beside_the_gpu_meter_in_one_window(tmp_path: Path, nvml
     mock = RedfishMockup(tmp_path / "m", style="environment", power_w=700.0)
     with sushy_static(mock.root) as address:
         cfg = energy_cfg("redfish", address, sample_s=0.1)
-        cfg.meter, cfg.rapl_root = "auto", str(tmp_path / "no-rapl")
+        cfg.meter, cfg.rapl.root = "auto", str(tmp_path / "no-rapl")
         sel = build_meters(cfg)
         assert [m.name for m in sel.meters] == ["nvml", "node"]
         with MeasurementWindow(sel.meters) as w:

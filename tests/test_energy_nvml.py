@@ -18,6 +18,7 @@ from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
 from llem.energy.block import energy_block
 from llem.energy.meters.nvml.meter import POLL_S, NvmlMeter
+from llem.energy.meters.rapl.config import RaplConfig
 
 
 def _window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | None = None):
@@ -197,7 +198,7 @@ def test_missing_bindings_and_driver_are_reported(nvml_sim, monkeypatch, tmp_pat
     nvml_sim(host("H100", clock=SimClock(), init_error=REAL.NVML_ERROR_DRIVER_NOT_LOADED))
     with pytest.raises(MeterUnavailable, match="energy.meter=nvml: NVML could not start"):
         build_meters(EnergyConfig(meter="nvml"))
-    sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path / "absent")))
+    sel = build_meters(EnergyConfig(meter="auto", rapl=RaplConfig(str(tmp_path / "absent"))))
     assert [m.name for m in sel.meters] == ["none"]
     assert any(n.startswith("nvml: unavailable: NVML could not start") for n in sel.notes)
     assert any(n.startswith("rapl: unavailable: no RAPL powercap tree") for n in sel.notes)

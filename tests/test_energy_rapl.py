@@ -14,6 +14,7 @@ from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
 from llem.energy.block import energy_block
 from llem.energy.meters.rapl import meter as rapl_mod
+from llem.energy.meters.rapl.config import RaplConfig
 from llem.energy.meters.rapl.meter import RaplMeter, discover, wrapped_delta_uj
 
 
@@ -97,17 +98,17 @@ def test_unreadable_counters_say_how_to_fix_permissions(tmp_path: Path, monkeypa
     else:
         target.chmod(0)
     with pytest.raises(MeterUnavailable) as err:
-        build_meters(EnergyConfig(meter="rapl", rapl_root=str(tmp_path)))
+        build_meters(EnergyConfig(meter="rapl", rapl=RaplConfig(str(tmp_path))))
     msg = str(err.value)
     assert msg.startswith("energy.meter=rapl: RAPL energy counters are not readable")
-    assert str(target) in msg and "chmod a+r" in msg and "energy.rapl_root" in msg
-    sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path)))  # auto: a note, not an error
+    assert str(target) in msg and "chmod a+r" in msg and "energy.rapl.root" in msg
+    sel = build_meters(EnergyConfig(meter="auto", rapl=RaplConfig(str(tmp_path))))  # auto: a note, not an error
     assert sel.meters[0].name == "none" and any("chmod a+r" in n for n in sel.notes)
 
 
 def test_missing_tree_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(MeterUnavailable, match=r"no RAPL powercap tree at energy.rapl_root=.*absent"):
-        build_meters(EnergyConfig(meter="rapl", rapl_root=str(tmp_path / "absent")))
+    with pytest.raises(MeterUnavailable, match=r"no RAPL powercap tree at energy.rapl.root=.*absent"):
+        build_meters(EnergyConfig(meter="rapl", rapl=RaplConfig(str(tmp_path / "absent"))))
 
 
 @pytest.mark.slow
@@ -120,7 +121,7 @@ def test_llem_with_rapl_writes_energy_block_and_timeseries(tmp_path: Path, llem_
     tree = intel_tree(root, package_w=30.0, dram_w=5.0)
     tree.period_s = 0.005  # light on the CPU the llem subprocess needs
     with tree:
-        proc = run_llem(["energy=rapl", f"energy.rapl_root={root}", "energy.sample_hz=100", "energy.baseline_s=1.0",
+        proc = run_llem(["energy=rapl", f"energy.rapl.root={root}", "energy.sample_hz=100", "energy.baseline_s=1.0",
                          "energy.baseline_ttl_s=0", "n=4", "pytorch.max_output_tokens=128"], work, llem_cache)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (folder,) = [p.parent for p in work.rglob("result.json")]

@@ -13,6 +13,8 @@ from llem.config.schema import EnergyConfig
 from llem.energy import MeterUnavailable, build_meters
 from llem.energy.base import DeviceEnergy, EnergyReading
 from llem.energy.block import energy_block
+from llem.energy.meters.codecarbon.config import CodeCarbonConfig
+from llem.energy.meters.rapl.config import RaplConfig
 from llem.energy.thermal import thermal_warmup, warmup_for
 from llem.errors import ConfigError
 
@@ -58,22 +60,22 @@ def test_auto_picks_nvml_and_rapl_and_says_why(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.setitem(sys.modules, "pynvml", host("A100"))  # real clock: build_meters probes the counter step
     intel_tree(tmp_path)
-    sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path)))
+    sel = build_meters(EnergyConfig(meter="auto", rapl=RaplConfig(str(tmp_path))))
     assert [m.name for m in sel.meters] == ["nvml", "rapl"]
     assert sel.notes[0].startswith("nvml: picked: nvml: 1 GPU(s): gpu:0 NVIDIA A100-SXM4-80GB (energy counter)")
     assert sel.notes[1].startswith("rapl: picked: rapl: cpu:package-0")
     assert sel.notes[-1].startswith("auto picked nvml + rapl (GPU and CPU energy reported separately")
-    sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path), cpu=False))
+    sel = build_meters(EnergyConfig(meter="auto", rapl=RaplConfig(str(tmp_path)), cpu=False))
     assert [m.name for m in sel.meters] == ["nvml"] and "rapl: not tried (energy.cpu=false)" in sel.notes
     for m in sel.meters:
         m.close()
-    sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path), gpu=False))
+    sel = build_meters(EnergyConfig(meter="auto", rapl=RaplConfig(str(tmp_path)), gpu=False))
     assert [m.name for m in sel.meters] == ["rapl"] and sel.notes[0] == "nvml: not tried (energy.gpu=false)"
 
 
 def test_auto_with_nothing_records_none_and_why(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)
-    sel = build_meters(EnergyConfig(meter="auto", rapl_root=str(tmp_path / "absent")))
+    sel = build_meters(EnergyConfig(meter="auto", rapl=RaplConfig(str(tmp_path / "absent"))))
     assert [m.name for m in sel.meters] == ["none"]
     reading = sel.meters[0].stop()
     b = energy_block([reading], sel.notes, 1.0, 10, 1)
@@ -105,8 +107,8 @@ def test_zeus_on_a_host_without_gpu_or_rapl_says_so() -> None:
 
 
 def test_codecarbon_missing_or_bad_country(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(MeterUnavailable, match="country_iso_code='usa' is invalid"):
-        build_meters(EnergyConfig(meter="codecarbon", country_iso_code="usa"))
+    with pytest.raises(ConfigError, match="energy.codecarbon.country_iso_code=usa is invalid"):
+        build_meters(EnergyConfig(meter="codecarbon", codecarbon=CodeCarbonConfig("usa")))
     monkeypatch.setitem(sys.modules, "codecarbon", None)
     with pytest.raises(MeterUnavailable, match=r"pip install llem\[codecarbon\]"):
         build_meters(EnergyConfig(meter="codecarbon"))
@@ -114,8 +116,8 @@ def test_codecarbon_missing_or_bad_country(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_codecarbon_window_is_an_estimate_in_joules() -> None:
     pytest.importorskip("codecarbon")
-    (meter,) = build_meters(EnergyConfig(meter="codecarbon", country_iso_code="FRA",
-                                         codecarbon_measure_power_s=0.2)).meters
+    (meter,) = build_meters(EnergyConfig(meter="codecarbon",
+                                         codecarbon=CodeCarbonConfig("FRA", 0.2))).meters
     meter.start()
     threading.Event().wait(0.5)
     reading = meter.stop()

@@ -13,6 +13,8 @@ from llem.datasets import DATASETS, Dataset, DatasetError, dataset, load_prompts
 from llem.energy import check_config, make_meter
 from llem.energy.base import Meter
 from llem.energy.meters import CHOICES, METERS, meter_class
+from llem.energy.meters.codecarbon.config import CodeCarbonConfig
+from llem.energy.meters.rapl.config import RaplConfig
 from llem.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,28 +37,28 @@ def test_every_meter_is_one_registry_line_with_a_class_built_from_the_energy_con
     for name in METERS:
         cls = meter_class(name)
         assert issubclass(cls, Meter) and cls.__module__ == f"llem.energy.meters.{name}.meter"
-        meter = make_meter(name, EnergyConfig(sample_hz=7.0, gpu_indices=[1], rapl_root="/x"))
+        meter = make_meter(name, EnergyConfig(sample_hz=7.0, gpu_indices=[1], rapl=RaplConfig("/x")))
         assert type(meter) is cls and meter.name == name  # constructing probes nothing
 
 
 def test_meter_knobs_reach_the_meter() -> None:
-    cfg = EnergyConfig(sample_hz=7.0, gpu_indices=[1], rapl_root="/somewhere", codecarbon_measure_power_s=3.0)
+    cfg = EnergyConfig(sample_hz=7.0, gpu_indices=[1], rapl=RaplConfig("/somewhere"))
     rapl = make_meter("rapl", cfg)
     assert (rapl.root, rapl.sample_hz) == ("/somewhere", 7.0)
     for name in ("nvml", "amdsmi"):
         m = make_meter(name, cfg)
         assert (m.sample_hz, m.gpu_indices) == (7.0, [1])
     assert make_meter("zeus", cfg).gpu_indices == [1]
-    cc = make_meter("codecarbon", EnergyConfig(country_iso_code="FRA", codecarbon_measure_power_s=3.0))
+    cc = make_meter("codecarbon", EnergyConfig(codecarbon=CodeCarbonConfig("FRA", 3.0)))
     assert (cc.country, cc.measure_power_s, cc.gpu_indices) == ("FRA", 3.0, None)
 
 
 def test_unknown_meter_and_a_meter_check_fail_naming_the_key() -> None:
     with pytest.raises(ValueError, match="energy.meter='nope' is invalid: allowed auto, none, nvml"):
         make_meter("nope", EnergyConfig())
-    with pytest.raises(ConfigError, match=r"energy.codecarbon_measure_power_s=0.0 is invalid: allowed a number > 0"):
-        check_config(EnergyConfig(codecarbon_measure_power_s=0.0))
-    check_config(EnergyConfig(codecarbon_measure_power_s=0.001))
+    with pytest.raises(ConfigError, match=r"energy.codecarbon.measure_power_s=0.0 is invalid: allowed a finite number > 0"):
+        check_config(EnergyConfig(codecarbon=CodeCarbonConfig(measure_power_s=0.0)))
+    check_config(EnergyConfig(codecarbon=CodeCarbonConfig(measure_power_s=0.001)))
     bad = problems(ExperimentConfig(pytorch=BACKENDS["pytorch"].config(), energy=EnergyConfig(meter="nope")))
     assert bad == [("energy.meter", "nope", "one of " + ", ".join(CHOICES))] or bad[0][:2] == ("energy.meter", "nope")
 

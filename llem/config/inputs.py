@@ -52,7 +52,6 @@ def _check_ranges(c: Any, cfg: ExperimentConfig) -> None:
     _at_least(c, "energy.baseline_ttl_s", e.baseline_ttl_s, 0.0)
     _at_least(c, "energy.thermal_plateau_s", e.thermal_plateau_s, 0.0, open_=True)
     _at_least(c, "energy.thermal_tolerance_c", e.thermal_tolerance_c, 0.0)
-    _at_least(c, "energy.codecarbon_measure_power_s", e.codecarbon_measure_power_s, 0.0, open_=True)
     if e.gpu_indices is not None and any(not isinstance(i, int) or i < 0 for i in e.gpu_indices):
         c.add("energy.gpu_indices", list(e.gpu_indices), "null or a list of CUDA ordinals >= 0")
     s = cfg.study

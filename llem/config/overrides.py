@@ -17,6 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Union
 
+from llem.config.aliases import renamed
 from llem.config.schema import BACKENDS, ExperimentConfig
 
 GROUPS = ("backend", "model", "dataset", "energy", "experiment")
@@ -122,6 +123,8 @@ def unknown_key(key: str, root: type = ExperimentConfig) -> str | None:
     """None if `key` (dotted) exists in the schema, else a message naming what is allowed there."""
     if root is ExperimentConfig and key in MOVED_KEYS:
         return moved_key(key)
+    if root is ExperimentConfig and renamed(key):  # in a YAML file (overrides are renamed before this)
+        return renamed(key)
     node: Any = root
     path: list[str] = []
     for part in key.split("."):

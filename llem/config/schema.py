@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Optional
+
+from llem.energy.meters.node.config import NodeConfig  # energy.node.* (the BMC; beside every meter)
 
 
 class Precision(str, Enum):
@@ -60,28 +62,13 @@ class WarmupConfig:
 
 
 @dataclass
-class NodeConfig:
-    """Whole-node power from the server's BMC, measured beside the GPU/CPU meters (docs/node-power.md)."""
-
-    source: str = "none"  # none | redfish | ipmi
-    address: str | None = None  # redfish: https://bmc-host[:port]; ipmi: host name or IP of the BMC
-    username_env: str | None = None  # NAME of the env var holding the BMC user (never the user itself)
-    password_env: str | None = None  # NAME of the env var holding the BMC password (never the password)
-    verify_tls: bool = True  # redfish: check the BMC's certificate (false: self-signed BMCs)
-    sample_s: float = 1.0  # seconds between readings (≈ the BMC's own update period)
-    timeout_s: float = 5.0  # per request; an unanswered BMC fails the probe before the model loads
-    chassis: str | None = None  # redfish: chassis id to read; null = the first member with a power reading
-    port: int = 623  # ipmi: RMCP+ (lanplus) UDP port
-
-
-@dataclass
-class EnergyConfig:
-    """Energy meters around the measurement window (`energy=auto|none|...`)."""
+class _EnergyCore:
+    """Energy meters around the measurement window (`energy=auto|none|...`); a meter with knobs of its own
+    has its node `energy.<meter>.*`, generated from the meter registry (llem/energy/meters/__init__.py)."""
 
     meter: str = "auto"  # auto | none | nvml | amdsmi | rapl | zeus | codecarbon
     reason: str | None = None  # none: why energy is not measured (recorded in the result)
     sample_hz: float = 10.0  # power sampler rate where the meter samples
-    rapl_root: str = "/sys/class/powercap"  # RAPL sysfs root (override for containers and tests)
     gpu: bool = True  # auto: try GPU meters
     cpu: bool = True  # auto: try CPU meters
     gpu_indices: list[int] | None = None  # CUDA ordinals (after CUDA_VISIBLE_DEVICES) to measure; null = all
@@ -90,8 +77,6 @@ class EnergyConfig:
     thermal_warmup_s: float = 0.0  # run warmup until GPU temperature stops rising, at most this long; 0 = off
     thermal_plateau_s: float = 10.0  # thermal warmup: temperature counts as settled when it rose less
     thermal_tolerance_c: float = 1.0  # ... than this over the last thermal_plateau_s seconds
-    country_iso_code: str = "USA"  # codecarbon offline tracker
-    codecarbon_measure_power_s: float = 1.0  # codecarbon's own power polling interval
     extra: dict[str, Any] = field(default_factory=dict)
     node: NodeConfig = field(default_factory=NodeConfig)  # BMC node power (energy.node.source=redfish|ipmi)
     basis: str = "auto"  # per-token/request figures from: auto (gpu, else cpu, else node) | gpu | cpu | node
@@ -262,6 +247,24 @@ BACKENDS: dict[str, BackendSpec] = {
 }
 
 
+def _with_sections(core: type, name: str, sections: list[tuple[str, Any, Any]]) -> type:
+    """`core` + one typed section per registry entry (`pytorch: PytorchConfig | None = None`,
+    `rapl: RaplConfig = RaplConfig()`, ...), so Hydra types every knob at compose time."""
+    from dataclasses import make_dataclass
+
+    cls = make_dataclass(name, sections, bases=(core,))
+    cls.__module__, cls.__doc__ = __name__, core.__doc__
+    return cls
+
+
+from llem.energy.meters import METERS  # noqa: E402  (the meter registry: pure, no vendor library)
+
+# energy.<meter>.* for every meter with knobs of its own (METERS[...].config); e.g. energy.rapl.root
+METER_NODES: dict[str, type] = {name: spec.config for name, spec in METERS.items() if spec.config}
+EnergyConfig = _with_sections(_EnergyCore, "EnergyConfig", [
+    (name, cls, field(default_factory=cls)) for name, cls in METER_NODES.items()])
+
+
 @dataclass
 class _ExperimentCore:
     """One measured job. The `backend` group sets `backend` and fills its own section."""
@@ -286,19 +289,8 @@ class _ExperimentCore:
     allow_over_max_prompts: bool = False  # true: n above max_prompts runs anyway
 
 
-def _with_backend_sections(core: type) -> type:
-    """ExperimentConfig = the core fields + one optional typed section per registered backend
-    (`pytorch: PytorchConfig | None = None`, ...), so Hydra types every backend knob at compose time."""
-    from dataclasses import make_dataclass
-    from typing import Optional
-
-    sections = [(name, Optional[spec.config], field(default=None)) for name, spec in BACKENDS.items()]  # noqa: UP045
-    cls = make_dataclass("ExperimentConfig", sections, bases=(core,))
-    cls.__module__, cls.__doc__ = __name__, core.__doc__
-    return cls
-
-
-ExperimentConfig = _with_backend_sections(_ExperimentCore)
+ExperimentConfig = _with_sections(_ExperimentCore, "ExperimentConfig", [
+    (name, Optional[spec.config], field(default=None)) for name, spec in BACKENDS.items()])  # noqa: UP045
 
 # Top-level keys that do not change what is measured: excluded from config_hash.
 NON_MEASUREMENT_KEYS: tuple[str, ...] = ("study", "study_job", "hydra", "quiet", "save_requests", "max_prompts",

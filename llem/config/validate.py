@@ -11,6 +11,7 @@ from typing import Any
 
 from llem.config.schema import BACKENDS, ExperimentConfig, import_target
 from llem.energy.meters import CHOICES as METER_CHOICES
+from llem.energy.meters import meter_problems
 from llem.errors import ConfigError, UserError, show_value  # noqa: F401
 
 ORDERS = ("sequential", "interleaved", "shuffled")
@@ -111,6 +112,7 @@ def _check_rest(c: Checks, cfg: ExperimentConfig) -> None:
     from llem.energy.meters.node.config import problems as node_problems  # pure: no client imported
 
     c.problems.extend(node_problems(e))  # energy.node.* (BMC node power) and energy.basis
+    c.problems.extend(meter_problems(e))  # each meter's node, energy.<meter>.* (its checks.py)
     s = cfg.study
     c.int_min("study.n_cycles", s.n_cycles, 1)
     c.one_of("study.order", s.order, ORDERS)

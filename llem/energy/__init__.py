@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable, NoMeter
 
 __all__ = ["DeviceEnergy", "EnergyReading", "Meter", "MeterUnavailable", "NoMeter", "MeterSelection",
            "build_meters", "check_config", "make_meter"]
+
+if TYPE_CHECKING:  # annotations only: the schema imports the meter registry below this package
+    from llem.config.schema import EnergyConfig
 
 NO_METER = "auto: no supported energy meter on this host (no NVIDIA GPU via NVML, no AMD GPU via amdsmi, no readable RAPL)"
 

@@ -43,9 +43,12 @@ class JobFailed(LlemError):
 
 
 def _overrides(overrides: Sequence[str]) -> list[str]:
+    from llem.config.aliases import rename_overrides
     from llem.config.overrides import check_argv, scope_backend_overrides
 
-    args, problem = scope_backend_overrides([str(o) for o in overrides])
+    args, problem = rename_overrides([str(o) for o in overrides])  # energy.rapl_root → energy.rapl.root
+    if not problem:
+        args, problem = scope_backend_overrides(args)
     problem = problem or check_argv(args)
     if problem:
         raise UserError(problem)

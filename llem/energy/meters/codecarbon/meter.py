@@ -1,6 +1,6 @@
 """CodeCarbon (`pip install llem[codecarbon]`): an offline tracker around the window. Its figures are
 ESTIMATES — CPU power from a TDP/load model where RAPL is unreadable, RAM power from its size, GPU from
-NVML polled every `energy.codecarbon_measure_power_s` — so every device it reports is marked
+NVML polled every `energy.codecarbon.measure_power_s` — so every device it reports is marked
 `estimate: true` and never summed with measured energy. Energies arrive in kWh; llem reports joules.
 
 GPUs: CodeCarbon is told the job's GPUs (`gpu_ids`, NVML indices from llem's device layer) so other
@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-import re
 from typing import Any
 
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable
+from llem.energy.meters.codecarbon.checks import COUNTRY, COUNTRY_ALLOWED
 
 KWH_J = 3.6e6
 
@@ -66,7 +66,7 @@ class CodeCarbonMeter(Meter):
 
     @classmethod
     def from_config(cls, cfg: Any) -> CodeCarbonMeter:
-        return cls(cfg.country_iso_code, cfg.codecarbon_measure_power_s, None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices])
+        return cls(cfg.codecarbon.country_iso_code, cfg.codecarbon.measure_power_s, None if cfg.gpu_indices is None else [int(i) for i in cfg.gpu_indices])
 
     def __init__(self, country_iso_code: str = "USA", measure_power_s: float = 1.0,
                  gpu_indices: list[int] | None = None) -> None:
@@ -82,9 +82,9 @@ class CodeCarbonMeter(Meter):
     def probe(self) -> None:
         if self._cls is not None:
             return
-        if not re.fullmatch(r"[A-Z]{3}", self.country or ""):
-            raise MeterUnavailable(f"energy.country_iso_code={self.country!r} is invalid: allowed a 3-letter "
-                                   "ISO 3166 code in capitals, e.g. USA, FRA, DEU")
+        if not COUNTRY.fullmatch(self.country or ""):
+            raise MeterUnavailable(f"energy.codecarbon.country_iso_code={self.country!r} is invalid: allowed "
+                                   f"{COUNTRY_ALLOWED}")
         try:
             from codecarbon import OfflineEmissionsTracker
         except ImportError as e:

@@ -1,4 +1,4 @@
-"""`energy.node.*` checks and credentials (pure: no client library imported here).
+"""`energy.node.*`: the knobs, their checks and credentials (pure: no client library imported here).
 
 Credentials are never in the config: `username_env` / `password_env` name environment variables, read
 at probe time. Nothing here returns or formats the password except `credentials`, whose result the
@@ -9,12 +9,28 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
 
 SOURCES = ("none", "redfish", "ipmi")
 BASES = ("auto", "gpu", "cpu", "node")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 INSTALL = "pip install 'llem[node]'"
+
+
+@dataclass
+class NodeConfig:
+    """Whole-node power from the server's BMC, measured beside the GPU/CPU meters (docs/node-power.md)."""
+
+    source: str = "none"  # none | redfish | ipmi
+    address: str | None = None  # redfish: https://bmc-host[:port]; ipmi: host name or IP of the BMC
+    username_env: str | None = None  # NAME of the env var holding the BMC user (never the user itself)
+    password_env: str | None = None  # NAME of the env var holding the BMC password (never the password)
+    verify_tls: bool = True  # redfish: check the BMC's certificate (false: self-signed BMCs)
+    sample_s: float = 1.0  # seconds between readings (≈ the BMC's own update period)
+    timeout_s: float = 5.0  # per request; an unanswered BMC fails the probe before the model loads
+    chassis: str | None = None  # redfish: chassis id to read; null = the first member with a power reading
+    port: int = 623  # ipmi: RMCP+ (lanplus) UDP port
 
 
 def problems(energy: Any) -> list[tuple[str, Any, str]]:

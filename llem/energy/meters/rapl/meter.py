@@ -1,6 +1,6 @@
 """CPU package and DRAM energy from Linux powercap RAPL counters (Intel, and AMD Zen via the same driver).
 
-Zones live under `<energy.rapl_root>` (default /sys/class/powercap) as `intel-rapl:<pkg>` (name
+Zones live under `<energy.rapl.root>` (default /sys/class/powercap) as `intel-rapl:<pkg>` (name
 `package-N`) with sub-zones `intel-rapl:<pkg>:<n>` (names `core`, `uncore`, `dram`); AMD CPUs expose
 `package-N` and `core` only. `energy_uj` is a wrapping microjoule counter; it wraps at
 `max_energy_range_uj`, so a sampler thread reads it at `energy.sample_hz` and adds the range at
@@ -38,7 +38,7 @@ FIX_PERMISSIONS = (
     "RAPL counters are readable by root only on Linux >= 5.10 (CVE-2020-8694). Either run as root, or grant "
     "read access until the next reboot: `sudo chmod a+r {root}/intel-rapl:*/energy_uj "
     "{root}/intel-rapl:*:*/energy_uj` (a udev rule or systemd-tmpfiles entry makes it permanent). In a "
-    "container, mount the host's /sys/class/powercap and point energy.rapl_root at it. Or measure without "
+    "container, mount the host's /sys/class/powercap and point energy.rapl.root at it. Or measure without "
     "RAPL: energy.cpu=false (auto) or energy=nvml|none."
 )
 
@@ -108,7 +108,7 @@ class RaplMeter(Meter):
 
     @classmethod
     def from_config(cls, cfg: Any) -> RaplMeter:
-        return cls(cfg.rapl_root, cfg.sample_hz)
+        return cls(cfg.rapl.root, cfg.sample_hz)
 
     def __init__(self, root: str = "/sys/class/powercap", sample_hz: float = 10.0) -> None:
         self.root = root
@@ -125,11 +125,11 @@ class RaplMeter(Meter):
         if self.zones:
             return
         if not os.path.isdir(self.root):
-            raise MeterUnavailable(f"no RAPL powercap tree at energy.rapl_root={self.root} (not a Linux host with "
+            raise MeterUnavailable(f"no RAPL powercap tree at energy.rapl.root={self.root} (not a Linux host with "
                                    "intel_rapl loaded, or a container without /sys/class/powercap mounted)")
         zones = discover(self.root)
         if not any(z.kind == "cpu" for z in zones):
-            raise MeterUnavailable(f"no RAPL package zones (intel-rapl:N/energy_uj) under energy.rapl_root={self.root}")
+            raise MeterUnavailable(f"no RAPL package zones (intel-rapl:N/energy_uj) under energy.rapl.root={self.root}")
         unreadable = []
         for z in zones:
             try:
