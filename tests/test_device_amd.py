@@ -104,7 +104,9 @@ def test_power_is_current_socket_power_else_the_average(monkeypatch) -> None:
         clock.advance(0.5)
         sim.set_power(0, 700.0)
         assert dev.power_w() == (700.0, INSTANT) and dev.power_source() == "current_socket_power"
-        assert dev.temperature_c() > 0  # HOTSPOT: MI300X has no EDGE sensor
+        # HOTSPOT (MI300X has no EDGE sensor); amd_sim: 35 °C + 700 W / 20 = 70 °C (an integer: exact)
+        assert dev.temperature_c() == 70.0
+        assert (dev.sm_clock_mhz(), dev.mem_clock_mhz()) == (2100.0, 1300.0)  # amd_sim's GFX and MEM clocks
     clock = SimClock()
     sim = install(monkeypatch, host("MI250X", 1, clock=clock, watts=[300.0]))
     with amd.session() as h:

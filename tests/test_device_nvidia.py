@@ -35,7 +35,9 @@ def test_reads_through_the_abstract_gpu(nvml_sim) -> None:
         assert a100.power_kind() == INSTANT and p100.has_energy_counter() is False
         with pytest.raises(DeviceNotSupported):
             p100.energy_counter()
-        assert h100.temperature_c() > 0 and h100.sm_clock_mhz() > 0 and h100.mem_clock_mhz() > 0
+        # gpu_sim: 32 °C ambient + 0.1 °C/W × 300 W (steady: the power never changed); clocks at the top
+        # supported SM (1980) and memory (2619) MHz. Exact: the sim returns integers.
+        assert (h100.temperature_c(), h100.sm_clock_mhz(), h100.mem_clock_mhz()) == (62, 1980, 2619)
         used, total = h100.memory_info()
         assert 0 <= used <= total == h100.memory_total_bytes()
         assert isinstance(h100.clock_event_reasons(), list)

@@ -59,7 +59,11 @@ def test_large_batch_split_is_never_negative_and_sums_to_the_window() -> None:
     block = energy_block([r], [], t, output_tokens=64 * 8 * 16, requests=64 * 8, input_tokens=64 * 8 * 128,
                          window_span=(0.0, t), phases=phases)
     ph = block["phases"]
-    assert ph["basis"] == "gpu" and ph["prefill_j"] > 0 and ph["decode_j"] > 0 and ph["other_j"] >= 0
+    assert ph["basis"] == "gpu" and ph["other_j"] >= 0
+    # truth (the sawtooth integrated over the spans): prefill 31.98 J (64 x 2 ms), decode 767.7 J (64 x 48 ms).
+    # Sub-sample spans are split by time x fitted power, so each can be off by the sawtooth's spread within
+    # a cell (200..300 W around 250: +-20 %); decode, 94 % of every cell, lands within 2 %.
+    assert ph["prefill_j"] == pytest.approx(31.98, rel=0.2) and ph["decode_j"] == pytest.approx(767.7, rel=0.02)
     assert ph["prefill_j"] + ph["decode_j"] + ph["other_j"] == pytest.approx(ph["window"]["gpu_j"], rel=1e-12)
     assert ph["j_per_output_token_decode"] == pytest.approx(ph["decode_j"] / (64 * 8 * 15))
     assert ph["j_per_input_token_prefill"] == pytest.approx(ph["prefill_j"] / (64 * 8 * 128))

@@ -65,7 +65,9 @@ def test_sampling_is_seeded_and_model_facts(llem_cache: Path) -> None:
         draws.append(b._generate(ids, mask, 12, None).tolist())
     assert draws[0] == draws[1] and draws[0] != draws[2]
     facts = b.model_facts()
-    assert facts["parameters"] > facts["non_embedding_parameters"] > 0
+    # tiny-gpt2 (built from its config: exact): 203,776 weights, of which embeddings are the token table
+    # (596 x 64) and GPT-2's position table (1024 x 64); the output projection is tied (counted once)
+    assert facts["parameters"] == 203_776 and facts["non_embedding_parameters"] == 203_776 - (596 + 1024) * 64
     assert facts["dtype"] == "float32" and facts["device"] == "cpu"
 
 

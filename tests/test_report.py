@@ -139,7 +139,9 @@ def test_real_multirun_loads_summarises_and_reports(real_sweep: Path, tmp_path: 
     assert len(df) == n_files == 2
     assert (df["status"] == "completed").all() and df["config_hash"].nunique() == 2
     assert sorted(df["override.pytorch.batch_size"]) == [1, 2]
-    assert (df["throughput.output_tok_s"] > 0).all() and (df["latency.ttft_s.p50"] > 0).all()
+    # n=4 prompts x 4 tokens each (the tiny model runs to max_output_tokens), over each job's own window
+    assert (df["workload.output_tokens"] == 16).all() and (df["latency.ttft_s.p50"] > 0).all()
+    assert df["throughput.output_tok_s"].tolist() == pytest.approx((16 / df["timing.window_s"]).tolist(), rel=1e-9)
     assert df["energy.j_per_output_token"].isna().all()  # CPU-only host: no meter
     first = json.loads((Path(df["job_dir"][0]) / "result.json").read_text())
     assert df["throughput.output_tok_s"][0] == first["throughput"]["output_tok_s"]

@@ -325,7 +325,9 @@ def test_api_run_and_run_study_tracked_in_mlflow(api: None, tmp_path: Path, llem
     print(f"llem.run fresh process: {time.perf_counter() - t0:.1f} s")
     assert isinstance(r, Result) and r.status == "completed" and r.job_dir == str(tmp_path / "one")
     assert r.identity["pid"] != os.getpid()  # a fresh process by default
-    assert r.throughput["output_tok_s"] > 0 and r.workload["prompts"] == 2
+    # the tiny model generates exactly max_output_tokens: 2 prompts x 4 tokens over the measured window
+    assert r.workload["prompts"] == 2 and r.workload["output_tokens"] == 8
+    assert r.throughput["output_tok_s"] == pytest.approx(8 / r.timing["window_s"], rel=1e-9)
 
     t0 = time.perf_counter()
     sweep = tmp_path / "study"

@@ -56,6 +56,20 @@ class Dataset(ABC):
         return prompts[:n]
 
 
+class FileDataset(Dataset):
+    """A dataset in one local file (`dataset.path`, checked before any model loads), parsed by `parse`."""
+
+    def problems(self, cfg: DatasetConfig) -> list[Problem]:
+        return file_problems(cfg)
+
+    def read(self, cfg: DatasetConfig) -> list[str]:
+        return self.parse(local_file(cfg), cfg.column)
+
+    @abstractmethod
+    def parse(self, path: Path, column: str | None) -> list[str]:
+        """Every prompt of the file at `path`, from `column` (None: the first of PROMPT_COLUMNS it has)."""
+
+
 def file_problems(cfg: DatasetConfig) -> list[Problem]:
     """dataset.path of a dataset that reads a local file: set, a file, there."""
     if not cfg.path:

@@ -6,28 +6,14 @@ import csv
 import io
 from pathlib import Path
 
-from llem.config.schema import DatasetConfig
-from llem.datasets.base import (
-    Dataset,
-    DatasetError,
-    Problem,
-    file_problems,
-    local_file,
-    pick_column,
-    prompt_of,
-    read_text,
-    source,
-)
+from llem.datasets.base import DatasetError, FileDataset, pick_column, prompt_of, read_text, source
 
 
-class Csv(Dataset):
+class Csv(FileDataset):
     name = "csv"
 
-    def problems(self, cfg: DatasetConfig) -> list[Problem]:
-        return file_problems(cfg)
-
-    def read(self, cfg: DatasetConfig) -> list[str]:
-        return read_csv(local_file(cfg), cfg.column)
+    def parse(self, path: Path, column: str | None) -> list[str]:
+        return read_csv(path, column)
 
 
 def read_csv(path: Path, column: str | None) -> list[str]:

@@ -7,29 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llem.config.schema import DatasetConfig
-from llem.datasets.base import (
-    Dataset,
-    DatasetError,
-    Problem,
-    file_problems,
-    kind_of,
-    local_file,
-    pick_column,
-    prompt_of,
-    read_text,
-    source,
-)
+from llem.datasets.base import DatasetError, FileDataset, kind_of, pick_column, prompt_of, read_text, source
 
 
-class Jsonl(Dataset):
+class Jsonl(FileDataset):
     name = "jsonl"
 
-    def problems(self, cfg: DatasetConfig) -> list[Problem]:
-        return file_problems(cfg)
-
-    def read(self, cfg: DatasetConfig) -> list[str]:
-        return read_jsonl(local_file(cfg), cfg.column)
+    def parse(self, path: Path, column: str | None) -> list[str]:
+        return read_jsonl(path, column)
 
 
 def read_jsonl(path: Path, column: str | None) -> list[str]:

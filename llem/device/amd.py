@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from llem.device.common import (
@@ -45,6 +45,8 @@ from llem.device.common import (
     GpuHost,
     GpuProcess,
     PowerReading,
+    host_session,
+    start_library,
     unfold_wrap,
 )
 from llem.device.gpus import Gpu, Resolution, Visible, describe_error, parse_visible
@@ -282,8 +284,8 @@ class AmdHost(GpuHost):
     vendor = VENDOR
 
     def __init__(self, sm: Any) -> None:
+        super().__init__()
         self.sm = sm
-        self._gpus: list[Gpu] | None = None
 
     def _handles(self) -> list[Any]:
         try:
@@ -291,10 +293,8 @@ class AmdHost(GpuHost):
         except _errors(self.sm) as e:
             raise DeviceUnavailable(f"amdsmi lists no GPUs ({describe_error(e)})") from e
 
-    def records(self) -> list[Gpu]:
+    def _read_records(self) -> list[Gpu]:
         """Every GPU amdsmi lists (identity records, `.device` the AmdGPU), in the runtime's order."""
-        if self._gpus is not None:
-            return self._gpus
         found = []
         for i, h in enumerate(self._handles()):
             probe = AmdGPU(self.sm, h, i)
@@ -320,15 +320,12 @@ class AmdHost(GpuHost):
             rec.device = probe
             found.append((order, rec))
         found.sort(key=lambda x: x[0])
-        self._gpus = [r for _, r in found]
-        for k, r in enumerate(self._gpus):  # the runtime's order is the index llem reports
+        records = [r for _, r in found]
+        for k, r in enumerate(records):  # the runtime's order is the index llem reports
             r.nvml_index = k
             if r.device is not None:
                 r.device.index = k
-        return self._gpus
-
-    def gpus(self) -> list[GPU]:
-        return [g.device for g in self.records() if g.device is not None]
+        return records
 
     def count(self) -> int:
         return len(self._handles())
@@ -361,6 +358,21 @@ def _match_uuid(token: str, gpu: Gpu) -> bool:
     return bool(t) and any(n and (n == t or n.startswith(t) or n.replace("-", "") == t.replace("-", "")) for n in names)
 
 
+def _pick(tokens: Sequence[str], lookup: Callable[[str], Gpu | None], miss: Callable[[str], str],
+          notes: list[str]) -> list[Gpu]:
+    """The GPUs `tokens` name, in order, each once. ROCm's rule: parsing stops at the first entry that names
+    none (`miss(token)` noted)."""
+    picked: list[Gpu] = []
+    for token in tokens:
+        hit = lookup(token)
+        if hit is None:
+            notes.append(miss(token))
+            break
+        if hit not in picked:
+            picked.append(hit)
+    return picked
+
+
 def resolve(gpus: Sequence[Gpu], env: Mapping[str, str]) -> Resolution:
     """The job's HIP devices, in HIP order, mapped to amdsmi's GPUs (ROCR_VISIBLE_DEVICES, then
     HIP_VISIBLE_DEVICES, else CUDA_VISIBLE_DEVICES). Raises DeviceUnavailable when an entry names a GPU
@@ -369,21 +381,15 @@ def resolve(gpus: Sequence[Gpu], env: Mapping[str, str]) -> Resolution:
     exposed = list(gpus)
     rocr = parse_visible(env.get("ROCR_VISIBLE_DEVICES"))
     if rocr is not None:
-        picked: list[Gpu] = []
-        for token in rocr:
+        def by_rocr(token: str) -> Gpu | None:
             if token.lstrip("-").isdigit():
                 idx = int(token)
-                hit = gpus[idx] if 0 <= idx < len(gpus) else None
-            else:
-                hits = [g for g in gpus if g.error is None and _match_uuid(token, g)]
-                hit = hits[0] if len(hits) == 1 else None
-            if hit is None:
-                res.notes.append(f"ROCR_VISIBLE_DEVICES entry {token!r} names no GPU amdsmi lists; the runtime "
-                                 "exposes only the entries before it")
-                break
-            if hit not in picked:
-                picked.append(hit)
-        exposed = picked
+                return gpus[idx] if 0 <= idx < len(gpus) else None
+            hits = [g for g in gpus if g.error is None and _match_uuid(token, g)]
+            return hits[0] if len(hits) == 1 else None
+
+        exposed = _pick(rocr, by_rocr, lambda token: f"ROCR_VISIBLE_DEVICES entry {token!r} names no GPU amdsmi "
+                        "lists; the runtime exposes only the entries before it", res.notes)
     hip_name = "HIP_VISIBLE_DEVICES" if env.get("HIP_VISIBLE_DEVICES") is not None else "CUDA_VISIBLE_DEVICES"
     hip = parse_visible(env.get(hip_name))
     if hip_name == "HIP_VISIBLE_DEVICES" and env.get("CUDA_VISIBLE_DEVICES") not in (None, env.get("HIP_VISIBLE_DEVICES")):
@@ -391,17 +397,13 @@ def resolve(gpus: Sequence[Gpu], env: Mapping[str, str]) -> Resolution:
                          "HIP_VISIBLE_DEVICES")
     chosen = exposed
     if hip is not None:
-        chosen = []
-        for token in hip:
-            hit = None
-            if token.lstrip("-").isdigit() and 0 <= int(token) < len(exposed):
-                hit = exposed[int(token)]
-            if hit is None:
-                res.notes.append(f"{hip_name} entry {token!r} is not a device index (0..{len(exposed) - 1}) of "
-                                 "the GPUs the runtime exposes; HIP ignores it and every entry after it")
-                break
-            if hit not in chosen:
-                chosen.append(hit)
+        def by_hip(token: str) -> Gpu | None:
+            ok = token.lstrip("-").isdigit() and 0 <= int(token) < len(exposed)
+            return exposed[int(token)] if ok else None
+
+        chosen = _pick(hip, by_hip, lambda token: f"{hip_name} entry {token!r} is not a device index "
+                       f"(0..{len(exposed) - 1}) of the GPUs the runtime exposes; HIP ignores it and every entry "
+                       "after it", res.notes)
     for g in chosen:
         if g.error:
             raise DeviceUnavailable(f"the job's GPU {g.nvml_index} cannot be opened through amdsmi ({g.error})")
@@ -413,19 +415,11 @@ def open_host() -> AmdHost:
     """amdsmi_init(INIT_AMD_GPUS); the caller calls `.shutdown()`. DeviceUnavailable without AMD GPUs."""
     sm = import_amdsmi()
     flags = getattr(getattr(sm, "AmdSmiInitFlags", None), "INIT_AMD_GPUS", None)
-    try:
-        sm.amdsmi_init(flags) if flags is not None else sm.amdsmi_init()
-    except Exception as e:
-        raise DeviceUnavailable(f"amdsmi could not start ({describe_error(e)}): no AMD GPU driver or GPU on this "
-                                "host") from e
+    start_library(lambda: sm.amdsmi_init(flags) if flags is not None else sm.amdsmi_init(), "amdsmi",
+                  "no AMD GPU driver or GPU on this host")
     return AmdHost(sm)
 
 
-@contextlib.contextmanager
-def session() -> Iterator[AmdHost]:
+def session() -> contextlib.AbstractContextManager[AmdHost]:
     """amdsmi_init … amdsmi_shut_down around an AmdHost; DeviceUnavailable when amdsmi cannot start."""
-    host = open_host()
-    try:
-        yield host
-    finally:
-        host.shutdown()
+    return host_session(open_host)

@@ -52,10 +52,15 @@ vendor exception's own text, e.g. "NVMLError_NoPermission: Insufficient Permissi
 from __future__ import annotations
 
 import abc
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from llem.errors import LlemError, UserError
+
+if TYPE_CHECKING:
+    from llem.device.gpus import Gpu
 
 INSTANT, AVERAGE, UNKNOWN = "instant", "average", "unknown"
 
@@ -251,12 +256,52 @@ class GPU(abc.ABC):
 
 
 class GpuHost(abc.ABC):
-    """One open session of a vendor library: the GPUs it lists."""
+    """One open session of a vendor library: the GPUs it lists (identity records read once, then kept)."""
 
     vendor: str = "?"
 
+    def __init__(self) -> None:
+        self._gpus: list[Gpu] | None = None
+
     @abc.abstractmethod
-    def gpus(self) -> list[GPU]: ...
+    def _read_records(self) -> list[Gpu]:
+        """Every GPU the library lists, in the order llem reports (called once per session)."""
+
+    def records(self) -> list[Gpu]:
+        """Every GPU the library lists (identity records, `.device` the vendor's GPU)."""
+        if self._gpus is None:
+            self._gpus = self._read_records()
+        return self._gpus
+
+    def gpus(self) -> list[GPU]:
+        return [g.device for g in self.records() if g.device is not None]
+
+    @abc.abstractmethod
+    def shutdown(self) -> None:
+        """Close the vendor library's session (never raises)."""
+
+
+H = TypeVar("H", bound=GpuHost)
+
+
+def start_library(init: Callable[[], Any], library: str, missing: str) -> None:
+    """`init()` of a vendor library; DeviceUnavailable ("<library> could not start (...): <missing>") when it raises."""
+    try:
+        init()
+    except Exception as e:
+        from llem.device.gpus import describe_error
+
+        raise DeviceUnavailable(f"{library} could not start ({describe_error(e)}): {missing}") from e
+
+
+@contextlib.contextmanager
+def host_session(open_host: Callable[[], H]) -> Iterator[H]:
+    """`open_host()` … `host.shutdown()` (also when the body raises)."""
+    host = open_host()
+    try:
+        yield host
+    finally:
+        host.shutdown()
 
 
 def unfold_wrap(prev_raw: int | None, raw: int, offset: int) -> int:

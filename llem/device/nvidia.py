@@ -25,6 +25,8 @@ from llem.device.common import (
     GpuHost,
     GpuProcess,
     PowerReading,
+    host_session,
+    start_library,
 )
 from llem.device.gpus import Gpu, Resolution, Visible, describe_error, fastest_first, mixed_order_models, text
 
@@ -271,17 +273,12 @@ class NvidiaHost(GpuHost):
     vendor = VENDOR
 
     def __init__(self, nv: Any) -> None:
+        super().__init__()
         self.nv = nv
-        self._gpus: list[Gpu] | None = None
 
-    def records(self) -> list[Gpu]:
+    def _read_records(self) -> list[Gpu]:
         """Every GPU NVML counts (identity records, `.device` the NvidiaGPU), in NVML (PCI) order."""
-        if self._gpus is None:
-            self._gpus = open_gpus(self.nv)
-        return self._gpus
-
-    def gpus(self) -> list[GPU]:
-        return [g.device for g in self.records() if g.device is not None]
+        return open_gpus(self.nv)
 
     def count(self) -> int:
         return int(self.nv.nvmlDeviceGetCount())
@@ -314,21 +311,13 @@ class NvidiaHost(GpuHost):
 def open_host() -> NvidiaHost:
     """nvmlInit; the caller calls `.shutdown()`. Raises DeviceUnavailable without NVML."""
     nv = import_nvml()
-    try:
-        nv.nvmlInit()
-    except Exception as e:
-        raise DeviceUnavailable(f"NVML could not start ({describe_error(e)}): no NVIDIA driver or GPU on this host") from e
+    start_library(nv.nvmlInit, "NVML", "no NVIDIA driver or GPU on this host")
     return NvidiaHost(nv)
 
 
-@contextlib.contextmanager
-def session() -> Iterator[NvidiaHost]:
+def session() -> contextlib.AbstractContextManager[NvidiaHost]:
     """nvmlInit … nvmlShutdown around an NvidiaHost; DeviceUnavailable when NVML cannot start."""
-    host = open_host()
-    try:
-        yield host
-    finally:
-        host.shutdown()
+    return host_session(open_host)
 
 
 @contextlib.contextmanager

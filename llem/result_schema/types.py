@@ -495,14 +495,21 @@ class TimeseriesRow:
 
 
 @dataclass
-class ManifestJob:
-    OPEN: ClassVar[bool] = True  # launcher state (pid, attempts, torn ...)
+class _JobEntry:
+    """The keys a job has in both the plan and the manifest (each adds its own after these)."""
+
+    OPEN: ClassVar[bool] = True
     index: int
     status: str
     config: int | None = None
     cycle: int | None = None
     config_hash: str | None = None
     overrides: list[str] | None = None
+
+
+@dataclass
+class ManifestJob(_JobEntry):
+    OPEN: ClassVar[bool] = True  # launcher state (pid, attempts, torn ...)
     job_dir: str | None = None
     reason: str | None = None
     error: Error | None = None
@@ -547,14 +554,8 @@ class PlanConfig:
 
 
 @dataclass
-class PlanJob:
+class PlanJob(_JobEntry):
     OPEN: ClassVar[bool] = True
-    index: int
-    status: str
-    config: int | None = None
-    cycle: int | None = None
-    config_hash: str | None = None
-    overrides: list[str] | None = None
     reason: str | None = None
     gap_before_s: float | None = None
 

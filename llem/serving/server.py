@@ -229,14 +229,9 @@ def wait_ready(base_url: str, timeout_s: float, headers: dict[str, str],
     """Block until the server answers (/health 200, or /v1/models 200 where /health does not exist);
     returns the seconds waited. `alive()` False (the process exited) or the timeout: ServerError."""
     t0 = time.monotonic()
-    root = server_root(base_url)
     while True:
-        status, _ = http_get(root + "/health", 2.0, headers)
-        if status == 200:
+        if health(base_url, headers, 2.0)[0]:  # a server without /health: its model list says it is up
             return time.monotonic() - t0
-        if status in (404, 405):  # a server without /health: its model list says it is up
-            if http_get(base_url.rstrip("/") + "/models", 2.0, headers)[0] == 200:
-                return time.monotonic() - t0
         if alive is not None and not alive():
             raise ServerError("exited")
         if time.monotonic() - t0 > timeout_s:
@@ -257,6 +252,7 @@ class ManagedServer:
     proc: subprocess.Popen[bytes] | None = None
     ready_s: float | None = None
     exit_code: int | None = None
+    pids: list[int] = field(default_factory=list)  # the tree once ready (for its peak memory after the run)
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,6 +281,13 @@ class ManagedServer:
             raise ServerError(f"the server did not answer at {self.base_url} within openai.server.ready_timeout_s="
                               f"{timeout_s:g} s ({self.shown_command()}); {self.log_tail()}") from None
         return self.ready_s
+
+    def exited(self) -> str | None:
+        """Why the server is gone when its process has exited ("the server (pid P) exited with code C"), else None."""
+        if self.alive():
+            return None
+        code = self.proc.returncode if self.proc else None
+        return f"the server (pid {self.proc.pid if self.proc else '?'}) exited with code {code}"
 
     def check_alive(self, during: str) -> None:
         """ServerError when the server has exited (e.g. killed mid-run)."""
@@ -363,7 +366,54 @@ def launch_server(command: Sequence[str] | None, default: Any, model_path: str, 
     except BaseException:
         server.stop()
         raise
+    server.pids = tree_pids(server.proc.pid) if server.proc else []
     return server
+
+
+def server_version(base_url: str, headers: dict[str, str], timeout_s: float = 5.0) -> str | None:
+    """The server's GET /version "version" (vLLM answers it), None where it does not say."""
+    status, body = http_get(server_root(base_url) + "/version", timeout_s, headers)
+    if status == 200:
+        with contextlib.suppress(ValueError, AttributeError):
+            return json.loads(body).get("version")
+    return None
+
+
+def pick_model(base_url: str, headers: dict[str, str], want: str | None) -> tuple[str, dict[str, Any]]:
+    """(name, model entry) of the model to ask `base_url` for: `want`, or the one model it serves when
+    `want` is None; ServerError naming what it serves otherwise."""
+    models = served_models(base_url, headers)
+    names = [str(m.get("id")) for m in models]
+    if want is None:
+        if len(names) != 1:
+            raise ServerError(f"openai.model_name=null: {base_url} serves {len(names)} models "
+                              f"({', '.join(names) or 'none'}); name one with openai.model_name=...")
+        want = names[0]
+    if want not in names:
+        raise ServerError(f"openai.model_name={want}: {base_url} does not serve it; it serves "
+                          f"{', '.join(names) or 'no model'}")
+    return want, models[names.index(want)]
+
+
+def energy_scope(base_url: str, managed: bool) -> tuple[str, bool]:
+    """(what this host's energy meters cover, whether that includes the server) for a server at `base_url`."""
+    from urllib.parse import urlparse
+
+    host = urlparse(base_url).hostname
+    if managed:
+        return ("the managed server runs on this host: energy covers this host's devices, the server's among them",
+                True)
+    if is_local(host):
+        return (f"openai.base_url={base_url} is on this host: energy covers this host's devices, including "
+                "whatever else runs on them besides the server", True)
+    return (f"openai.base_url={base_url} is another host ({host}): energy covers only the devices of the "
+            f"host llem runs on ({socket.gethostname()}), not the server's", False)
+
+
+def peak_rss_of(pids: Sequence[int]) -> dict[str, int]:
+    """{pid: VmHWM bytes} of the processes still readable (a server's tree after the run)."""
+    peaks = {pid: peak_rss(pid) for pid in pids}
+    return {str(pid): v for pid, v in peaks.items() if v is not None}
 
 
 def _members(pgid: int) -> list[Any]:

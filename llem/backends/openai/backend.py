@@ -18,50 +18,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 import os
-import re
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from llem.backends.base import Backend, RunOutput, Workload
 from llem.backends.cpu_env import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 from llem.serving.client import FLOOR_SERVERS, ClientSettings, StreamClient
-from llem.serving.server import (  # noqa: F401 - re-exported: start-up code lives in llem.serving.server
+from llem.serving.server import (
     DTYPES,
-    HOST,
-    VLLM_SERVER_MODULE,
     ManagedServer,
     ServerError,
-    fill,
-    free_port,
-    health,
-    http_get,
+    energy_scope,
     is_local,
     launch_server,
-    peak_rss,
-    served_models,
-    server_root,
-    tree_pids,
+    peak_rss_of,
+    pick_model,
+    server_version,
 )
 from llem.serving.server import vllm_server_command as _vllm_server_command
+from llem.serving.watch import ServerWatch, cut_off
 
 SERVER_LOG = "server.log"
-PLACEHOLDERS = ("port", "model", "host", "served_model_name")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# A failed request with one of these codes makes llem ask whether the server is still there.
-_ASK_HEALTH = ("connection", "truncated", "timeout")
-HEALTH_EVERY_S = 1.0  # at most one health check per second while requests fail
 
 
-_is_local = is_local  # older name (tests, scripts)
-_peak_rss = peak_rss
+_is_local = is_local  # older name (tests)
 
 
 def vllm_server_command(model_path: str, served: str, port: int, precision: str = "fp32", seed: int = 0,
@@ -139,24 +124,14 @@ class OpenaiBackend(Backend):
         self.server = launch_server(self.o.server.command, default, str(self.path), served,
                                     [str(a) for a in self.o.server.extra_args], self._job_dir() / SERVER_LOG,
                                     secret, self.o.server.ready_timeout_s, headers)
-        self._server_pids = tree_pids(self.server.proc.pid) if self.server.proc else []
+        self._server_pids = list(self.server.pids)
         return self.server.base_url
 
     def _pick_model(self, base_url: str, headers: dict[str, str]) -> str:
-        models = served_models(base_url, headers)
-        names = [str(m.get("id")) for m in models]
         want = self.o.model_name or (self.cfg.model.id if self.server is not None and self.o.server.command is None
                                      else None)
-        if want is None:
-            if len(names) != 1:
-                raise ServerError(f"openai.model_name=null: {base_url} serves {len(names)} models "
-                                  f"({', '.join(names) or 'none'}); name one with openai.model_name=...")
-            want = names[0]
-        if want not in names:
-            raise ServerError(f"openai.model_name={want}: {base_url} does not serve it; it serves "
-                              f"{', '.join(names) or 'no model'}")
-        self.model_entry = models[names.index(want)]
-        return want
+        name, self.model_entry = pick_model(base_url, headers, want)
+        return name
 
     def load(self) -> None:
         headers = self._headers()
@@ -166,11 +141,7 @@ class OpenaiBackend(Backend):
             base_url = str(self.o.base_url).rstrip("/")
         name = self._pick_model(base_url, headers)
         vllm_server = self.model_entry.get("owned_by") == "vllm"
-        status, body = http_get(server_root(base_url) + "/version", 5.0, headers)
-        version = None
-        if status == 200:
-            with contextlib.suppress(ValueError, AttributeError):
-                version = json.loads(body).get("version")
+        version = server_version(base_url, headers)
         self._load_tokenizer()
         kind = "vllm" if vllm_server else str(self.model_entry.get("owned_by") or "unknown")
         self.settings = ClientSettings(base_url=base_url, model=name, endpoint=self.o.endpoint, max_tokens=self.o.max_tokens,
@@ -182,16 +153,8 @@ class OpenaiBackend(Backend):
         self.client = StreamClient(self.settings, self.tokenizer)
         self._loop = asyncio.new_event_loop()
         self._loop.run_until_complete(self.client.open())
-        host = urlparse(base_url).hostname
         managed = self.server is not None
-        if managed:
-            scope = "the managed server runs on this host: energy covers this host's devices, the server's among them"
-        elif is_local(host):
-            scope = (f"openai.base_url={base_url} is on this host: energy covers this host's devices, including "
-                     "whatever else runs on them besides the server")
-        else:
-            scope = (f"openai.base_url={base_url} is another host ({host}): energy covers only the devices of the "
-                     f"host llem runs on ({socket.gethostname()}), not the server's")
+        scope, covered = energy_scope(base_url, managed)
         self.info.update({
             "mode": "managed" if managed else "external",
             "base_url": base_url,
@@ -203,7 +166,7 @@ class OpenaiBackend(Backend):
             "server_version": version,
             "server_max_model_len": self.model_entry.get("max_model_len"),
             "energy_scope": scope,
-            "energy_covers_server": managed or is_local(host),
+            "energy_covers_server": covered,
             **self.client.info(),
             "api_key_env": self.o.api_key_env,  # the variable's name only
         })
@@ -285,100 +248,42 @@ class OpenaiBackend(Backend):
             return [0.0] * n  # offline: every request at once
         return arrival_offsets(n, s.request_rate, s.burstiness, self.cfg.seed if s.seed is None else s.seed)
 
-    async def _server_gone(self) -> str | None:
-        """Why the server can no longer answer (its process exited, /health fails), or None: it is there."""
-        server = self.server
-
-        def exited() -> str | None:
-            if server is not None and not server.alive():
-                code = server.proc.returncode if server.proc else None
-                return f"the server (pid {server.proc.pid if server.proc else '?'}) exited with code {code}"
-            return None
-
-        if (why := exited()) is not None:
-            return why
-        assert self.settings is not None and self.client is not None
-        ok, seen = await self.client.health()
-        if ok:
-            return None
-        for _ in range(10):  # a killed server's socket can close before its exit is seen: say which it was
-            if (why := exited()) is not None:
-                return why
-            if server is None:
-                break
-            await asyncio.sleep(0.1)
-        return f"the server at {self.settings.base_url} fails its health check ({seen})"
-
     def _drive(self, sends: list[tuple[Any, int | None, int | None, bool | None]], offsets: list[float],
                during: str) -> list[RequestRecord]:
         """Send request i = (prompt, local input tokens, max_tokens, ignore_eos) at offsets[i].
 
-        A failed request is a result, not an abort. Only a server that is gone aborts the run: a request
-        failing with a connection, truncation or timeout code makes llem ask (process alive? /health?,
-        at most once per HEALTH_EVERY_S); when it is gone, the requests measured so far are kept, the
-        others are marked failed, records are written and the job fails with one line (ServerGone)."""
+        A failed request is a result, not an abort. Only a server that is gone aborts the run
+        (llem.serving.watch: asked after failed requests, at most once per second); when it is gone,
+        the requests measured so far are kept, the others are marked failed, records are written and the
+        job fails with one line (ServerError)."""
         from llem.serving.schedule import drive
 
-        assert self.client is not None and self._loop is not None
+        assert self.client is not None and self._loop is not None and self.settings is not None
         client = self.client
         client.reset()
         limit = self.cfg.scenario.max_concurrency if self.cfg.scenario.name == "serving" else None
         done: dict[int, RequestRecord] = {}
         sent: set[int] = set()
-        gone: list[str] = []
-        last_check = [-math.inf]
-        checking = asyncio.Lock()
+        watch = ServerWatch(self.server, client.health, self.settings.base_url)
 
         async def send(i: int) -> RequestRecord:
             sent.add(i)
             prompt, n_in, max_tokens, ignore_eos = sends[i]
             rec = await client.send(i, prompt, n_in, max_tokens, ignore_eos)
             done[i] = rec
-            if rec.failure in _ASK_HEALTH and not gone:  # event-driven: no polling while requests succeed
-                async with checking:
-                    if not gone and time.perf_counter() - last_check[0] >= HEALTH_EVERY_S:
-                        last_check[0] = time.perf_counter()
-                        why = await self._server_gone()
-                        if why:
-                            gone.append(why)
-                            abort.set()
+            await watch.after(rec)
             return rec
 
-        async def run() -> list[RequestRecord] | None:
-            task = asyncio.ensure_future(drive(offsets, send, limit))
-            stop = asyncio.ensure_future(abort.wait())
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
-            if not task.done():
-                task.cancel()  # drive cancels the requests still in flight
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                return None
-            return task.result()
-
-        abort = asyncio.Event()
         t0 = time.perf_counter()
-        records = self._loop.run_until_complete(run())
-        if records is None or gone:
-            self._abort(done, sent, offsets, t0, gone[0] if gone else "the server stopped answering", during)
+        records = self._loop.run_until_complete(watch.run(drive(offsets, send, limit)))
+        if records is None or watch.why:
+            self._abort(cut_off(done, sent, offsets, t0, watch.why or "the server stopped answering"),
+                        watch.why or "the server stopped answering", during)
         assert records is not None
         return records
 
-    def _abort(self, done: dict[int, RequestRecord], sent: set[int], offsets: list[float], t0: float,
-               why: str, during: str) -> None:
-        """The server is gone: keep what was measured, mark the rest failed, write them, fail in one line."""
-        t = time.perf_counter()
-        records = []
-        for i, off in enumerate(offsets):
-            rec = done.get(i)
-            if rec is None:
-                code = "connection" if i in sent else "skipped"
-                rec = RequestRecord(index=i, input_tokens=0, output_tokens=0, t_submit=t, t_first_token=None, t_end=t,
-                                    error=f"{why} ({'cut off in flight' if i in sent else 'never sent'})",
-                                    failure=code)
-            if rec.t_due is None:
-                rec.t_due = t0 + off
-            records.append(rec)
+    def _abort(self, records: list[RequestRecord], why: str, during: str) -> None:
+        """The server is gone: write every request's record, fail in one line."""
         ok = sum(r.failure is None and r.error is None for r in records)
         where = ""
         if self.job_dir is not None:
@@ -515,8 +420,7 @@ class OpenaiBackend(Backend):
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
         if self._server_pids:
-            peaks = {pid: peak_rss(pid) for pid in self._server_pids}
-            mem["server_peak_rss_bytes"] = {str(pid): v for pid, v in peaks.items() if v is not None}
+            mem["server_peak_rss_bytes"] = peak_rss_of(self._server_pids)
         return mem
 
     def devices(self) -> list[dict[str, Any]]:
