@@ -43,7 +43,7 @@ def window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | N
             during(clock())
         meter.sample_now()
     reading = meter.stop()
-    t1 = reading.extra["t_end_s"]
+    t1 = reading.sampling.t_end_s
     meter.close()
     return reading, t0, t1
 
@@ -56,7 +56,7 @@ def test_job_on_one_h100_of_eight_reports_that_gpu_not_the_host(nvml_sim) -> Non
     sim.set_power(3, 400.0)
     meter = sim_meter(sim)
     meter.probe()
-    assert meter.attribute()["method"] == "nvml_processes"
+    assert meter.attribute().method == "nvml_processes"
     reading, t0, t1 = window(meter, 5.0)
     block = energy_block([reading], [], t1 - t0, output_tokens=1000, requests=10)
     assert [d["device"] for d in block["devices"]] == ["gpu:3"]
@@ -80,14 +80,14 @@ def test_without_a_job_process_the_visible_gpus_count_and_gpu_indices_restrict(n
     meter = sim_meter(sim)
     meter.probe()
     att = meter.attribute()
-    assert att["method"] == "cuda_visible_devices" and "no process of this job" in att["reason"]
+    assert att.method == "cuda_visible_devices" and "no process of this job" in att.reason
     reading, t0, t1 = window(meter, 1.0)
     assert {d.extra["uuid"]: round(d.energy_j / (t1 - t0)) for d in reading.devices} == \
         {gpu_uuid(2): 300, gpu_uuid(5): 600}
     meter = sim_meter(sim, gpu_indices=[1])
     reading, t0, t1 = window(meter, 1.0)
     assert [(d.device, d.extra["uuid"]) for d in reading.devices] == [("gpu:1", gpu_uuid(5))]
-    assert reading.extra["attribution"]["method"] == "energy.gpu_indices"
+    assert reading.attribution.method == "energy.gpu_indices"
 
 
 # -- point 3: MIG counted once -----------------------------------------------------------------------------
@@ -185,11 +185,11 @@ def _tick_errors(nvml_sim, phase: float) -> tuple[float, float, float | None]:
     sim.set_power(0, 100.0)
     reading = meter.stop()
     meter.close()
-    a, b = reading.extra["t_start_s"], reading.extra["t_end_s"]
+    a, b = reading.sampling.t_start_s, reading.sampling.t_end_s
     truth = sim.true_energy(0, a, b)
     dev = reading.devices[0]
     return (dev.energy_j - truth) / truth, (dev.extra["counter_uncorrected_j"] - truth) / truth, \
-        reading.extra["counter_step_s"]
+        reading.sampling.counter_step_s
 
 
 def test_window_energy_within_1pct_of_truth_despite_100ms_counter_ticks(nvml_sim) -> None:
@@ -218,7 +218,7 @@ def test_prefill_decode_split_within_3pct_with_100ms_ticks(nvml_sim) -> None:
         meter.sample_now()
     reading = meter.stop()
     meter.close()
-    w0, w1 = reading.extra["t_start_s"], reading.extra["t_end_s"]
+    w0, w1 = reading.sampling.t_start_s, reading.sampling.t_end_s
     ph = phase_energy([reading], phases, w0, w1)
     prefill_true, decode_true = 3 * 0.25 * 650.0, 3 * 1.35 * 420.0
     err_p = ph["prefill"]["gpu_j"] / prefill_true - 1
@@ -235,7 +235,7 @@ def test_resolution_is_the_counter_step_when_sampling_faster(nvml_sim) -> None:
     sim = nvml_sim(host("H100", clock=SimClock(), watts=200.0))
     reading, t0, t1 = window(sim_meter(sim, hz=50), 1.0)
     ph = phase_energy([reading], [Phase(t0 + 0.2, t0 + 0.3, t0 + 0.9)], t0, t1)
-    assert reading.extra["counter_step_s"] == pytest.approx(0.1, abs=0.002)
+    assert reading.sampling.counter_step_s == pytest.approx(0.1, abs=0.002)
     assert ph["resolution_s"] == pytest.approx(0.1, abs=0.002)
 
 
@@ -341,7 +341,7 @@ def test_old_driver_library_mismatch_and_missing_v_functions_degrade(nvml_sim) -
     meter = sim_meter(sim)
     meter.probe()
     att = meter.attribute()  # nvmlDeviceGetComputeRunningProcesses raises NVMLLibraryMismatchError
-    assert att["method"] == "cuda_visible_devices" and "NVMLLibraryMismatchError" in att["reason"]
+    assert att.method == "cuda_visible_devices" and "NVMLLibraryMismatchError" in att.reason
     assert meter.temperatures() is not None  # TemperatureV missing in the driver: the old call answers
     reading, _, _ = window(meter, 1.0)
     th = reading.devices[0].extra["thermal"]

@@ -27,7 +27,7 @@ def _window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | 
     run_for(meter, seconds, during)
     reading = meter.stop()
     meter.close()
-    return reading, reading.extra["t_start_s"], reading.extra["t_end_s"]
+    return reading, reading.sampling.t_start_s, reading.sampling.t_end_s
 
 
 def test_counter_energy_matches_simulated_power_and_integral_agrees(nvml_sim) -> None:

@@ -42,7 +42,16 @@ from llem.device import (
     describe_error,
     process_tree,
 )
-from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable
+from llem.energy.base import (
+    Attribution,
+    CounterSampling,
+    DeviceEnergy,
+    EnergyCurve,
+    EnergyReading,
+    Meter,
+    MeterUnavailable,
+    UnattributedDevice,
+)
 from llem.energy.sampler import Sampler, cumulative_trapezoid, trapezoid
 
 # Used when the step cannot be measured (no counter, or it did not move within the probe's bound).
@@ -107,9 +116,9 @@ class GpuMeter(Meter):
         self.host: Any = None  # the vendor's open session (llem.device.<vendor>.open_host())
         self.gpus: list[_Gpu] = []
         self.notes: list[str] = []
-        self.attribution: dict[str, Any] = {
-            "method": "cuda_visible_devices", "final": False,
-            "reason": "not yet decided (the model was not loaded): every GPU CUDA_VISIBLE_DEVICES maps to"}
+        self.attribution = Attribution(
+            "cuda_visible_devices",
+            "not yet decided (the model was not loaded): every GPU CUDA_VISIBLE_DEVICES maps to")
         self._attributed: set[str] | None = None  # devices whose energy is the job's; None: all
         self._sampler: Sampler | None = None
         self._anchors: dict[str, tuple[float, int]] = {}
@@ -172,8 +181,9 @@ class GpuMeter(Meter):
                                        f"0..{len(visible) - 1} (GPUs visible to this job)")
             visible = [v for v in visible if v.cuda_index in self.gpu_indices]
             self._attributed = {f"gpu:{i}" for i in self.gpu_indices}
-            self.attribution = {"method": "energy.gpu_indices", "final": True,
-                                "reason": f"energy.gpu_indices={self.gpu_indices} restricts the GPUs measured"}
+            self.attribution = Attribution("energy.gpu_indices",
+                                           f"energy.gpu_indices={self.gpu_indices} restricts the GPUs measured",
+                                           final=True)
         by_parent: dict[int, _Gpu] = {}
         for v in visible:
             g = by_parent.get(v.gpu.nvml_index)
@@ -255,9 +265,9 @@ class GpuMeter(Meter):
         self.update_period_s = max(steps) if steps else COUNTER_UPDATE_PERIOD_S
 
     # -- attribution (after the model loads) --------------------------------------------------------
-    def attribute(self) -> dict[str, Any]:
+    def attribute(self) -> Attribution:
         """Decide which measured GPUs are this job's: where NVML lists a process of its process tree."""
-        if not self._initialised or self.attribution.get("method") == "energy.gpu_indices":
+        if not self._initialised or self.attribution.method == "energy.gpu_indices":
             return self.attribution
         try:
             found = self.host.processes([v for g in self.gpus for v in g.visible])
@@ -278,16 +288,16 @@ class GpuMeter(Meter):
         ours = {dev for dev, p in per_gpu.items() if p["job_pids"]}
         if ours and not errors:
             self._attributed = ours
-            self.attribution = {"method": f"{self.name}_processes", "final": True, "devices": per_gpu,
-                                "reason": f"GPUs where {self.library} lists a process of this job's process tree after the "
-                                          "model loaded"}
+            self.attribution = Attribution(f"{self.name}_processes",
+                                           f"GPUs where {self.library} lists a process of this job's process tree "
+                                           "after the model loaded", per_gpu, final=True)
         else:
             self._attributed = None
             why = (f"{self.library} could not list processes (" + "; ".join(errors) + ")" if errors else
                    f"{self.library} lists no process of this job on any visible GPU (model not on a GPU, or a container PID "
                    "namespace)")
-            self.attribution = {"method": "cuda_visible_devices", "final": True, "devices": per_gpu,
-                                "reason": f"{why}: every GPU {self.visible_env} maps to counts"}
+            self.attribution = Attribution("cuda_visible_devices", f"{why}: every GPU {self.visible_env} maps to counts",
+                                           per_gpu, final=True)
         return self.attribution
 
     def _is_attributed(self, g: _Gpu) -> bool:
@@ -401,7 +411,7 @@ class GpuMeter(Meter):
         except Exception:  # an odd binding must not cost a completed window its reading
             others = {}
         devices, unattributed, series, warnings = [], [], [], list(self.notes)
-        curves: dict[str, dict[str, list[float]]] = {}
+        curves: dict[str, EnergyCurve] = {}
         for g in self.gpus:
             dev_rows = [r for r in rows if r["device"] == g.device]
             anchors = (self._anchors.get(f"start:{g.device}"), self._anchors.get(f"end:{g.device}"))
@@ -423,19 +433,18 @@ class GpuMeter(Meter):
             if attributed:
                 devices.append(DeviceEnergy(g.device, "gpu", energy, extra.pop("method"), extra))
                 if curve is not None:
-                    curves[g.device] = curve
+                    curves[g.device] = EnergyCurve(curve["t_s"], curve["energy_j"])
             else:
-                pids = (self.attribution.get("devices") or {}).get(g.device, {}).get("pids", [])
-                unattributed.append({"device": g.device, "kind": "gpu", "energy_j": energy, "uuid": g.uuid,
-                                     "name": g.name, "method": extra.get("method"),
-                                     "mean_power_w": extra.get("mean_power_w"),
-                                     "why": "no process of this job runs on it"
-                                            + (f" ({self.library} lists pids {pids})" if pids else f" ({self.library} lists none)")})
+                pids = (self.attribution.devices or {}).get(g.device, {}).get("pids", [])
+                unattributed.append(UnattributedDevice(
+                    g.device, "gpu", energy, g.uuid, g.name, extra["method"], extra["mean_power_w"],
+                    "no process of this job runs on it"
+                    + (f" ({self.library} lists pids {pids})" if pids else f" ({self.library} lists none)")))
         if sampler.errors:
             warnings.append(f"{self.name} sampler: {sampler.errors} failed reads (first: {sampler.first_error})")
         if unattributed:
             warnings.append(f"{len(unattributed)} visible GPU(s) ran none of this job's processes and are left out of "
-                            f"its energy: {', '.join(u['device'] for u in unattributed)} (energy.unattributed_devices)")
+                            f"its energy: {', '.join(u.device for u in unattributed)} (energy.unattributed_devices)")
         duration = (rows[-1]["t_s"] - rows[0]["t_s"]) if rows else 0.0
         samples = [d.extra["samples"] for d in devices]
         steps = [g.counter_step_s for g in self.gpus if g.counter_step_s]
@@ -443,12 +452,10 @@ class GpuMeter(Meter):
             meter=self.name, measured=bool(devices), duration_s=duration, devices=devices,
             reason=None if devices else f"{self.library} returned no energy or power readings for this job's GPUs",
             warnings=warnings,
-            extra={"update_period_s": self.update_period_s, "counter_step_s": max(steps) if steps else None,
-                   "sample_hz": self.sample_hz, "samples_min": min(samples) if samples else 0, "t_start_s": self._t0,
-                   "t_end_s": rows[-1]["t_s"] if rows else self._t0, "sampled": True,
-                   "attribution": {k: v for k, v in self.attribution.items() if k != "final"},
-                   "unattributed_devices": unattributed, "curves": curves},
-            timeseries=series,
+            timeseries=series, update_period_s=self.update_period_s,
+            sampling=CounterSampling(self.sample_hz, min(samples) if samples else 0, self._t0,
+                                     rows[-1]["t_s"] if rows else self._t0, max(steps) if steps else None),
+            attribution=self.attribution, unattributed_devices=unattributed, curves=curves,
         )
 
     def _other_processes(self) -> dict[str, dict[str, Any]]:

@@ -1,0 +1,89 @@
+"""Compare the result.json files of two runs of the same tests (before/after a refactor), minus what
+varies from run to run: every result under BEFORE is paired with the one at the same relative path
+under AFTER (e.g. two `pytest --basetemp=...` folders), and compared key by key: the same keys at every
+depth, the same JSON type at every leaf, equal strings and booleans with digits masked (timings,
+pids and paths vary), and lists of the same length except the time series-like ones.
+
+    python scripts/diff_results.py /tmp/bt_before /tmp/bt_after
+
+Prints each difference and exits 1 if any; pairs missing on one side are listed, not counted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+DIGITS = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
+# lists whose length follows the run's timing (samples, warmup steps, warnings with measured figures)
+FREE_LENGTH = {"warmup_latencies_s", "warnings", "notes", "errors", "selection", "files"}
+
+
+def _kind(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return repr(v)
+    if isinstance(v, (int, float)):
+        return "number"
+    return type(v).__name__
+
+
+def diff(a: Any, b: Any, path: str, root_a: str, root_b: str, out: list[str]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if k not in b:
+                out.append(f"{path}.{k}: only before")
+            elif k not in a:
+                out.append(f"{path}.{k}: only after")
+            else:
+                diff(a[k], b[k], f"{path}.{k}", root_a, root_b, out)
+        return
+    if isinstance(a, list) and isinstance(b, list):
+        key = path.rsplit(".", 1)[-1]
+        if len(a) != len(b):
+            if key not in FREE_LENGTH:
+                out.append(f"{path}: {len(a)} items before, {len(b)} after")
+            return
+        for i, (x, y) in enumerate(zip(a, b)):
+            diff(x, y, f"{path}[{i}]", root_a, root_b, out)
+        return
+    if _kind(a) != _kind(b):
+        if not (isinstance(a, (int, float)) or isinstance(b, (int, float))) or a is None or b is None:
+            out.append(f"{path}: {a!r} before, {b!r} after")
+        return
+    if isinstance(a, str):
+        ma = DIGITS.sub("#", a.replace(root_a, "ROOT"))
+        mb = DIGITS.sub("#", b.replace(root_b, "ROOT"))
+        if ma != mb:
+            out.append(f"{path}: {a!r} before, {b!r} after")
+
+
+def main(before: str, after: str) -> int:
+    ra, rb = Path(before), Path(after)
+    pairs, missing, problems = 0, [], []
+    for fa in sorted(ra.rglob("result.json")):
+        rel = fa.relative_to(ra)
+        fb = rb / rel
+        if not fb.exists():
+            missing.append(str(rel))
+            continue
+        try:
+            a, b = json.loads(fa.read_text()), json.loads(fb.read_text())
+        except ValueError:
+            continue
+        pairs += 1
+        found: list[str] = []
+        diff(a, b, "", str(ra), str(rb), found)
+        problems += [f"{rel}: {line}" for line in found]
+    print(f"{pairs} result.json pairs compared; {len(missing)} only before; {len(problems)} differences")
+    for m in missing:
+        print(f"  only before: {m}")
+    for p in problems:
+        print(f"  {p}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:3]))
