@@ -6,7 +6,8 @@ pids and paths vary), and lists of the same length except the time series-like o
 
     python scripts/diff_results.py /tmp/bt_before /tmp/bt_after
 
-Prints each difference and exits 1 if any; pairs missing on one side are listed, not counted.
+Prints each difference and exits 1 if any; pairs missing on one side are listed, not counted; keys
+written in another order (the same JSON object) are listed apart.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 DIGITS = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
+STAMPED = re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}")  # Hydra's outputs/<date>/<time> folders
 # lists whose length follows the run's timing (samples, warmup steps, warnings with measured figures)
+ORDER: list[str] = []  # same keys, another order: the same JSON object, listed for information
 FREE_LENGTH = {"warmup_latencies_s", "warnings", "notes", "errors", "selection", "files"}
 
 
@@ -32,6 +35,8 @@ def _kind(v: Any) -> str:
 
 def diff(a: Any, b: Any, path: str, root_a: str, root_b: str, out: list[str]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) == set(b) and list(a) != list(b):
+            ORDER.append(f"{path or '.'}: keys in another order ({', '.join(a)} -> {', '.join(b)})")
         for k in sorted(set(a) | set(b)):
             if k not in b:
                 out.append(f"{path}.{k}: only before")
@@ -63,10 +68,11 @@ def diff(a: Any, b: Any, path: str, root_a: str, root_b: str, out: list[str]) ->
 def main(before: str, after: str) -> int:
     ra, rb = Path(before), Path(after)
     pairs, missing, problems = 0, [], []
+    after = {STAMPED.sub("*", str(f.relative_to(rb))): f for f in rb.rglob("result.json")}
     for fa in sorted(ra.rglob("result.json")):
-        rel = fa.relative_to(ra)
-        fb = rb / rel
-        if not fb.exists():
+        rel = STAMPED.sub("*", str(fa.relative_to(ra)))
+        fb = after.get(rel)
+        if fb is None:
             missing.append(str(rel))
             continue
         try:
@@ -82,6 +88,8 @@ def main(before: str, after: str) -> int:
         print(f"  only before: {m}")
     for p in problems:
         print(f"  {p}")
+    for o in sorted(set(ORDER)):
+        print(f"  (order only) {o}")
     return 1 if problems else 0
 
 

@@ -274,7 +274,7 @@ class GpuMeter(Meter):
             mine = process_tree()
         except Exception as e:  # never fail a job over attribution: fall back to CUDA_VISIBLE_DEVICES
             found, mine = {v.label: describe_error(e) for g in self.gpus for v in g.visible}, set()
-        per_gpu: dict[str, dict[str, Any]] = {}
+        per_gpu: dict[str, dict[str, list[int]]] = {}
         errors = []
         for g in self.gpus:
             pids: set[int] = set()
