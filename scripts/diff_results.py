@@ -4,7 +4,7 @@ under AFTER (e.g. two `pytest --basetemp=...` folders), and compared key by key:
 depth, the same JSON type at every leaf, equal strings and booleans with digits masked (timings,
 pids and paths vary), and lists of the same length except the time series-like ones.
 
-    python scripts/diff_results.py /tmp/bt_before /tmp/bt_after
+    python scripts/diff_results.py /tmp/bt_before /tmp/bt_after [/tmp/repo_before /path/to/repo]
 
 Prints each difference and exits 1 if any; pairs missing on one side are listed, not counted; keys
 written in another order (the same JSON object) are listed apart.
@@ -18,8 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DIGITS = re.compile(r"\d+(\.\d+)?(e[-+]?\d+)?")
+DIGITS = re.compile(r"\b[0-9a-f]{16,40}\b|\d+(\.\d+)?(e[-+]?\d+)?")  # hashes, commits, numbers
 STAMPED = re.compile(r"\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}")  # Hydra's outputs/<date>/<time> folders
+# results whose inputs hold a path, a port or the code's commit: those vary, not what llem measured
+VARYING = {".identity.config_hash", ".identity.study_design_hash", ".config.study_job.config_hash",
+           ".config.study_job.study_design_hash", ".environment.llem_git_commit", ".error.traceback"}
 # lists whose length follows the run's timing (samples, warmup steps, warnings with measured figures)
 ORDER: list[str] = []  # same keys, another order: the same JSON object, listed for information
 FREE_LENGTH = {"warmup_latencies_s", "warnings", "notes", "errors", "selection", "files"}
@@ -34,7 +37,12 @@ def _kind(v: Any) -> str:
 
 
 def diff(a: Any, b: Any, path: str, root_a: str, root_b: str, out: list[str]) -> None:
+    if path in VARYING:
+        return
     if isinstance(a, dict) and isinstance(b, dict):
+        if a and b and all(k.isdigit() for k in (*a, *b)):  # keyed by pid
+            a, b = dict(enumerate(a.values())), dict(enumerate(b.values()))
+            a, b = {str(k): v for k, v in a.items()}, {str(k): v for k, v in b.items()}
         if set(a) == set(b) and list(a) != list(b):
             ORDER.append(f"{path or '.'}: keys in another order ({', '.join(a)} -> {', '.join(b)})")
         for k in sorted(set(a) | set(b)):
@@ -59,13 +67,17 @@ def diff(a: Any, b: Any, path: str, root_a: str, root_b: str, out: list[str]) ->
             out.append(f"{path}: {a!r} before, {b!r} after")
         return
     if isinstance(a, str):
-        ma = DIGITS.sub("#", a.replace(root_a, "ROOT"))
-        mb = DIGITS.sub("#", b.replace(root_b, "ROOT"))
+        ma = DIGITS.sub("#", a.replace(root_a, "ROOT").replace(REPOS[0], "REPO"))
+        mb = DIGITS.sub("#", b.replace(root_b, "ROOT").replace(REPOS[1], "REPO"))
         if ma != mb:
             out.append(f"{path}: {a!r} before, {b!r} after")
 
 
-def main(before: str, after: str) -> int:
+REPOS = ["\0", "\0"]  # the two code trees, where they differ (tracebacks, paths): argv 3 and 4
+
+
+def main(before: str, after: str, repo_before: str = "\0", repo_after: str = "\0") -> int:
+    REPOS[:] = [repo_before, repo_after]
     ra, rb = Path(before), Path(after)
     pairs, missing, problems = 0, [], []
     after = {STAMPED.sub("*", str(f.relative_to(rb))): f for f in rb.rglob("result.json")}
@@ -94,4 +106,4 @@ def main(before: str, after: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:3]))
+    sys.exit(main(*sys.argv[1:5]))
