@@ -36,13 +36,18 @@ class Sampling:
     t_start_s: float  # first sample (perf_counter)
     t_end_s: float  # last sample (perf_counter)
 
+    def step_s(self) -> float | None:
+        """The energy counter's measured step, where the meter has one."""
+        return None
+
     def intervals_s(self) -> list[float]:
-        """The time resolutions of its series: the sample interval (and the counter's step, where it has one)."""
-        return [1.0 / self.sample_hz] if self.sample_hz else []
+        """The time resolutions of its series: the counter's step (where it has one) and the sample interval."""
+        step = self.step_s()
+        return ([step] if step else []) + ([1.0 / self.sample_hz] if self.sample_hz else [])
 
     def block(self, update_period_s: float | None) -> dict[str, Any]:
         return {"sample_hz": self.sample_hz, "samples_min": self.samples_min, "update_period_s": update_period_s,
-                "counter_step_s": None}
+                "counter_step_s": self.step_s()}
 
 
 @dataclass
@@ -51,11 +56,8 @@ class CounterSampling(Sampling):
 
     counter_step_s: float | None = None  # the largest measured step of its GPUs' counters (None: no counter)
 
-    def intervals_s(self) -> list[float]:
-        return ([self.counter_step_s] if self.counter_step_s else []) + super().intervals_s()
-
-    def block(self, update_period_s: float | None) -> dict[str, Any]:
-        return {**super().block(update_period_s), "counter_step_s": self.counter_step_s}
+    def step_s(self) -> float | None:
+        return self.counter_step_s
 
 
 @dataclass
@@ -68,11 +70,8 @@ class Attribution:
     final: bool = False  # decided (after the model loaded, or by energy.gpu_indices); False: provisional
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"method": self.method}
-        if self.devices is not None:
-            out["devices"] = self.devices
-        out["reason"] = self.reason
-        return out
+        devices = {} if self.devices is None else {"devices": self.devices}
+        return {"method": self.method, **devices, "reason": self.reason}
 
 
 @dataclass
@@ -130,13 +129,10 @@ class EnergyReading:
         """The result's energy.meter_details.<meter>: the typed facts, then `details`; None when it has none."""
         if self.update_period_s is None and self.sampling is None and self.attribution is None and not self.details:
             return None
-        out: dict[str, Any] = {} if self.update_period_s is None else {"update_period_s": self.update_period_s}
-        if self.sampling is not None:
-            out.update(asdict(self.sampling))
-        out["sampled"] = self.sampled
-        if self.attribution is not None:
-            out["attribution"] = self.attribution.as_dict()
-        return {**out, **self.details}
+        period = {} if self.update_period_s is None else {"update_period_s": self.update_period_s}
+        sampling = {} if self.sampling is None else asdict(self.sampling)
+        attribution = {} if self.attribution is None else {"attribution": self.attribution.as_dict()}
+        return {**period, **sampling, "sampled": self.sampled, **attribution, **self.details}
 
 
 class MeterUnavailable(UserError, RuntimeError):
