@@ -62,7 +62,7 @@ def test_job_gpu_energy_within_1pct_of_truth_and_the_busy_other_gpu_left_out(amd
     assert truth == pytest.approx(1050.0, rel=1e-6)
     assert gpu.extra["power_source"] == "current_socket_power" and gpu.extra["uuid"] == sim.gpus[3].uuid
     assert gpu.extra["integral_j"] == pytest.approx(truth, rel=0.02)
-    assert gpu.extra["amdsmi_index"] == 3 and gpu.extra["thermal"]["power_limit_w"] == 750.0
+    assert gpu.extra["amdsmi_index"] == 3 and gpu.thermal.power_limit_w == 750.0
     others = {u.device: vars(u) for u in reading.unattributed_devices}
     assert len(others) == 7 and others["gpu:6"]["energy_j"] == pytest.approx(1400.0, rel=0.01)
     assert "4242" in others["gpu:6"]["why"]

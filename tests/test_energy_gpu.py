@@ -344,7 +344,7 @@ def test_old_driver_library_mismatch_and_missing_v_functions_degrade(nvml_sim) -
     assert att.method == "cuda_visible_devices" and "NVMLLibraryMismatchError" in att.reason
     assert meter.temperatures() is not None  # TemperatureV missing in the driver: the old call answers
     reading, _, _ = window(meter, 1.0)
-    th = reading.devices[0].extra["thermal"]
+    th = vars(reading.devices[0].thermal)
     assert th["throttle_s"]["sw_power_cap"] > 0 and th["temperature_start_c"] is not None
 
 
@@ -357,7 +357,7 @@ def test_bindings_without_deprecated_functions_lose_nothing(nvml_sim) -> None:
     meter.probe()
     assert meter.temperatures() == {"gpu:0": pytest.approx(32.0 + 0.1 * 70.0, abs=1)}
     reading, _, _ = window(meter, 0.5)
-    assert reading.devices[0].extra["thermal"]["throttle_s"]["hw_thermal_slowdown"] > 0
+    assert reading.devices[0].thermal.throttle_s["hw_thermal_slowdown"] > 0
 
 
 # -- the simulator itself ---------------------------------------------------------------------------------------
@@ -368,7 +368,7 @@ def test_simulated_temperature_rises_under_load_and_decays(nvml_sim) -> None:
     sim.set_power(0, 700.0)
     meter = sim_meter(sim, hz=1)
     reading, t0, t1 = window(meter, 60.0)
-    th = reading.devices[0].extra["thermal"]
+    th = vars(reading.devices[0].thermal)
     assert th["temperature_start_c"] == pytest.approx(cold, abs=1) and th["temperature_drift_c"] > 40
     block = energy_block([reading], [], t1 - t0, 100, 1)
     assert any("temperature rose" in w for w in block["warnings"])

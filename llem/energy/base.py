@@ -14,6 +14,30 @@ from llem.errors import UserError
 
 
 @dataclass
+class Thermal:
+    """A GPU's temperature, clocks and throttling over the window: the result's energy.thermal.<device>."""
+
+    temperature_start_c: float | None
+    temperature_end_c: float | None
+    temperature_max_c: float | None
+    temperature_drift_c: float | None  # max − start: > DRIFT_LIMIT_C is warned about
+    sm_clock_mhz: dict[str, float] | None  # mean, min, max
+    mem_clock_mhz: dict[str, float] | None
+    throttle_s: dict[str, float]  # seconds under each throttle reason
+    power_limit_w: float | None
+    persistence_mode: str | None  # on | off
+
+
+@dataclass
+class OtherProcesses:
+    """Compute processes the vendor library lists on a GPU, read after the window."""
+
+    pids: list[int]
+    others: list[int]  # not of this job's process tree: their energy is in the job's figures
+    attributable: bool  # some pid is the job's, or none is listed (False: a container's PID namespace?)
+
+
+@dataclass
 class DeviceEnergy:
     """Energy one device used during the window."""
 
@@ -21,10 +45,21 @@ class DeviceEnergy:
     kind: str  # gpu | cpu | dram
     energy_j: float
     method: str  # e.g. nvml_counter, nvml_power_integral, rapl_counter, codecarbon_estimate
-    # The meter's own facts about this device (counter readings, power source, thermal, BMC sensor): free-form
-    # per meter, written to the result's energy.devices[].extra unchanged.
+    # The meter's own facts about this device (counter readings, power source, BMC sensor): free-form per
+    # meter, written to the result's energy.devices[].extra unchanged.
     extra: dict[str, Any] = field(default_factory=dict)
     estimate: bool = False  # True for modelled figures (codecarbon): never summed with measured ones
+    thermal: Thermal | None = None  # GPU meters (always set by them; the energy block warns from it)
+    other_processes: OtherProcesses | None = None  # GPU meters: None where the library could not list them
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result's energy.devices[] entry: a GPU meter's thermal and other_processes inside `extra`."""
+        extra = dict(self.extra)
+        if self.thermal is not None:  # a GPU meter's device: both keys, other_processes null when not listed
+            extra["thermal"] = asdict(self.thermal)
+            extra["other_processes"] = None if self.other_processes is None else asdict(self.other_processes)
+        return {"device": self.device, "kind": self.kind, "energy_j": self.energy_j, "method": self.method,
+                "extra": extra, "estimate": self.estimate}
 
 
 @dataclass

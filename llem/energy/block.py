@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from llem.energy.base import EnergyReading
+from llem.energy.base import DeviceEnergy, EnergyReading
 from llem.energy.meters.node.breakdown import node_figures, pick_basis
 from llem.energy.phases import KINDS, energy_in_span, phase_energy
 from llem.measure.latency import SteadyState
@@ -51,7 +51,8 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
                  steady_state: SteadyState | None = None, baseline: dict[str, Any] | None = None,
                  thermal_warmup: dict[str, Any] | None = None, basis: str = "auto") -> dict[str, Any]:
     measured = [r for r in readings if r.measured]
-    devices = [asdict(d) for r in measured for d in r.devices]
+    typed = [d for r in measured for d in r.devices]
+    devices = [d.as_dict() for d in typed]
     real = [d for d in devices if not d["estimate"]]
     estimate = bool(devices) and not real
     use = real or devices  # estimates only when nothing was measured (energy=codecarbon)
@@ -113,7 +114,7 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
                          "mean_power_w": e / dur if e is not None and dur > 0 else None})
         block["steady_state"] = span
 
-    block["thermal"] = {d["device"]: d["extra"]["thermal"] for d in devices if d["extra"].get("thermal")} or None
+    block["thermal"] = {d.device: asdict(d.thermal) for d in typed if d.thermal is not None} or None
     block["thermal_warmup"] = thermal_warmup
     block["sampling"] = {r.meter: r.sampling.block(r.update_period_s)
                          for r in measured if r.sampling is not None} or None
@@ -124,7 +125,8 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
     # GPU attribution (nvml): how the job's GPUs were decided, and visible GPUs left out of every total.
     block["attribution"] = next((r.attribution.as_dict() for r in readings if r.attribution is not None), None)
     block["unattributed_devices"] = [asdict(u) for r in readings for u in r.unattributed_devices]
-    block["warnings"] = list(dict.fromkeys(energy_warnings(readings, devices, window_s, baseline) + node_warnings))
+    block["warnings"] = list(dict.fromkeys(energy_warnings(readings, list(zip(typed, devices)), window_s, baseline)
+                                           + node_warnings))
     return block
 
 
@@ -153,9 +155,10 @@ def _phase_figures(ph: dict[str, Any], basis: str | None, input_tokens: int | No
                 ph[f"{label}_adjusted_j"] = ph[label][key] - power * ph[label]["duration_s"]
 
 
-def energy_warnings(readings: list[EnergyReading], devices: list[dict[str, Any]], window_s: float,
-                    baseline: dict[str, Any] | None) -> list[str]:
-    """What makes this job's energy figures less trustworthy, in words a user can act on."""
+def energy_warnings(readings: list[EnergyReading], devices: list[tuple[DeviceEnergy, dict[str, Any]]],
+                    window_s: float, baseline: dict[str, Any] | None) -> list[str]:
+    """What makes this job's energy figures less trustworthy, in words a user can act on (`devices`: each
+    measured device and its result entry, which holds its baseline-adjusted energy)."""
     out: list[str] = []
     for r in readings:
         out.extend(r.warnings)
@@ -169,27 +172,27 @@ def energy_warnings(readings: list[EnergyReading], devices: list[dict[str, Any]]
             out.append(f"{r.meter}: only {r.sampling.samples_min} samples in the window (< {MIN_SAMPLES} at "
                        f"{r.sampling.sample_hz} Hz): the power series, its integral and the per-phase split "
                        "are coarse; raise energy.sample_hz or lengthen the window")
-    for d in devices:
-        th = d["extra"].get("thermal") or {}
-        dev = d["device"]
-        drift = th.get("temperature_drift_c")
+    for typed, d in devices:
+        th = typed.thermal
+        dev = typed.device
+        drift = th.temperature_drift_c if th is not None else None
         if drift is not None and drift > DRIFT_LIMIT_C:
             out.append(f"{dev}: temperature rose {drift:.0f} °C during the window (> {DRIFT_LIMIT_C:.0f} °C): not at "
                        "thermal steady state; consider energy.thermal_warmup_s")
-        throttled = {k: v for k, v in (th.get("throttle_s") or {}).items() if v > 0}
+        throttled = {k: v for k, v in (th.throttle_s if th is not None else {}).items() if v > 0}
         if throttled:
             what = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(throttled.items()))
             out.append(f"{dev}: clocks were throttled during the window ({what})")
-        if th.get("persistence_mode") == "off":
+        if th is not None and th.persistence_mode == "off":
             out.append(f"{dev}: persistence mode is off: the driver may re-initialise the GPU between jobs "
                        "(start-up delay, idle-power swings); enable it with `sudo nvidia-smi -pm 1`")
-        procs = d["extra"].get("other_processes")
-        if procs:
-            if procs.get("others") and procs.get("attributable"):
-                out.append(f"{dev}: other processes use this GPU (pids {procs['others']}): their energy is in "
+        procs = typed.other_processes
+        if procs is not None:
+            if procs.others and procs.attributable:
+                out.append(f"{dev}: other processes use this GPU (pids {procs.others}): their energy is in "
                            "this job's figures")
-            elif not procs.get("attributable"):
-                out.append(f"{dev}: NVML lists compute processes {procs['pids']} but none is this job's (container "
+            elif not procs.attributable:
+                out.append(f"{dev}: NVML lists compute processes {procs.pids} but none is this job's (container "
                            "PID namespace?): cannot tell whether other work shares the GPU")
         if d.get("adjusted_j") is not None and d["adjusted_j"] < 0:
             b = ((baseline or {}).get("devices") or {}).get(dev, {})

@@ -50,6 +50,8 @@ from llem.energy.base import (
     EnergyReading,
     Meter,
     MeterUnavailable,
+    OtherProcesses,
+    Thermal,
     UnattributedDevice,
 )
 from llem.energy.sampler import Sampler, cumulative_trapezoid, trapezoid
@@ -415,7 +417,7 @@ class GpuMeter(Meter):
         for g in self.gpus:
             dev_rows = [r for r in rows if r["device"] == g.device]
             anchors = (self._anchors.get(f"start:{g.device}"), self._anchors.get(f"end:{g.device}"))
-            energy, ts_rows, extra, curve = _summarise(g, dev_rows, self._t0, anchors, self.name)
+            energy, ts_rows, extra, curve, thermal = _summarise(g, dev_rows, self._t0, anchors, self.name)
             if g.read_errors:
                 warnings.append(f"{g.device}: {g.read_errors} {self.library} read(s) failed during the window (first: "
                                 f"{g.first_error}); the figures use the readings that succeeded")
@@ -425,13 +427,13 @@ class GpuMeter(Meter):
             if energy is None:
                 warnings.append(f"{g.device}: no usable {self.library} energy or power readings in the window")
                 continue
-            extra["other_processes"] = others.get(g.device)
             attributed = self._is_attributed(g)
             for r in ts_rows:
                 r["attributed"] = attributed
             series.extend(ts_rows)
             if attributed:
-                devices.append(DeviceEnergy(g.device, "gpu", energy, extra.pop("method"), extra))
+                devices.append(DeviceEnergy(g.device, "gpu", energy, extra.pop("method"), extra, thermal=thermal,
+                                            other_processes=others.get(g.device)))
                 if curve is not None:
                     curves[g.device] = EnergyCurve(curve["t_s"], curve["energy_j"])
             else:
@@ -458,20 +460,19 @@ class GpuMeter(Meter):
             attribution=self.attribution, unattributed_devices=unattributed, curves=curves,
         )
 
-    def _other_processes(self) -> dict[str, dict[str, Any]]:
+    def _other_processes(self) -> dict[str, OtherProcesses]:
         """Compute processes on each GPU that are not this job's (after the window: never inside it)."""
         mine = process_tree()
         found = self.host.processes([v for g in self.gpus for v in g.visible])
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, OtherProcesses] = {}
         for g in self.gpus:
             pid_sets = [found.get(v.label) for v in g.visible]
             if any(not isinstance(p, set) for p in pid_sets):
                 continue
             pids = sorted(set().union(*pid_sets))  # type: ignore[arg-type]
             ours = [p for p in pids if p in mine]
-            out[g.device] = {"pids": pids, "others": [p for p in pids if p not in mine],
-                             # In a container the library may list host PIDs: none of ours then shows up.
-                             "attributable": bool(ours) or not pids}
+            # In a container the library may list host PIDs: none of ours then shows up.
+            out[g.device] = OtherProcesses(pids, [p for p in pids if p not in mine], bool(ours) or not pids)
         return out
 
     def close(self) -> None:
@@ -541,8 +542,8 @@ def _interp(times: list[float], values: list[float], t: float) -> float:
 
 
 def _summarise(g: _Gpu, rows: list[dict[str, Any]], t0: float, anchors: tuple[Any, Any], meter: str = "nvml"
-               ) -> tuple[float | None, list[dict[str, Any]], dict[str, Any], dict[str, list[float]] | None]:
-    """Energy (tick-aligned counter, else integral), timeseries rows, the device's facts and its curve."""
+               ) -> tuple[float | None, list[dict[str, Any]], dict[str, Any], dict[str, list[float]] | None, Thermal]:
+    """Energy (tick-aligned counter, else integral), timeseries rows, the device's facts, its curve, its thermal."""
     p_rows = [r for r in rows if r["power_w"] is not None]
     integral = trapezoid([r["t_s"] for r in p_rows], [r["power_w"] for r in p_rows]) if len(p_rows) > 1 else None
     c_rows = [r for r in rows if r["counter_mj"] is not None]
@@ -603,22 +604,22 @@ def _summarise(g: _Gpu, rows: list[dict[str, Any]], t0: float, anchors: tuple[An
         "mean_power_w": energy / duration if energy is not None and duration > 0 else None,
         "max_power_w": max((r["power_w"] for r in p_rows), default=None),
         "read_errors": g.read_errors,
-        "thermal": {
-            "temperature_start_c": temps[0] if temps else None,
-            "temperature_end_c": temps[-1] if temps else None,
-            "temperature_max_c": max(temps) if temps else None,
-            "temperature_drift_c": (max(temps) - temps[0]) if temps else None,
-            "sm_clock_mhz": _stats([r["sm_clock_mhz"] for r in rows if r["sm_clock_mhz"] is not None]),
-            "mem_clock_mhz": _stats([r["mem_clock_mhz"] for r in rows if r["mem_clock_mhz"] is not None]),
-            "throttle_s": throttle_s,
-            "power_limit_w": g.power_limit_w,
-            "persistence_mode": g.persistence_mode,
-        },
         "gpu_util_pct_mean": _mean([r["gpu_util_pct"] for r in rows]),
         "memory_used_bytes_max": max((r["memory_used_bytes"] for r in rows if r["memory_used_bytes"] is not None),
                                      default=None),
     }
-    return energy, series, extra, curve
+    thermal = Thermal(
+        temperature_start_c=temps[0] if temps else None,
+        temperature_end_c=temps[-1] if temps else None,
+        temperature_max_c=max(temps) if temps else None,
+        temperature_drift_c=(max(temps) - temps[0]) if temps else None,
+        sm_clock_mhz=_stats([r["sm_clock_mhz"] for r in rows if r["sm_clock_mhz"] is not None]),
+        mem_clock_mhz=_stats([r["mem_clock_mhz"] for r in rows if r["mem_clock_mhz"] is not None]),
+        throttle_s=throttle_s,
+        power_limit_w=g.power_limit_w,
+        persistence_mode=g.persistence_mode,
+    )
+    return energy, series, extra, curve, thermal
 
 
 def _mean(values: list[Any]) -> float | None:

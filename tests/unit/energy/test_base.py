@@ -14,10 +14,12 @@ from llem.energy.base import (
     DeviceEnergy,
     EnergyCurve,
     EnergyReading,
+    OtherProcesses,
     Sampling,
+    Thermal,
     UnattributedDevice,
 )
-from llem.energy.block import MIN_SAMPLES, energy_block
+from llem.energy.block import DRIFT_LIMIT_C, MIN_SAMPLES, energy_block
 
 
 def _gpu_reading(samples_min: int = 40, hz: float = 10.0) -> EnergyReading:
@@ -99,3 +101,40 @@ def test_a_misspelt_field_is_an_error_not_a_silent_none() -> None:
         EnergyReading("nvml", True, extra={"sampled": True})  # the old side channel is gone
     assert {f.name for f in dataclasses.fields(EnergyReading)} >= {"update_period_s", "sampling", "attribution",
                                                                    "unattributed_devices", "curves", "details"}
+
+
+def _thermal(drift: float | None = 2.0, throttle: float = 0.0, persistence: str = "on") -> Thermal:
+    return Thermal(40.0, 40.0 + (drift or 0), 40.0 + (drift or 0), drift, {"mean": 1980.0, "min": 1980.0, "max": 1980.0},
+                   None, {"sw_power_cap": throttle}, 700.0, persistence)
+
+
+def _gpu(thermal: Thermal | None, procs: OtherProcesses | None = None) -> EnergyReading:
+    return EnergyReading("nvml", True, 4.0, [DeviceEnergy("gpu:0", "gpu", 400.0, "nvml_counter", {"uuid": "GPU-0"},
+                                                          thermal=thermal, other_processes=procs)])
+
+
+def test_gpu_devices_carry_thermal_and_other_processes_inside_extra() -> None:
+    d = _gpu(_thermal(), OtherProcesses([5, 9], [9], True)).devices[0].as_dict()
+    assert d["extra"] == {"uuid": "GPU-0", "thermal": vars(_thermal()), "other_processes":
+                          {"pids": [5, 9], "others": [9], "attributable": True}}
+    assert _gpu(_thermal()).devices[0].as_dict()["extra"]["other_processes"] is None  # not listed: null, not absent
+    cpu = DeviceEnergy("cpu:package-0", "cpu", 5.0, "rapl_counter", {"zone": "intel-rapl:0"}).as_dict()
+    assert cpu == {"device": "cpu:package-0", "kind": "cpu", "energy_j": 5.0, "method": "rapl_counter",
+                   "extra": {"zone": "intel-rapl:0"}, "estimate": False}
+    b = energy_block([_gpu(_thermal())], [], 4.0, 10, 1)
+    assert b["thermal"] == {"gpu:0": vars(_thermal())} and b["devices"][0]["extra"]["thermal"] == vars(_thermal())
+
+
+def test_thermal_and_other_process_warnings() -> None:
+    def warns(reading: EnergyReading) -> str:
+        return "\n".join(energy_block([reading], [], 4.0, 10, 1)["warnings"])
+
+    assert warns(_gpu(_thermal())) == ""
+    assert "temperature rose" not in warns(_gpu(_thermal(drift=DRIFT_LIMIT_C)))  # at the limit: not above it
+    assert "temperature rose 11 °C" in warns(_gpu(_thermal(drift=DRIFT_LIMIT_C + 1)))
+    assert "throttled during the window (sw_power_cap 0.50 s)" in warns(_gpu(_thermal(throttle=0.5)))
+    assert "persistence mode is off" in warns(_gpu(_thermal(persistence="off")))
+    assert "other processes use this GPU (pids [9])" in warns(_gpu(_thermal(), OtherProcesses([5, 9], [9], True)))
+    assert "none is this job's" in warns(_gpu(_thermal(), OtherProcesses([9], [9], False)))
+    assert warns(_gpu(_thermal(), OtherProcesses([5], [], True))) == ""
+    assert warns(_gpu(None)) == ""  # a device without thermal facts (zeus, rapl): nothing to say
