@@ -40,9 +40,12 @@ def diff(a: Any, b: Any, path: str, root_a: str, root_b: str, out: list[str]) ->
     if path in VARYING:
         return
     if isinstance(a, dict) and isinstance(b, dict):
-        if a and b and all(k.isdigit() for k in (*a, *b)):  # keyed by pid
-            a, b = dict(enumerate(a.values())), dict(enumerate(b.values()))
-            a, b = {str(k): v for k, v in a.items()}, {str(k): v for k, v in b.items()}
+        if set(a) != set(b):  # keyed by pid ("VLLM::EngineCore-1234"): compare with the digits masked
+            ma, mb = {DIGITS.sub("#", k): v for k, v in a.items()}, {DIGITS.sub("#", k): v for k, v in b.items()}
+            if len(ma) == len(a) and len(mb) == len(b):
+                a, b = ma, mb
+            elif all(k.isdigit() for k in (*a, *b)):  # keyed by bare pids: in order
+                a, b = {str(i): v for i, v in enumerate(a.values())}, {str(i): v for i, v in enumerate(b.values())}
         if set(a) == set(b) and list(a) != list(b):
             ORDER.append(f"{path or '.'}: keys in another order ({', '.join(a)} -> {', '.join(b)})")
         for k in sorted(set(a) | set(b)):
