@@ -6,6 +6,7 @@ only code whose time and energy are reported, and `Result` (llem/result.py) is w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -181,8 +182,8 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
 
         # Serving: headline figures (workload, throughput, latency) from succeeded requests only; the failed
         # ones are counted and listed by reason in result.serving.requests (llem/serving/metrics.py).
-        head = out if cfg.scenario.name != "serving" else RunOutput(
-            records=[r for r in out.records if r.succeeded], phases=out.phases, extra=out.extra)
+        head = out if cfg.scenario.name != "serving" else dataclasses.replace(
+            out, records=[r for r in out.records if r.succeeded])
         result.workload = _workload_block(cfg, workload, head)
         compiled = backend.compile_report()  # shapes warmed, recompiles in window
         if compiled:
@@ -196,14 +197,12 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                          "warmup_latencies_s": warm, "window_s": win, "window_start_unix_s": window.wall_start}
         result.throughput = {"output_tok_s": n_out / win, "total_tok_s": (n_in + n_out) / win,
                              "requests_s": n_req / win}
-        steady = out.extra.get("steady_state")
-        if steady:  # vLLM: the span with a full batch (ML.ENERGY method), beside the whole window
-            result.throughput["steady_state"] = {k: steady[k] for k in
-                                                 ("output_tok_s", "output_tokens", "requests", "duration_s", "batch_size")}
-        if out.extra.get("engine"):
-            result.workload["engine"] = out.extra["engine"]
+        if out.steady_state:  # vLLM: the span with a full batch (ML.ENERGY method), beside the whole window
+            result.throughput["steady_state"] = out.steady_state.throughput()
+        if out.engine:
+            result.workload["engine"] = out.engine.as_dict()
         result.latency = latency_block(head.records)
-        result.warnings.extend(out.extra[k] for k in ("latency_note", "steady_state_note") if out.extra.get(k))
+        result.warnings.extend(note for note in (out.latency_note, out.steady_state_note) if note)
         result.model = backend.model_facts()
         check = result.model.get("parameters_check") or {}
         if check.get("warning"):
@@ -212,7 +211,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
         result.energy = energy_block(window.readings, selection.notes, win, n_out, n_req,
                                      result.flops.get("total_flop"), input_tokens=n_in,
                                      window_span=(window.t_start, window.t_end), phases=out.phases,
-                                     steady_state=out.extra.get("steady_state"), baseline=baseline,
+                                     steady_state=out.steady_state, baseline=baseline,
                                      thermal_warmup=thermal, basis=cfg.energy.basis)
         result.warnings.extend(result.energy.get("warnings", []))
         gpu.seen(window.readings)
@@ -221,7 +220,7 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
             from llem.serving.metrics import serving_block
 
             result.serving, request_extra = serving_block(out.records, window.t_start, window.t_end, cfg.scenario,
-                                                          window.readings, result.energy, out.extra.get("serving_info"))
+                                                          window.readings, result.energy, out.serving)
             if result.serving["steady_state_note"]:
                 result.warnings.append(result.serving["steady_state_note"])
         result.memory = backend.memory()

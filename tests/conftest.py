@@ -68,7 +68,8 @@ def _written_results(root: Path) -> list[Path]:
 @pytest.fixture(autouse=True)
 def _results_match_schema(request: pytest.FixtureRequest) -> Any:
     """Every result.json a test leaves in its tmp_path matches the result schema (`python -m llem.results
-    schema`): a producer writing a wrong type, a renamed or an unknown key fails the test that ran it.
+    schema`) and reads back through the typed ResultDoc (`Result.typed()`) to the same JSON: a producer
+    writing a wrong type, a renamed or an unknown key fails the test that ran it.
     Opt out with @pytest.mark.no_result_schema (tests that write broken results on purpose)."""
     if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("no_result_schema"):
         yield
@@ -79,14 +80,19 @@ def _results_match_schema(request: pytest.FixtureRequest) -> Any:
         ManifestDoc,
         PlanDoc,
         RequestRow,
+        ResultDoc,
         ResultSchemaError,
         validate_as,
         validate_result,
     )
+    from llem.result_schema.convert import parse, to_json
 
     for path in _written_results(root):
         try:
-            validate_result(json.loads(path.read_text()))
+            doc = json.loads(path.read_text())
+            validate_result(doc)
+            if json.dumps(to_json(parse(doc, ResultDoc))) != json.dumps(doc):  # Result.typed() loses nothing
+                pytest.fail(f"{path}: the typed ResultDoc does not give back the same JSON", pytrace=False)
             for row in _request_rows(path.parent / "requests.jsonl"):  # its rows too (written before result.json)
                 validate_as(row, RequestRow)
         except ResultSchemaError as e:

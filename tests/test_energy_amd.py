@@ -41,7 +41,7 @@ def test_job_gpu_energy_within_1pct_of_truth_and_the_busy_other_gpu_left_out(amd
     meter = _meter(sim)
     meter.probe()
     assert len(meter.gpus) == 8 and meter.update_period_s < 0.005  # ~1 ms updates: a continuous counter
-    assert meter.attribute()["method"] == "amdsmi_processes"
+    assert meter.attribute().method == "amdsmi_processes"
     sim.set_power(3, 600.0)
     sim.set_power(6, 700.0)
     meter.start()
@@ -54,7 +54,7 @@ def test_job_gpu_energy_within_1pct_of_truth_and_the_busy_other_gpu_left_out(amd
     reading = meter.stop()
     meter.close()
     (gpu,) = reading.devices
-    t0, t1 = reading.extra["t_start_s"], reading.extra["t_end_s"]
+    t0, t1 = reading.sampling.t_start_s, reading.sampling.t_end_s
     truth = sim.true_energy(3, t0, t1)
     err_pct = abs(gpu.energy_j - truth) / truth * 100
     print(f"amdsmi counter vs truth: {gpu.energy_j:.3f} J vs {truth:.3f} J ({err_pct:.4f} %)")
@@ -62,8 +62,8 @@ def test_job_gpu_energy_within_1pct_of_truth_and_the_busy_other_gpu_left_out(amd
     assert truth == pytest.approx(1050.0, rel=1e-6)
     assert gpu.extra["power_source"] == "current_socket_power" and gpu.extra["uuid"] == sim.gpus[3].uuid
     assert gpu.extra["integral_j"] == pytest.approx(truth, rel=0.02)
-    assert gpu.extra["amdsmi_index"] == 3 and gpu.extra["thermal"]["power_limit_w"] == 750.0
-    others = {u["device"]: u for u in reading.extra["unattributed_devices"]}
+    assert gpu.extra["amdsmi_index"] == 3 and gpu.thermal.power_limit_w == 750.0
+    others = {u.device: vars(u) for u in reading.unattributed_devices}
     assert len(others) == 7 and others["gpu:6"]["energy_j"] == pytest.approx(1400.0, rel=0.01)
     assert "4242" in others["gpu:6"]["why"]
     assert sim.initialised == 0
@@ -79,7 +79,7 @@ def test_counter_that_wraps_mid_window_is_unfolded(amd_host) -> None:
     run_for(meter, 2.0)
     reading = meter.stop()
     meter.close()
-    truth = sim.true_energy(0, reading.extra["t_start_s"], reading.extra["t_end_s"])
+    truth = sim.true_energy(0, reading.sampling.t_start_s, reading.sampling.t_end_s)
     assert reading.devices[0].method == "amdsmi_counter"
     assert reading.devices[0].energy_j == pytest.approx(truth, rel=0.01)
 

@@ -44,7 +44,7 @@ def window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | N
             during(clock())
         meter.sample_now()
     reading = meter.stop()
-    t1 = reading.extra["t_end_s"]
+    t1 = reading.sampling.t_end_s
     meter.close()
     return reading, t0, t1
 
@@ -57,7 +57,7 @@ def test_job_on_one_h100_of_eight_reports_that_gpu_not_the_host(nvml_sim) -> Non
     sim.set_power(3, 400.0)
     meter = sim_meter(sim)
     meter.probe()
-    assert meter.attribute()["method"] == "nvml_processes"
+    assert meter.attribute().method == "nvml_processes"
     reading, t0, t1 = window(meter, 5.0)
     block = energy_block([reading], [], t1 - t0, output_tokens=1000, requests=10)
     assert [d["device"] for d in block["devices"]] == ["gpu:3"]
@@ -81,14 +81,14 @@ def test_without_a_job_process_the_visible_gpus_count_and_gpu_indices_restrict(n
     meter = sim_meter(sim)
     meter.probe()
     att = meter.attribute()
-    assert att["method"] == "cuda_visible_devices" and "no process of this job" in att["reason"]
+    assert att.method == "cuda_visible_devices" and "no process of this job" in att.reason
     reading, t0, t1 = window(meter, 1.0)
     assert {d.extra["uuid"]: round(d.energy_j / (t1 - t0)) for d in reading.devices} == \
         {gpu_uuid(2): 300, gpu_uuid(5): 600}
     meter = sim_meter(sim, gpu_indices=[1])
     reading, t0, t1 = window(meter, 1.0)
     assert [(d.device, d.extra["uuid"]) for d in reading.devices] == [("gpu:1", gpu_uuid(5))]
-    assert reading.extra["attribution"]["method"] == "energy.gpu_indices"
+    assert reading.attribution.method == "energy.gpu_indices"
 
 
 # -- point 3: MIG counted once -----------------------------------------------------------------------------
@@ -186,11 +186,11 @@ def _tick_errors(nvml_sim, phase: float) -> tuple[float, float, float | None]:
     sim.set_power(0, 100.0)
     reading = meter.stop()
     meter.close()
-    a, b = reading.extra["t_start_s"], reading.extra["t_end_s"]
+    a, b = reading.sampling.t_start_s, reading.sampling.t_end_s
     truth = sim.true_energy(0, a, b)
     dev = reading.devices[0]
     return (dev.energy_j - truth) / truth, (dev.extra["counter_uncorrected_j"] - truth) / truth, \
-        reading.extra["counter_step_s"]
+        reading.sampling.counter_step_s
 
 
 def test_window_energy_within_1pct_of_truth_despite_100ms_counter_ticks(nvml_sim) -> None:
@@ -219,7 +219,7 @@ def test_prefill_decode_split_within_3pct_with_100ms_ticks(nvml_sim) -> None:
         meter.sample_now()
     reading = meter.stop()
     meter.close()
-    w0, w1 = reading.extra["t_start_s"], reading.extra["t_end_s"]
+    w0, w1 = reading.sampling.t_start_s, reading.sampling.t_end_s
     ph = phase_energy([reading], phases, w0, w1)
     prefill_true, decode_true = 3 * 0.25 * 650.0, 3 * 1.35 * 420.0
     err_p = ph["prefill"]["gpu_j"] / prefill_true - 1
@@ -236,7 +236,7 @@ def test_resolution_is_the_counter_step_when_sampling_faster(nvml_sim) -> None:
     sim = nvml_sim(host("H100", clock=SimClock(), watts=200.0))
     reading, t0, t1 = window(sim_meter(sim, hz=50), 1.0)
     ph = phase_energy([reading], [Phase(t0 + 0.2, t0 + 0.3, t0 + 0.9)], t0, t1)
-    assert reading.extra["counter_step_s"] == pytest.approx(0.1, abs=0.002)
+    assert reading.sampling.counter_step_s == pytest.approx(0.1, abs=0.002)
     assert ph["resolution_s"] == pytest.approx(0.1, abs=0.002)
 
 
@@ -342,12 +342,12 @@ def test_old_driver_library_mismatch_and_missing_v_functions_degrade(nvml_sim) -
     meter = sim_meter(sim)
     meter.probe()
     att = meter.attribute()  # nvmlDeviceGetComputeRunningProcesses raises NVMLLibraryMismatchError
-    assert att["method"] == "cuda_visible_devices" and "NVMLLibraryMismatchError" in att["reason"]
+    assert att.method == "cuda_visible_devices" and "NVMLLibraryMismatchError" in att.reason
     # TemperatureV missing in the driver: the old call answers. gpu_sim: an idle A100 (55 W) sits at
     # 32 °C + 0.1 °C/W × 55 W = 37.5 °C, which NVML reports as the integer 37.
     assert meter.temperatures() == {"gpu:0": 37.0}
     reading, _, _ = window(meter, 1.0)
-    th = reading.devices[0].extra["thermal"]
+    th = vars(reading.devices[0].thermal)
     # the power-cap bit is set the whole window: 1 s of it, between the first and last of the samples on
     # the simulated clock (exact but for float rounding)
     assert th["throttle_s"] == {"sw_power_cap": pytest.approx(1.0, abs=1e-9)} and th["temperature_start_c"] == 37.0
@@ -363,7 +363,7 @@ def test_bindings_without_deprecated_functions_lose_nothing(nvml_sim) -> None:
     assert meter.temperatures() == {"gpu:0": pytest.approx(32.0 + 0.1 * 70.0, abs=1)}
     reading, _, _ = window(meter, 0.5)
     # the thermal-slowdown bit is set the whole 0.5 s window (simulated clock: exact but for float rounding)
-    assert reading.devices[0].extra["thermal"]["throttle_s"] == {"hw_thermal_slowdown": pytest.approx(0.5, abs=1e-9)}
+    assert reading.devices[0].thermal.throttle_s == {"hw_thermal_slowdown": pytest.approx(0.5, abs=1e-9)}
 
 
 # -- the simulator itself ---------------------------------------------------------------------------------------
@@ -374,7 +374,7 @@ def test_simulated_temperature_rises_under_load_and_decays(nvml_sim) -> None:
     sim.set_power(0, 700.0)
     meter = sim_meter(sim, hz=1)
     reading, t0, t1 = window(meter, 60.0)
-    th = reading.devices[0].extra["thermal"]
+    th = vars(reading.devices[0].thermal)
     assert th["temperature_start_c"] == pytest.approx(cold, abs=1) and th["temperature_drift_c"] > 40
     block = energy_block([reading], [], t1 - t0, 100, 1)
     assert any("temperature rose" in w for w in block["warnings"])

@@ -31,6 +31,7 @@ from llem.energy.meters.node import make_node_meter, problems, summarise
 from llem.energy.meters.node.breakdown import node_figures, pick_basis
 from llem.energy.meters.node.ipmi import parse_power_reading
 from llem.errors import ConfigError
+from llem.measure.latency import SteadyState
 
 PASSWORD = "Pa55-w0rd-never-written"
 USER = "llem-admin"
@@ -53,7 +54,7 @@ def test_summarise_integrates_trapezoid_over_the_readings_and_keeps_the_counter(
     assert d.extra["counter_j"] == 3600.0 and d.extra["counter_step_j"] == 3600.0
     assert [x["energy_j"] for x in r.timeseries] == pytest.approx([0.0, 200.0, 800.0])
     assert any("cover 3.000 s of the 3.500 s" in w for w in r.warnings)
-    assert r.extra["sample_hz"] == 1.0 and r.extra["sampled"] is True
+    assert r.sampling.sample_hz == 1.0 and r.sampled is True
 
 
 def test_summarise_clips_the_readings_to_the_meters_span() -> None:
@@ -136,7 +137,7 @@ def _reading(meter: str, device: str, kind: str, energy_j: float, t0: float = 0.
               {"t_s": t1, "device": device, "kind": kind, "energy_j": energy_j}]
     return EnergyReading(meter=meter, measured=True, duration_s=t1 - t0, timeseries=series,
                          devices=[DeviceEnergy(device, kind, energy_j, f"{meter}_x", {"duration_s": t1 - t0})],
-                         extra={"sample_s": 1.0} if meter == "node" else {})
+                         update_period_s=1.0 if meter == "node" else None)
 
 
 def test_energy_block_reports_node_beside_gpu_and_cpu_with_the_rest() -> None:
@@ -149,7 +150,7 @@ def test_energy_block_reports_node_beside_gpu_and_cpu_with_the_rest() -> None:
     assert b["node"]["breakdown"]["rest_j"] == 600.0 and b["node"]["breakdown"]["rest_parts_subtracted"] == ["gpu", "cpu"]
     assert b["basis"] == "gpu" and b["j_per_output_token"] == 6.0
     n = energy_block(readings, [], 2.0, output_tokens=50, requests=5, basis="node",
-                     steady_state={"t_start": 0.0, "t_end": 1.0, "output_tokens": 10, "requests": 1})
+                     steady_state=SteadyState(t_start=0.0, t_end=1.0, output_tokens=10, requests=1))
     assert n["basis"] == "node" and n["j_per_output_token"] == 20.0 and n["j_per_request"] == 200.0
     assert n["steady_state"]["node_j"] == pytest.approx(500.0) and n["steady_state"]["j_per_output_token"] == 50.0
     assert not [w for w in n["warnings"] if "sensors disagree" in w]

@@ -28,7 +28,7 @@ def _window(meter: NvmlMeter, seconds: float, during: Callable[[float], None] | 
     run_for(meter, seconds, during)
     reading = meter.stop()
     meter.close()
-    return reading, reading.extra["t_start_s"], reading.extra["t_end_s"]
+    return reading, reading.sampling.t_start_s, reading.sampling.t_end_s
 
 
 def test_counter_energy_matches_simulated_power_and_integral_agrees(nvml_sim) -> None:
@@ -46,7 +46,7 @@ def test_counter_energy_matches_simulated_power_and_integral_agrees(nvml_sim) ->
     assert gpu.extra["integral_j"] == pytest.approx(gpu.extra["counter_j"], rel=0.001)
     assert abs(gpu.extra["integral_vs_counter_pct"]) < 0.1
     assert gpu.extra["power_source"] == "power_instant_field"
-    assert gpu.extra["uuid"] == gpu_uuid(0) and gpu.extra["thermal"]["power_limit_w"] == 700.0
+    assert gpu.extra["uuid"] == gpu_uuid(0) and gpu.thermal.power_limit_w == 700.0
     # 50 Hz for 0.6 s: 30 steps, plus the opening sample; one row per sample per device, units in the names
     rows = reading.timeseries
     assert len(rows) == 31 and gpu.extra["samples"] == len(rows)
@@ -155,7 +155,7 @@ def test_thermal_and_process_warnings_reach_the_energy_block(nvml_sim) -> None:
     meter.probe()
     sim.set_power(0, 500.0)  # heads for 82 °C with a 20 s time constant
     reading, t0, t1 = _window(meter, 8.0)
-    th = reading.devices[0].extra["thermal"]
+    th = vars(reading.devices[0].thermal)
     assert th["temperature_start_c"] == 39 and th["temperature_end_c"] == int(g.temperature_at(t1))
     assert th["temperature_end_c"] - th["temperature_start_c"] >= 10 and th["temperature_max_c"] >= 50
     assert th["throttle_s"]["sw_power_cap"] == pytest.approx(8.0)
@@ -176,8 +176,8 @@ def test_older_driver_falls_back_to_throttle_reasons_and_deprecated_temperature(
     sim.gpus[0].reasons = 0x8
     reading, t0, t1 = _window(sim_meter(sim, 20), 0.2)
     dev = reading.devices[0]
-    assert dev.extra["thermal"]["throttle_s"]["hw_slowdown"] == pytest.approx(0.2)
-    assert dev.extra["thermal"]["temperature_start_c"] == int(32 + 0.1 * 55)
+    assert dev.thermal.throttle_s["hw_slowdown"] == pytest.approx(0.2)
+    assert dev.thermal.temperature_start_c == int(32 + 0.1 * 55)
     assert dev.energy_j == pytest.approx(55.0 * 0.2, abs=0.005)
 
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llem.energy.base import DeviceEnergy, EnergyReading
+from llem.energy.base import DeviceEnergy, EnergyReading, Sampling
 from llem.energy.block import energy_block
 from llem.energy.phases import energy_in_span, phase_energy, timeline
-from llem.measure.latency import Phase
+from llem.measure.latency import Phase, SteadyState
 
 
 def reading_from_power(power, t0: float, t1: float, hz: float, device: str = "gpu:0", kind: str = "gpu"):
@@ -24,7 +24,7 @@ def reading_from_power(power, t0: float, t1: float, hz: float, device: str = "gp
             energy += sum(power(times[i - 1] + (k + 0.5) * dt) for k in range(steps)) * dt
         rows.append({"t_s": t, "device": device, "kind": kind, "power_w": power(t), "energy_j": energy})
     return EnergyReading("nvml", True, t1 - t0, [DeviceEnergy(device, kind, energy, "nvml_counter")],
-                         extra={"sampled": True, "sample_hz": hz, "samples_min": len(rows)}, timeseries=rows)
+                         sampling=Sampling(hz, len(rows), t0, t1), timeseries=rows)
 
 
 def test_prefill_and_decode_energy_follow_the_power_of_each_phase() -> None:
@@ -100,7 +100,7 @@ def test_steady_state_span_gives_its_own_energy_per_token() -> None:
     span = energy_in_span([r], 2.0, 8.0)
     assert span["gpu_j"] == pytest.approx(2400.0, rel=0.01) and span["covered"]
     block = energy_block([r], [], 10.0, 1000, 10,
-                         steady_state={"t_start": 2.0, "t_end": 8.0, "output_tokens": 800, "requests": 10})
+                         steady_state=SteadyState(t_start=2.0, t_end=8.0, output_tokens=800, requests=10))
     ss = block["steady_state"]
     assert ss["j_per_output_token"] == pytest.approx(3.0, rel=0.01) and ss["mean_power_w"] == pytest.approx(400, rel=0.01)
     assert block["j_per_output_token"] == pytest.approx(block["gpu_j"] / 1000)

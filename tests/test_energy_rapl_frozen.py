@@ -32,7 +32,7 @@ def test_a_frozen_package_counter_is_not_measured_and_warned_about(tmp_path: Pat
     (w,) = reading.warnings
     assert w.startswith(f"cpu:package-0: RAPL counter {tmp_path / 'intel-rapl:0' / 'energy_uj'} stayed at 123456 µJ")
     assert "frozen counter, not measured (not 0 J)" in w
-    (frozen,) = reading.extra["frozen_zones"]
+    (frozen,) = reading.details["frozen_zones"]
     assert frozen["counter_uj"] == 123_456 and frozen["frozen"] is True
     # every zone is read at every sample: the frozen zone's span is the window's, to the float (seconds, ~0.3)
     assert frozen["duration_s"] == pytest.approx(reading.duration_s, rel=1e-9) and reading.duration_s >= 0.29
@@ -55,12 +55,12 @@ def test_a_frozen_dram_counter_is_dropped_while_the_package_is_measured(tmp_path
     assert block["dram_j"] is None  # not 0.0: DRAM was not measured
     assert len(reading.warnings) == 1 and reading.warnings[0].startswith("dram:package-0: RAPL counter")
     # an idle integrated GPU's uncore plane may sit still: listed as frozen, no warning (never added anyway)
-    assert {f["device"] for f in reading.extra["frozen_zones"]} == {"dram:package-0", "uncore:package-0"}
+    assert {f["device"] for f in reading.details["frozen_zones"]} == {"dram:package-0", "uncore:package-0"}
 
 
 def test_a_moving_counter_gives_no_frozen_warning(tmp_path: Path) -> None:
     reading = _window(intel_tree(tmp_path, package_w=30.0, dram_w=4.0), tmp_path, 0.15)
-    assert reading.measured and reading.extra["frozen_zones"] == [] and reading.warnings == []
+    assert reading.measured and reading.details["frozen_zones"] == [] and reading.warnings == []
 
 
 def test_a_window_too_short_to_tell_is_still_not_counted_as_zero(tmp_path: Path) -> None:
@@ -72,4 +72,4 @@ def test_a_window_too_short_to_tell_is_still_not_counted_as_zero(tmp_path: Path)
     assert reading.measured is False and reading.devices == []
     (w,) = reading.warnings
     assert "too short to tell a frozen counter" in w and f"< {STUCK_AFTER_S * 1e3:g} ms" in w
-    assert reading.extra["frozen_zones"][0]["frozen"] is False
+    assert reading.details["frozen_zones"][0]["frozen"] is False

@@ -122,7 +122,7 @@ def test_codecarbon_window_is_an_estimate_in_joules() -> None:
     threading.Event().wait(0.5)
     reading = meter.stop()
     meter.close()
-    assert reading.measured and reading.extra["estimate"] and reading.extra["country_iso_code"] == "FRA"
+    assert reading.measured and reading.details["estimate"] and reading.details["country_iso_code"] == "FRA"
     cpu = next(d for d in reading.devices if d.kind == "cpu")
     assert cpu.estimate and cpu.method == "codecarbon_estimate" and cpu.energy_j > 0
     assert reading.duration_s >= 0.5

@@ -317,8 +317,8 @@ def test_serving_sweep_plot_has_latency_panel_and_names_the_setting(tmp_path: Pa
     for i, (limit, jpt, ttft) in enumerate([(250, 0.4, 0.5), (350, 0.5, 0.15), (450, 0.7, 0.1)]):
         d = tmp_path / str(i)
         d.mkdir()
-        (d / "result.json").write_text(json.dumps({"config": {"gpu": {"power_limit_w": limit}, "scenario": {
-            "name": "serving", "slo": {"ttft_s": 0.2, "itl_s": 0.05}}}, "gpu_settings": {}}))
+        (d / "result.json").write_text(json.dumps({"config": {"gpu": {"power_limit_w": limit}}, "gpu_settings": {},
+                                                   "serving": {"slo": {"ttft_s": 0.2, "tpot_s": 0.05}}}))
         rows.append({"status": "completed", "job_dir": str(d), J_PER_TOKEN: jpt, THROUGHPUT: 100.0 + limit / 10,
                      TTFT_P90: ttft, TPOT_P90: 0.03})
     (title, name, path), = figures(pd.DataFrame(rows), tmp_path)

@@ -53,7 +53,7 @@ def test_a_mooncake_trace_is_sent_with_exact_lengths_at_its_times(tmp_path: Path
     assert [r.input_tokens for r in recs] == [20, 33, 7]  # the server counted the token ids it got
     assert [r.output_tokens for r in recs] == [3, 5, 2] and all(r.succeeded for r in recs)
     assert stats.fields["ignore_eos"] == 3 and "min_tokens" not in stats.fields  # asked by the trace
-    sched = out.extra["serving_info"]["schedule"]
+    sched = out.serving.schedule_block()
     assert sched["source"] == "trace" and sched["output_lengths_matched"] == 3 and sched["input_lengths_matched"] == 3
     late = [r.t_submit - r.t_due for r in recs]
     assert all(x >= 0 for x in late)

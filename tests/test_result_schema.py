@@ -112,6 +112,7 @@ def test_unknown_keys_refused_in_closed_blocks_allowed_in_open_ones() -> None:
 def test_the_serving_block_of_a_real_timeline_is_valid_and_checked(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
+    from llem.backends.base import ServingInfo
     from llem.measure.latency import RequestRecord
     from llem.serving.metrics import serving_block
 
@@ -123,7 +124,7 @@ def test_the_serving_block_of_a_real_timeline_is_valid_and_checked(tmp_path: Pat
                            slo=SimpleNamespace(ttft_s=0.5, tpot_s=0.2, e2el_s=None))
     recs = [rec(0, 0.0, 0.4, 1.0), rec(1, 0.1, 0.5, 1.2), rec(2, 0.2, 0.9, 1.9, error="x", failure="server")]
     block, rows = serving_block(recs, 0.0, 2.0, scen, readings=[], energy={"basis": "gpu", "gpu_j": 40.0},
-                                info={"schedule": {"offered_rate_s": 2.0}})
+                                info=ServingInfo({}, offered_rate_s=2.0, requests=3))
     validate_as(json.loads(json.dumps(block)), T.Serving)
     assert block["request_rate"] is None and block["request_rate_inf"] is True
     for r in recs:

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from llem.backends.base import ServingInfo
 from llem.config.schema import (
     BACKENDS,
     ExperimentConfig,
@@ -156,7 +157,7 @@ def test_serving_block_on_a_known_timeline() -> None:
         _rec(3, 1.6, 1.65, 1.7, out=2, t_due=1.5, error="EngineDeadError: x", failure="server"),  # partial tokens
     ]
     block, rows = serving_block(recs, 0.0, 4.0, scen, readings=[], energy={"basis": "gpu", "gpu_j": 400.0},
-                                info={"schedule": {"offered_rate_s": 2.0, "source": "arrivals"}})
+                                info=ServingInfo({"source": "arrivals"}, offered_rate_s=2.0, requests=4))
     assert block["requests"] == {"planned": 4, "sent": 4, "succeeded": 3, "failed": 1,
                                  "failed_by_reason": {"server": 1}, "errors": ["EngineDeadError: x"]}
     assert block["achieved_rate_s"] == pytest.approx(3 / 4) and block["throughput"]["requests_s"] == pytest.approx(3 / 4)

@@ -75,12 +75,12 @@ def test_every_request_gets_fixed_length_output_and_per_token_engine_times(engin
         assert r.itl_s == pytest.approx((r.t_end - r.t_first_token) / 7)
     # max_num_seqs=4: 12 requests run in waves, so the last ones wait and have the longest TTFT.
     assert max(r.ttft_s for r in recs[8:]) > max(r.ttft_s for r in recs[:4])
-    assert out.extra["engine"]["peak_running_requests"] == 4
-    assert out.extra["engine"]["finish_reasons"] == {"length": 12}
+    assert out.engine.peak_running_requests == 4
+    assert out.engine.finish_reasons == {"length": 12}
     assert len(out.phases) == 12 and all(p.t_start <= p.t_first_token <= p.t_end for p in out.phases)
-    ss = out.extra["steady_state"]
-    assert ss is not None and t0 < ss["t_start"] < ss["t_end"] <= t1
-    assert 0 < ss["output_tokens"] <= 96 and ss["batch_size"] == 4
+    ss = out.steady_state
+    assert ss is not None and t0 < ss.t_start < ss.t_end <= t1
+    assert 0 < ss.output_tokens <= 96 and ss.batch_size == 4
 
 
 def test_valid_engine_args_reach_the_engine(engine: Any) -> None:
@@ -99,7 +99,7 @@ def test_without_token_timestamps_latency_comes_from_vllm_request_stats(engine: 
     recs = sorted(out.records, key=lambda r: r.index)
     assert [r.output_tokens for r in recs] == [8] * 4  # counted from vLLM's stats, not from a stream
     assert all(r.token_times == [] and t0 <= r.t_submit < r.t_first_token < r.t_end <= t1 for r in recs)
-    assert out.extra["token_timestamps"] is False and "per-step ITL unavailable" in out.extra["latency_note"]
+    assert "per-step ITL unavailable" in out.latency_note
 
 
 def test_prompts_are_truncated_with_the_model_tokenizer(engine: Any) -> None:
@@ -119,12 +119,12 @@ def test_warmup_leaves_no_prefix_cache_hits_for_the_measured_pass(engine: Any) -
     # Longer than one KV block (cacheable), and different from the first token on (no shared prefix).
     long = [f"{word} " + " ".join(["energy"] * 300) for word in ("river", "stone")]
     wl = engine.prepare(long)
-    assert engine.run(wl).extra["engine"]["prefix_cache_hit_tokens"] == 0  # nothing shared within a run
+    assert engine.run(wl).engine.prefix_cache_hit_tokens == 0  # nothing shared within a run
     rerun = engine.run(wl)
-    assert rerun.extra["engine"]["prefix_cache_hit_tokens"] > 0  # same prompts again: served from cache
+    assert rerun.engine.prefix_cache_hit_tokens > 0  # same prompts again: served from cache
     engine.warmup_step(wl)
     measured = engine.run(wl)
-    assert measured.extra["engine"]["prefix_cache_hit_tokens"] == 0
+    assert measured.engine.prefix_cache_hit_tokens == 0
 
 
 def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) -> None:

@@ -38,10 +38,10 @@ def test_steady_state_is_the_span_with_a_full_batch() -> None:
     reqs = waves(12, 4, 5)
     block, note = steady_state_block(reqs, 4)
     assert note is None and block is not None
-    assert block["t_start"] == pytest.approx(0.1)  # the batch is full from the first schedule
-    assert block["t_end"] == pytest.approx(15.0)  # ... until the last full step's tokens
-    assert block["output_tokens"] == 60 and block["requests"] == 12
-    assert block["output_tok_s"] == pytest.approx(60 / 14.9)
+    assert block.t_start == pytest.approx(0.1)  # the batch is full from the first schedule
+    assert block.t_end == pytest.approx(15.0)  # ... until the last full step's tokens
+    assert block.output_tokens == 60 and block.requests == 12
+    assert block.output_tok_s == pytest.approx(60 / 14.9)
 
 
 def test_steady_state_ends_when_the_queue_drains() -> None:
@@ -49,8 +49,8 @@ def test_steady_state_ends_when_the_queue_drains() -> None:
     reqs = waves(10, 4, 5)
     block, _ = steady_state_block(reqs, 4)
     assert block is not None
-    assert block["t_end"] == pytest.approx(10.0)  # last step with 4 running: end of wave 2
-    assert block["output_tokens"] == 40 and block["requests"] == 8
+    assert block.t_end == pytest.approx(10.0)  # last step with 4 running: end of wave 2
+    assert block.output_tokens == 40 and block.requests == 8
     # Tokens of the half-empty tail are outside the span: fewer than the run's 50.
     assert sum(r.output_tokens for r in reqs) == 50
 
@@ -75,7 +75,7 @@ def test_tokens_without_per_step_times_are_spread_over_each_request() -> None:
     for r in reqs:
         r.token_times = []
     block, _ = steady_state_block(reqs, 4)
-    assert block is not None and block["output_tokens"] == 40 and "interpolated" in block["method"]
+    assert block is not None and block.output_tokens == 40 and "interpolated" in block.method
     assert reqs[0].token_instants() == pytest.approx([1.0, 2.0, 3.0, 4.0, 5.0])
 
 

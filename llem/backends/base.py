@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llem.config.schema import BACKENDS, ExperimentConfig, import_target
 from llem.errors import ConfigError
-from llem.measure.latency import Phase, RequestRecord
+from llem.measure.latency import Phase, RequestRecord, SteadyState
 
 
 @dataclass
@@ -24,12 +24,67 @@ class Workload:
 
 
 @dataclass
+class EngineInfo:
+    """What a continuous-batching engine (vLLM) resolved and what happened in the run: the result's
+    workload.engine."""
+
+    vllm_version: str | None = None
+    device: str | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    max_model_len: int | None = None
+    block_size: int | None = None
+    kv_cache_blocks: int | None = None
+    kv_cache_dtype: str | None = None
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    enforce_eager: bool | None = None
+    peak_running_requests: int | None = None  # most requests scheduled at once (None: no schedule times)
+    prefix_cache_hit_tokens: int = 0
+    preemptions: int | None = None  # None where the engine did not report them for every request
+    finish_reasons: dict[str, int] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # vLLM CPU environment variables set (device cpu)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ServingInfo:
+    """What a serving backend reports beside its requests: the arrival schedule as run (the result's
+    serving.schedule) and its own facts (serving.backend_info)."""
+
+    schedule: dict[str, Any]  # Schedule.info (source, arrivals, seed...): free-form, written unchanged
+    offered_rate_s: float | None  # the schedule's offered request rate (None: all at once)
+    requests: int  # requests planned
+    output_lengths_matched: int | None = None  # fixed-length requests (trace) that produced their length
+    input_lengths_matched: int | None = None  # ... and were counted at their input length
+    # The backend's own facts (server, engine, lateness, usage mismatches): free-form per backend, written to
+    # serving.backend_info unchanged; nothing reads a key of it.
+    backend: dict[str, Any] = field(default_factory=dict)
+
+    def schedule_block(self) -> dict[str, Any]:
+        """The result's serving.schedule: Schedule.info, the offered rate, the plan's size, lengths matched."""
+        out = {**self.schedule, "offered_rate_s": self.offered_rate_s, "requests": self.requests}
+        if self.output_lengths_matched is not None:
+            out["output_lengths_matched"] = self.output_lengths_matched
+        if self.input_lengths_matched is not None:
+            out["input_lengths_matched"] = self.input_lengths_matched
+        return out
+
+
+@dataclass
 class RunOutput:
     """What the measured pass produced."""
 
     records: list[RequestRecord]
     phases: list[Phase] = field(default_factory=list)  # prefill/decode boundaries for per-phase energy
-    extra: dict[str, Any] = field(default_factory=dict)
+    latency_method: str | None = None  # how request times were taken (for the reader of the code and logs)
+    latency_note: str | None = None  # a result warning: what latency figures are missing or caveated, and why
+    steady_state: SteadyState | None = None  # vLLM offline: the span with a full batch (ML.ENERGY)
+    steady_state_note: str | None = None  # a result warning: why there is no steady state
+    engine: EngineInfo | None = None  # continuous-batching engine settings and run counts (vLLM)
+    serving: ServingInfo | None = None  # serving scenario: schedule as run and the backend's facts
 
 
 class Backend(ABC):

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from llem.energy.base import EnergyReading
+from llem.energy.base import DeviceEnergy, EnergyReading
 from llem.energy.meters.node.breakdown import node_figures, pick_basis
 from llem.energy.phases import KINDS, energy_in_span, phase_energy
+from llem.measure.latency import SteadyState
 
 DRIFT_LIMIT_C = 10.0
 MIN_SAMPLES = 10
@@ -47,10 +48,11 @@ def _kind_totals(devices: list[dict[str, Any]], key: str = "energy_j",
 def energy_block(readings: list[EnergyReading], notes: list[str], window_s: float, output_tokens: int,
                  requests: int, total_flop: float | None = None, *, input_tokens: int | None = None,
                  window_span: tuple[float, float] | None = None, phases: list[Any] | None = None,
-                 steady_state: dict[str, Any] | None = None, baseline: dict[str, Any] | None = None,
+                 steady_state: SteadyState | None = None, baseline: dict[str, Any] | None = None,
                  thermal_warmup: dict[str, Any] | None = None, basis: str = "auto") -> dict[str, Any]:
     measured = [r for r in readings if r.measured]
-    devices = [asdict(d) for r in measured for d in r.devices]
+    typed = [d for r in measured for d in r.devices]
+    devices = [d.as_dict() for d in typed]
     real = [d for d in devices if not d["estimate"]]
     estimate = bool(devices) and not real
     use = real or devices  # estimates only when nothing was measured (energy=codecarbon)
@@ -71,7 +73,7 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
     block["measured_total_parts"] = parts if real else []
     # The BMC's whole node (energy.node.*): beside, never summed into, the parts; rest = node − parts.
     node, node_warnings = node_figures(real, block, window_s, next(
-        (r.extra for r in measured if r.meter == "node"), None))
+        (r.update_period_s for r in measured if r.meter == "node"), None))
     block.update(node)
     basis = pick_basis(basis, block)  # energy.basis: auto = gpu, else cpu, else node
     block["basis"] = basis
@@ -101,30 +103,30 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
         block["phases"] = ph
     block["steady_state"] = None
     if steady_state:
-        span = energy_in_span(measured, steady_state["t_start"], steady_state["t_end"])
+        span = energy_in_span(measured, steady_state.t_start, steady_state.t_end)
         if span is not None:
             e = span.get(f"{basis}_j") if basis else None
-            n_tok = steady_state.get("output_tokens") or 0
+            n_tok = steady_state.output_tokens or 0
             dur = span["duration_s"]
-            span.update({"basis": basis, "output_tokens": n_tok, "requests": steady_state.get("requests"),
+            span.update({"basis": basis, "output_tokens": n_tok, "requests": steady_state.requests,
                          "j_per_output_token": e / n_tok if e is not None and n_tok else None,
                          "output_tokens_per_j": n_tok / e if e else None,
                          "mean_power_w": e / dur if e is not None and dur > 0 else None})
         block["steady_state"] = span
 
-    block["thermal"] = {d["device"]: d["extra"]["thermal"] for d in devices if d["extra"].get("thermal")} or None
+    block["thermal"] = {d.device: asdict(d.thermal) for d in typed if d.thermal is not None} or None
     block["thermal_warmup"] = thermal_warmup
-    sampling_keys = ("sample_hz", "samples_min", "update_period_s", "counter_step_s")
-    block["sampling"] = {r.meter: {k: r.extra.get(k) for k in sampling_keys}
-                         for r in measured if r.extra.get("sampled")} or None
+    block["sampling"] = {r.meter: r.sampling.block(r.update_period_s)
+                         for r in measured if r.sampling is not None} or None
     for r in measured:
-        if r.extra:  # curves are the phase split's input, already summarised above
-            block.setdefault("meter_details", {})[r.meter] = {k: v for k, v in r.extra.items()
-                                                              if k not in ("curves", "unattributed_devices")}
+        details = r.meter_details()  # curves are the phase split's input, already summarised above
+        if details is not None:
+            block.setdefault("meter_details", {})[r.meter] = details
     # GPU attribution (nvml): how the job's GPUs were decided, and visible GPUs left out of every total.
-    block["attribution"] = next((r.extra["attribution"] for r in readings if r.extra.get("attribution")), None)
-    block["unattributed_devices"] = [u for r in readings for u in r.extra.get("unattributed_devices") or []]
-    block["warnings"] = list(dict.fromkeys(energy_warnings(readings, devices, window_s, baseline) + node_warnings))
+    block["attribution"] = next((r.attribution.as_dict() for r in readings if r.attribution is not None), None)
+    block["unattributed_devices"] = [asdict(u) for r in readings for u in r.unattributed_devices]
+    block["warnings"] = list(dict.fromkeys(energy_warnings(readings, list(zip(typed, devices)), window_s, baseline)
+                                           + node_warnings))
     return block
 
 
@@ -153,44 +155,44 @@ def _phase_figures(ph: dict[str, Any], basis: str | None, input_tokens: int | No
                 ph[f"{label}_adjusted_j"] = ph[label][key] - power * ph[label]["duration_s"]
 
 
-def energy_warnings(readings: list[EnergyReading], devices: list[dict[str, Any]], window_s: float,
-                    baseline: dict[str, Any] | None) -> list[str]:
-    """What makes this job's energy figures less trustworthy, in words a user can act on."""
+def energy_warnings(readings: list[EnergyReading], devices: list[tuple[DeviceEnergy, dict[str, Any]]],
+                    window_s: float, baseline: dict[str, Any] | None) -> list[str]:
+    """What makes this job's energy figures less trustworthy, in words a user can act on (`devices`: each
+    measured device and its result entry, which holds its baseline-adjusted energy)."""
     out: list[str] = []
     for r in readings:
         out.extend(r.warnings)
         if not r.measured:
             continue
-        period = r.extra.get("update_period_s")
+        period = r.update_period_s
         if period and window_s < period:
             out.append(f"window {window_s:.3f} s is shorter than the {r.meter} energy counter's update period "
                        f"(~{period:g} s): its energy is unreliable; measure more prompts or longer outputs")
-        samples = r.extra.get("samples_min")
-        if r.extra.get("sampled") and samples is not None and samples < MIN_SAMPLES:
-            out.append(f"{r.meter}: only {samples} samples in the window (< {MIN_SAMPLES} at "
-                       f"{r.extra.get('sample_hz')} Hz): the power series, its integral and the per-phase split "
+        if r.sampling is not None and r.sampling.samples_min < MIN_SAMPLES:
+            out.append(f"{r.meter}: only {r.sampling.samples_min} samples in the window (< {MIN_SAMPLES} at "
+                       f"{r.sampling.sample_hz} Hz): the power series, its integral and the per-phase split "
                        "are coarse; raise energy.sample_hz or lengthen the window")
-    for d in devices:
-        th = d["extra"].get("thermal") or {}
-        dev = d["device"]
-        drift = th.get("temperature_drift_c")
+    for typed, d in devices:
+        th = typed.thermal
+        dev = typed.device
+        drift = th.temperature_drift_c if th is not None else None
         if drift is not None and drift > DRIFT_LIMIT_C:
             out.append(f"{dev}: temperature rose {drift:.0f} °C during the window (> {DRIFT_LIMIT_C:.0f} °C): not at "
                        "thermal steady state; consider energy.thermal_warmup_s")
-        throttled = {k: v for k, v in (th.get("throttle_s") or {}).items() if v > 0}
+        throttled = {k: v for k, v in (th.throttle_s if th is not None else {}).items() if v > 0}
         if throttled:
             what = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(throttled.items()))
             out.append(f"{dev}: clocks were throttled during the window ({what})")
-        if th.get("persistence_mode") == "off":
+        if th is not None and th.persistence_mode == "off":
             out.append(f"{dev}: persistence mode is off: the driver may re-initialise the GPU between jobs "
                        "(start-up delay, idle-power swings); enable it with `sudo nvidia-smi -pm 1`")
-        procs = d["extra"].get("other_processes")
-        if procs:
-            if procs.get("others") and procs.get("attributable"):
-                out.append(f"{dev}: other processes use this GPU (pids {procs['others']}): their energy is in "
+        procs = typed.other_processes
+        if procs is not None:
+            if procs.others and procs.attributable:
+                out.append(f"{dev}: other processes use this GPU (pids {procs.others}): their energy is in "
                            "this job's figures")
-            elif not procs.get("attributable"):
-                out.append(f"{dev}: NVML lists compute processes {procs['pids']} but none is this job's (container "
+            elif not procs.attributable:
+                out.append(f"{dev}: NVML lists compute processes {procs.pids} but none is this job's (container "
                            "PID namespace?): cannot tell whether other work shares the GPU")
         if d.get("adjusted_j") is not None and d["adjusted_j"] < 0:
             b = ((baseline or {}).get("devices") or {}).get(dev, {})

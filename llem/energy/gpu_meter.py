@@ -42,7 +42,18 @@ from llem.device import (
     describe_error,
     process_tree,
 )
-from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable
+from llem.energy.base import (
+    Attribution,
+    CounterSampling,
+    DeviceEnergy,
+    EnergyCurve,
+    EnergyReading,
+    Meter,
+    MeterUnavailable,
+    OtherProcesses,
+    Thermal,
+    UnattributedDevice,
+)
 from llem.energy.sampler import Sampler, cumulative_trapezoid, trapezoid
 
 # Used when the step cannot be measured (no counter, or it did not move within the probe's bound).
@@ -107,9 +118,9 @@ class GpuMeter(Meter):
         self.host: Any = None  # the vendor's open session (llem.device.<vendor>.open_host())
         self.gpus: list[_Gpu] = []
         self.notes: list[str] = []
-        self.attribution: dict[str, Any] = {
-            "method": "cuda_visible_devices", "final": False,
-            "reason": "not yet decided (the model was not loaded): every GPU CUDA_VISIBLE_DEVICES maps to"}
+        self.attribution = Attribution(
+            "cuda_visible_devices",
+            "not yet decided (the model was not loaded): every GPU CUDA_VISIBLE_DEVICES maps to")
         self._attributed: set[str] | None = None  # devices whose energy is the job's; None: all
         self._sampler: Sampler | None = None
         self._anchors: dict[str, tuple[float, int]] = {}
@@ -172,8 +183,9 @@ class GpuMeter(Meter):
                                        f"0..{len(visible) - 1} (GPUs visible to this job)")
             visible = [v for v in visible if v.cuda_index in self.gpu_indices]
             self._attributed = {f"gpu:{i}" for i in self.gpu_indices}
-            self.attribution = {"method": "energy.gpu_indices", "final": True,
-                                "reason": f"energy.gpu_indices={self.gpu_indices} restricts the GPUs measured"}
+            self.attribution = Attribution("energy.gpu_indices",
+                                           f"energy.gpu_indices={self.gpu_indices} restricts the GPUs measured",
+                                           final=True)
         by_parent: dict[int, _Gpu] = {}
         for v in visible:
             g = by_parent.get(v.gpu.nvml_index)
@@ -255,16 +267,16 @@ class GpuMeter(Meter):
         self.update_period_s = max(steps) if steps else COUNTER_UPDATE_PERIOD_S
 
     # -- attribution (after the model loads) --------------------------------------------------------
-    def attribute(self) -> dict[str, Any]:
+    def attribute(self) -> Attribution:
         """Decide which measured GPUs are this job's: where NVML lists a process of its process tree."""
-        if not self._initialised or self.attribution.get("method") == "energy.gpu_indices":
+        if not self._initialised or self.attribution.method == "energy.gpu_indices":
             return self.attribution
         try:
             found = self.host.processes([v for g in self.gpus for v in g.visible])
             mine = process_tree()
         except Exception as e:  # never fail a job over attribution: fall back to CUDA_VISIBLE_DEVICES
             found, mine = {v.label: describe_error(e) for g in self.gpus for v in g.visible}, set()
-        per_gpu: dict[str, dict[str, Any]] = {}
+        per_gpu: dict[str, dict[str, list[int]]] = {}
         errors = []
         for g in self.gpus:
             pids: set[int] = set()
@@ -278,16 +290,16 @@ class GpuMeter(Meter):
         ours = {dev for dev, p in per_gpu.items() if p["job_pids"]}
         if ours and not errors:
             self._attributed = ours
-            self.attribution = {"method": f"{self.name}_processes", "final": True, "devices": per_gpu,
-                                "reason": f"GPUs where {self.library} lists a process of this job's process tree after the "
-                                          "model loaded"}
+            self.attribution = Attribution(f"{self.name}_processes",
+                                           f"GPUs where {self.library} lists a process of this job's process tree "
+                                           "after the model loaded", per_gpu, final=True)
         else:
             self._attributed = None
             why = (f"{self.library} could not list processes (" + "; ".join(errors) + ")" if errors else
                    f"{self.library} lists no process of this job on any visible GPU (model not on a GPU, or a container PID "
                    "namespace)")
-            self.attribution = {"method": "cuda_visible_devices", "final": True, "devices": per_gpu,
-                                "reason": f"{why}: every GPU {self.visible_env} maps to counts"}
+            self.attribution = Attribution("cuda_visible_devices", f"{why}: every GPU {self.visible_env} maps to counts",
+                                           per_gpu, final=True)
         return self.attribution
 
     def _is_attributed(self, g: _Gpu) -> bool:
@@ -401,11 +413,11 @@ class GpuMeter(Meter):
         except Exception:  # an odd binding must not cost a completed window its reading
             others = {}
         devices, unattributed, series, warnings = [], [], [], list(self.notes)
-        curves: dict[str, dict[str, list[float]]] = {}
+        curves: dict[str, EnergyCurve] = {}
         for g in self.gpus:
             dev_rows = [r for r in rows if r["device"] == g.device]
             anchors = (self._anchors.get(f"start:{g.device}"), self._anchors.get(f"end:{g.device}"))
-            energy, ts_rows, extra, curve = _summarise(g, dev_rows, self._t0, anchors, self.name)
+            energy, ts_rows, extra, curve, thermal = _summarise(g, dev_rows, self._t0, anchors, self.name)
             if g.read_errors:
                 warnings.append(f"{g.device}: {g.read_errors} {self.library} read(s) failed during the window (first: "
                                 f"{g.first_error}); the figures use the readings that succeeded")
@@ -415,27 +427,26 @@ class GpuMeter(Meter):
             if energy is None:
                 warnings.append(f"{g.device}: no usable {self.library} energy or power readings in the window")
                 continue
-            extra["other_processes"] = others.get(g.device)
             attributed = self._is_attributed(g)
             for r in ts_rows:
                 r["attributed"] = attributed
             series.extend(ts_rows)
             if attributed:
-                devices.append(DeviceEnergy(g.device, "gpu", energy, extra.pop("method"), extra))
+                devices.append(DeviceEnergy(g.device, "gpu", energy, extra.pop("method"), extra, thermal=thermal,
+                                            other_processes=others.get(g.device)))
                 if curve is not None:
-                    curves[g.device] = curve
+                    curves[g.device] = EnergyCurve(curve["t_s"], curve["energy_j"])
             else:
-                pids = (self.attribution.get("devices") or {}).get(g.device, {}).get("pids", [])
-                unattributed.append({"device": g.device, "kind": "gpu", "energy_j": energy, "uuid": g.uuid,
-                                     "name": g.name, "method": extra.get("method"),
-                                     "mean_power_w": extra.get("mean_power_w"),
-                                     "why": "no process of this job runs on it"
-                                            + (f" ({self.library} lists pids {pids})" if pids else f" ({self.library} lists none)")})
+                pids = (self.attribution.devices or {}).get(g.device, {}).get("pids", [])
+                unattributed.append(UnattributedDevice(
+                    g.device, "gpu", energy, g.uuid, g.name, extra["method"], extra["mean_power_w"],
+                    "no process of this job runs on it"
+                    + (f" ({self.library} lists pids {pids})" if pids else f" ({self.library} lists none)")))
         if sampler.errors:
             warnings.append(f"{self.name} sampler: {sampler.errors} failed reads (first: {sampler.first_error})")
         if unattributed:
             warnings.append(f"{len(unattributed)} visible GPU(s) ran none of this job's processes and are left out of "
-                            f"its energy: {', '.join(u['device'] for u in unattributed)} (energy.unattributed_devices)")
+                            f"its energy: {', '.join(u.device for u in unattributed)} (energy.unattributed_devices)")
         duration = (rows[-1]["t_s"] - rows[0]["t_s"]) if rows else 0.0
         samples = [d.extra["samples"] for d in devices]
         steps = [g.counter_step_s for g in self.gpus if g.counter_step_s]
@@ -443,28 +454,25 @@ class GpuMeter(Meter):
             meter=self.name, measured=bool(devices), duration_s=duration, devices=devices,
             reason=None if devices else f"{self.library} returned no energy or power readings for this job's GPUs",
             warnings=warnings,
-            extra={"update_period_s": self.update_period_s, "counter_step_s": max(steps) if steps else None,
-                   "sample_hz": self.sample_hz, "samples_min": min(samples) if samples else 0, "t_start_s": self._t0,
-                   "t_end_s": rows[-1]["t_s"] if rows else self._t0, "sampled": True,
-                   "attribution": {k: v for k, v in self.attribution.items() if k != "final"},
-                   "unattributed_devices": unattributed, "curves": curves},
-            timeseries=series,
+            timeseries=series, update_period_s=self.update_period_s,
+            sampling=CounterSampling(self.sample_hz, min(samples) if samples else 0, self._t0,
+                                     rows[-1]["t_s"] if rows else self._t0, max(steps) if steps else None),
+            attribution=self.attribution, unattributed_devices=unattributed, curves=curves,
         )
 
-    def _other_processes(self) -> dict[str, dict[str, Any]]:
+    def _other_processes(self) -> dict[str, OtherProcesses]:
         """Compute processes on each GPU that are not this job's (after the window: never inside it)."""
         mine = process_tree()
         found = self.host.processes([v for g in self.gpus for v in g.visible])
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, OtherProcesses] = {}
         for g in self.gpus:
             pid_sets = [found.get(v.label) for v in g.visible]
             if any(not isinstance(p, set) for p in pid_sets):
                 continue
             pids = sorted(set().union(*pid_sets))  # type: ignore[arg-type]
             ours = [p for p in pids if p in mine]
-            out[g.device] = {"pids": pids, "others": [p for p in pids if p not in mine],
-                             # In a container the library may list host PIDs: none of ours then shows up.
-                             "attributable": bool(ours) or not pids}
+            # In a container the library may list host PIDs: none of ours then shows up.
+            out[g.device] = OtherProcesses(pids, [p for p in pids if p not in mine], bool(ours) or not pids)
         return out
 
     def close(self) -> None:
@@ -534,8 +542,8 @@ def _interp(times: list[float], values: list[float], t: float) -> float:
 
 
 def _summarise(g: _Gpu, rows: list[dict[str, Any]], t0: float, anchors: tuple[Any, Any], meter: str = "nvml"
-               ) -> tuple[float | None, list[dict[str, Any]], dict[str, Any], dict[str, list[float]] | None]:
-    """Energy (tick-aligned counter, else integral), timeseries rows, the device's facts and its curve."""
+               ) -> tuple[float | None, list[dict[str, Any]], dict[str, Any], dict[str, list[float]] | None, Thermal]:
+    """Energy (tick-aligned counter, else integral), timeseries rows, the device's facts, its curve, its thermal."""
     p_rows = [r for r in rows if r["power_w"] is not None]
     integral = trapezoid([r["t_s"] for r in p_rows], [r["power_w"] for r in p_rows]) if len(p_rows) > 1 else None
     c_rows = [r for r in rows if r["counter_mj"] is not None]
@@ -596,22 +604,22 @@ def _summarise(g: _Gpu, rows: list[dict[str, Any]], t0: float, anchors: tuple[An
         "mean_power_w": energy / duration if energy is not None and duration > 0 else None,
         "max_power_w": max((r["power_w"] for r in p_rows), default=None),
         "read_errors": g.read_errors,
-        "thermal": {
-            "temperature_start_c": temps[0] if temps else None,
-            "temperature_end_c": temps[-1] if temps else None,
-            "temperature_max_c": max(temps) if temps else None,
-            "temperature_drift_c": (max(temps) - temps[0]) if temps else None,
-            "sm_clock_mhz": _stats([r["sm_clock_mhz"] for r in rows if r["sm_clock_mhz"] is not None]),
-            "mem_clock_mhz": _stats([r["mem_clock_mhz"] for r in rows if r["mem_clock_mhz"] is not None]),
-            "throttle_s": throttle_s,
-            "power_limit_w": g.power_limit_w,
-            "persistence_mode": g.persistence_mode,
-        },
         "gpu_util_pct_mean": _mean([r["gpu_util_pct"] for r in rows]),
         "memory_used_bytes_max": max((r["memory_used_bytes"] for r in rows if r["memory_used_bytes"] is not None),
                                      default=None),
     }
-    return energy, series, extra, curve
+    thermal = Thermal(
+        temperature_start_c=temps[0] if temps else None,
+        temperature_end_c=temps[-1] if temps else None,
+        temperature_max_c=max(temps) if temps else None,
+        temperature_drift_c=(max(temps) - temps[0]) if temps else None,
+        sm_clock_mhz=_stats([r["sm_clock_mhz"] for r in rows if r["sm_clock_mhz"] is not None]),
+        mem_clock_mhz=_stats([r["mem_clock_mhz"] for r in rows if r["mem_clock_mhz"] is not None]),
+        throttle_s=throttle_s,
+        power_limit_w=g.power_limit_w,
+        persistence_mode=g.persistence_mode,
+    )
+    return energy, series, extra, curve, thermal
 
 
 def _mean(values: list[Any]) -> float | None:

@@ -1,7 +1,7 @@
 """Energy of spans inside the window — prefill vs decode, vLLM's steady state — on the measured pass.
 
 Each sampling meter gives a cumulative energy curve per device: the NVML counter at its tick times
-(`EnergyReading.extra["curves"]`), else the timeseries' `energy_j` (RAPL counter, or the power
+(`EnergyReading.curves`), else the timeseries' `energy_j` (RAPL counter, or the power
 integral). The energy of a span is that curve's difference at the span's edges. The split into
 prefill / decode / other works on the curve's cells (one counter step or sample interval each, the
 resolution): a cell inside one phase is that phase's; a cell straddling a boundary is divided in
@@ -56,11 +56,11 @@ def curves(readings: Iterable[EnergyReading]) -> list[Curve]:
     for r in readings:
         if not r.measured:
             continue
-        given = r.extra.get("curves") or {}
+        given = r.curves
         kinds = {d.device: d.kind for d in r.devices}
         for device, c in given.items():
-            if device in kinds and len(c["t_s"]) >= 2:
-                out.append(Curve(device, kinds[device], list(c["t_s"]), list(c["energy_j"])))
+            if device in kinds and len(c.t_s) >= 2:
+                out.append(Curve(device, kinds[device], list(c.t_s), list(c.energy_j)))
         if not r.timeseries:
             continue
         by_device: dict[str, list[dict[str, Any]]] = {}
@@ -217,9 +217,8 @@ def phase_energy(readings: Sequence[EnergyReading], phases: Sequence[Any], w0: f
                         **_kind_totals(per_device, kinds)}
     window = {c.device: c.between(w0, w1) for c in cs}
     gaps = [b - a for c in cs for a, b in zip(c.times, c.times[1:]) if b > a]
-    steps = [r.extra.get("counter_step_s") for r in readings if r.extra.get("counter_step_s")]
-    sample = [1.0 / r.extra["sample_hz"] for r in readings if r.extra.get("sample_hz")]
-    candidates = ([statistics.median(gaps)] if gaps else []) + steps + sample
+    intervals = [x for r in readings if r.sampling is not None for x in r.sampling.intervals_s()]
+    candidates = ([statistics.median(gaps)] if gaps else []) + intervals
     resolution = max(candidates) if candidates else None
     prefills = [min(p.t_first_token, p.t_end) - p.t_start for p in phases if p.t_first_token is not None]
     notes = []

@@ -116,6 +116,33 @@ class Phase:
     t_end: float
 
 
+@dataclass
+class SteadyState:
+    """The measured pass's steady-state span (ML.ENERGY: the engine's batch full): perf_counter edges and
+    what finished in it. vLLM offline fills it (llem/backends/vllm/timing.py); the energy block prices it
+    and the result's throughput.steady_state reports it."""
+
+    t_start: float
+    t_end: float
+    output_tokens: int  # tokens produced inside (t_start, t_end]
+    requests: int  # requests that finished inside it
+    batch_size: int | None = None  # the engine's batch cap the span is full at
+    method: str = ""
+
+    @property
+    def duration_s(self) -> float:
+        return self.t_end - self.t_start
+
+    @property
+    def output_tok_s(self) -> float:
+        return self.output_tokens / self.duration_s
+
+    def throughput(self) -> dict[str, Any]:
+        """The result's throughput.steady_state block."""
+        return {"output_tok_s": self.output_tok_s, "output_tokens": self.output_tokens, "requests": self.requests,
+                "duration_s": self.duration_s, "batch_size": self.batch_size}
+
+
 def spread_tokens(first: float | None, end: float, n: int) -> list[float]:
     """Token times where only the first and last are known: n instants evenly from first to end."""
     if n <= 0 or first is None:

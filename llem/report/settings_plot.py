@@ -24,7 +24,8 @@ def _setting(value: Any) -> float | None:
 
 def settings_frame(jobs: pd.DataFrame) -> pd.DataFrame:
     """One row per completed job: its GPU settings (from result.json: what was requested and enforced), J/token,
-    throughput, p90 latencies, its SLO (serving)."""
+    throughput, p90 latencies, and (serving) the SLO the result's serving.slo names. Not the config's
+    scenario.slo: its itl_s is a removed knob (null), and a threshold is what the job measured against."""
     rows = []
     for _, job in jobs[jobs["status"] == "completed"].iterrows():
         try:
@@ -34,15 +35,15 @@ def settings_frame(jobs: pd.DataFrame) -> pd.DataFrame:
         gpu = (res.get("config") or {}).get("gpu") or {}
         devices = (res.get("gpu_settings") or {}).get("devices") or []
         enforced = [d.get("enforced", {}).get("power_limit_w") for d in devices]
-        scen = (res.get("config") or {}).get("scenario") or {}
-        slo = scen.get("slo") or {}
+        serving = res.get("serving") or {}  # an Empty block ({}) offline
+        slo = serving.get("slo") or {}
+        tpot = slo.get("tpot_s") if slo.get("tpot_s") is not None else slo.get("itl_s")  # itl_s: results before TPOT
         rows.append({"power_limit_w": _setting(gpu.get("power_limit_w")),
                      "sm_clock_mhz": _setting(gpu.get("sm_clock_mhz")),
                      "enforced_power_limit_w": enforced[0] if enforced else None,
                      "j_per_token": job.get(J_PER_TOKEN), "output_tok_s": job.get(THROUGHPUT),
                      "ttft_p90_s": job.get(TTFT_P90), "tpot_p90_s": job.get(TPOT_P90),
-                     "serving": scen.get("name") == "serving",
-                     "slo_ttft_s": slo.get("ttft_s"), "slo_tpot_s": slo.get("itl_s")})
+                     "serving": bool(serving), "slo_ttft_s": slo.get("ttft_s"), "slo_tpot_s": tpot})
     return pd.DataFrame(rows)
 
 

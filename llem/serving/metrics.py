@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llem.measure.latency import RequestRecord, spread_tokens
 from llem.measure.stats import summarize
 from llem.serving.attribution import Span, attribute, energy_function
+
+if TYPE_CHECKING:
+    from llem.backends.base import ServingInfo
 
 
 def failure_code(r: RequestRecord) -> str | None:
@@ -119,12 +122,11 @@ def _per(x: float | None, n: float | None) -> float | None:
 
 def serving_block(records: Sequence[RequestRecord], w0: float, w1: float, scenario: Any,
                   readings: Sequence[Any] = (), energy: dict[str, Any] | None = None,
-                  info: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+                  info: ServingInfo | None = None) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
     """(the `serving` block, per-request extra columns for requests.jsonl keyed by index).
 
-    `info` is the backend's serving_info; its `schedule` entry (Schedule.info + offered_rate_s) is reported."""
-    info = dict(info or {})
-    schedule = info.pop("schedule", None) or {}
+    `info` is the backend's ServingInfo: its schedule as run and its own facts are reported."""
+    schedule = info.schedule_block() if info is not None else {}
     window_s = w1 - w0
     ok = [r for r in records if r.succeeded]
     failed = [r for r in records if not r.succeeded]
@@ -141,7 +143,7 @@ def serving_block(records: Sequence[RequestRecord], w0: float, w1: float, scenar
         code = failure_code(r) or "error"
         by_reason[code] = by_reason.get(code, 0) + 1
     rate = scenario.request_rate
-    offered = schedule.get("offered_rate_s", None if rate is None or math.isinf(rate) else rate)
+    offered = info.offered_rate_s if info is not None else None if rate is None or math.isinf(rate) else rate
     scheduled_known = bool(records) and all(r.t_scheduled is not None for r in records if r.t_first_token is not None)
     queue = [r.t_scheduled - r.t_submit for r in ok if r.t_scheduled is not None]
     block: dict[str, Any] = {
@@ -184,7 +186,7 @@ def serving_block(records: Sequence[RequestRecord], w0: float, w1: float, scenar
                       "mean": _per(sum(r.e2e_s for r in sent), window_s)},
         "running": ({"peak": peak_running([(r.t_scheduled, r.t_end) for r in sent if r.t_scheduled is not None])}
                     if scheduled_known else None),
-        "backend_info": info,
+        "backend_info": dict(info.backend) if info is not None else {},
     }
 
     # Energy: the energy block's basis kind, as a cumulative curve over the window.

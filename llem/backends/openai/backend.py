@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llem.backends.base import Backend, RunOutput, Workload
+from llem.backends.base import Backend, RunOutput, ServingInfo, Workload
 from llem.backends.cpu_env import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
@@ -335,13 +335,12 @@ class OpenaiBackend(Backend):
             self.client.check_usage()
         ok = [r for r in records if r.succeeded]
         phases = [Phase(r.t_submit, r.t_first_token, r.t_end) for r in ok]
-        extra: dict[str, Any] = {"serving_info": self._run_info(records), "latency_note": None}
-        sched = {**self.schedule.info, "offered_rate_s": self.schedule.offered_rate_s, "requests": len(plan)}
+        info = ServingInfo(schedule=dict(self.schedule.info), offered_rate_s=self.schedule.offered_rate_s,
+                           requests=len(plan), backend=self._run_info(records))
         forced = {p.index: p.max_tokens for p in plan if p.ignore_eos}
         if forced:
-            sched["output_lengths_matched"] = sum(1 for r in ok if r.output_tokens == forced.get(r.index))
-            sched["input_lengths_matched"] = sum(1 for r in ok if r.input_tokens == plan[r.index].input_tokens)
-        extra["serving_info"]["schedule"] = sched
+            info.output_lengths_matched = sum(1 for r in ok if r.output_tokens == forced.get(r.index))
+            info.input_lengths_matched = sum(1 for r in ok if r.input_tokens == plan[r.index].input_tokens)
         notes = []
         failed = len(records) - len(ok)
         if failed:
@@ -363,8 +362,8 @@ class OpenaiBackend(Backend):
             notes.append(self.info["energy_scope"])
         if self.info.get("tokenizer_note"):
             notes.append(self.info["tokenizer_note"])
-        extra["latency_note"] = "; ".join(notes) or None
-        return RunOutput(records=records, phases=phases, extra=extra)
+        return RunOutput(records=records, phases=phases, serving=info, latency_note="; ".join(notes) or None,
+                         latency_method="client-side perf_counter at each streamed chunk (OpenAI-compatible HTTP)")
 
     def _check(self, records: list[RequestRecord], during: str) -> None:
         """A dead server, or no request answered: the job fails with the reason."""

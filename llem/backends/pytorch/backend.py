@@ -261,9 +261,10 @@ class PytorchBackend(Backend):
                     t_submit=t0, t_first_token=first, t_end=t_end, batch=b, token_times=times,
                 ))
         return RunOutput(records=records, phases=phases,
-                         extra={"latency_tracking": track,
-                                "latency_note": None if track or not self.pt.latency_tracking
-                                else "num_beams>1: transformers streams no tokens; TTFT/ITL unavailable"})
+                         latency_method="perf_counter per streamed token (transformers streamer)" if track else
+                         "perf_counter around each batch's generate()",
+                         latency_note=None if track or not self.pt.latency_tracking
+                         else "num_beams>1: transformers streams no tokens; TTFT/ITL unavailable")
 
     # -- facts ------------------------------------------------------------------------------------
     def sync(self) -> None:

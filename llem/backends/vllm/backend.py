@@ -23,7 +23,6 @@ What does not depend on the engine class (argument checks, tokenizer, facts, mem
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -122,20 +121,14 @@ class VllmBackend(VllmEngineBackend):
         # Bookkeeping after the engine has finished: nothing but add/step runs inside the window.
         timings = self._timings(finished, log, workload, clocks)
         records = [t.record() for t in timings]
-        extra: dict[str, Any] = {
-            "latency_method": ("vLLM per-request stats + per-step token timestamps (engine core clock)"
-                               if self.v.token_timestamps else "vLLM per-request stats (engine core clock)"),
-            "latency_note": None,
-            "token_timestamps": self.v.token_timestamps,
-            "clocks": dataclasses.asdict(clocks),
-            "engine": self._engine_info(timings),
-            "steady_state": None,
-        }
+        out = RunOutput(records=records, phases=request_phases(timings), engine=self._engine_info(timings),
+                        latency_method=("vLLM per-request stats + per-step token timestamps (engine core clock)"
+                                        if self.v.token_timestamps else "vLLM per-request stats (engine core clock)"))
         if not self.v.token_timestamps:
-            extra["latency_note"] = "vllm.token_timestamps=false: per-step ITL unavailable (TTFT, mean ITL, e2e only)"
+            out.latency_note = "vllm.token_timestamps=false: per-step ITL unavailable (TTFT, mean ITL, e2e only)"
         if self.v.steady_state:
-            extra["steady_state"], extra["steady_state_note"] = steady_state_block(timings, self.v.max_num_seqs)
-        return RunOutput(records=records, phases=request_phases(timings), extra=extra)
+            out.steady_state, out.steady_state_note = steady_state_block(timings, self.v.max_num_seqs)
+        return out
 
     def _timings(self, finished: list[Any], log: list[tuple[str, int, float | None]], workload: Workload,
                  clocks: Clocks) -> list[RequestTiming]:

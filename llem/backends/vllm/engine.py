@@ -19,7 +19,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from llem.backends.base import Backend, Workload
+from llem.backends.base import Backend, EngineInfo, Workload
 from llem.backends.cpu_env import CPU_ENV_DEFAULTS, CPU_ENV_REPORTED
 from llem.backends.vllm.processes import descendants, kill_all, started_since
 from llem.backends.vllm.timing import RequestTiming, peak_running
@@ -230,7 +230,7 @@ class VllmEngineBackend(Backend):
         prompts = [{"prompt_token_ids": x} for x in ids]
         return list(self.render(prompts))
 
-    def _engine_info(self, timings: Sequence[RequestTiming]) -> dict[str, Any]:
+    def _engine_info(self, timings: Sequence[RequestTiming]) -> EngineInfo:
         """What the engine resolved (vLLM fills many defaults) and what happened in the run."""
         vc = self.vllm_config()
         cache, sched = vc.cache_config, vc.scheduler_config
@@ -238,21 +238,21 @@ class VllmEngineBackend(Backend):
         for r in timings:
             reasons[str(r.finish_reason)] = reasons.get(str(r.finish_reason), 0) + 1
         spans = [(r.t_scheduled, r.t_end) for r in timings if r.t_scheduled is not None]
-        return {
-            "vllm_version": self.vllm_version, "device": self.device,
-            "max_num_seqs": sched.max_num_seqs, "max_num_batched_tokens": sched.max_num_batched_tokens,
-            "max_model_len": vc.model_config.max_model_len, "block_size": cache.block_size,
-            "kv_cache_blocks": getattr(cache, "num_gpu_blocks", None), "kv_cache_dtype": str(cache.cache_dtype),
-            "enable_prefix_caching": cache.enable_prefix_caching,
-            "enable_chunked_prefill": getattr(sched, "enable_chunked_prefill", None),
-            "enforce_eager": vc.model_config.enforce_eager,
-            "peak_running_requests": peak_running(spans) if spans else None,
-            "prefix_cache_hit_tokens": sum(r.cached_tokens for r in timings),
-            "preemptions": None if any(r.preemptions is None for r in timings)
+        return EngineInfo(
+            vllm_version=self.vllm_version, device=self.device,
+            max_num_seqs=sched.max_num_seqs, max_num_batched_tokens=sched.max_num_batched_tokens,
+            max_model_len=vc.model_config.max_model_len, block_size=cache.block_size,
+            kv_cache_blocks=getattr(cache, "num_gpu_blocks", None), kv_cache_dtype=str(cache.cache_dtype),
+            enable_prefix_caching=cache.enable_prefix_caching,
+            enable_chunked_prefill=getattr(sched, "enable_chunked_prefill", None),
+            enforce_eager=vc.model_config.enforce_eager,
+            peak_running_requests=peak_running(spans) if spans else None,
+            prefix_cache_hit_tokens=sum(r.cached_tokens for r in timings),
+            preemptions=None if any(r.preemptions is None for r in timings)
             else sum(r.preemptions or 0 for r in timings),
-            "finish_reasons": reasons,
-            "env": {k: os.environ[k] for k in CPU_ENV_REPORTED if k in os.environ} if self.device == "cpu" else {},
-        }
+            finish_reasons=reasons,
+            env={k: os.environ[k] for k in CPU_ENV_REPORTED if k in os.environ} if self.device == "cpu" else {},
+        )
 
     # -- facts ------------------------------------------------------------------------------------------
     def sync(self) -> None:

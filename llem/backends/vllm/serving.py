@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from llem.backends.base import RunOutput, Workload
+from llem.backends.base import RunOutput, ServingInfo, Workload
 from llem.backends.vllm.engine import VllmEngineBackend
 from llem.backends.vllm.timing import Clocks
 from llem.measure.latency import Phase, RequestRecord
@@ -200,20 +200,18 @@ class VllmServingBackend(VllmEngineBackend):
         late = lateness_s(records)
         forced = {p.index: p.max_tokens for p in plan if p.ignore_eos}
         ok = [r for r in records if r.succeeded]
-        sched = {**self.schedule.info, "offered_rate_s": self.schedule.offered_rate_s, "requests": len(plan)}
+        info = ServingInfo(schedule=dict(self.schedule.info), offered_rate_s=self.schedule.offered_rate_s,
+                           requests=len(plan),
+                           backend={"engine": "vllm.v1.engine.async_llm.AsyncLLM (in process)",
+                                    "lateness_max_s": max(late) if late else None})
         if forced:
-            sched["output_lengths_matched"] = sum(1 for r in ok if r.output_tokens == forced.get(r.index))
-            sched["input_lengths_matched"] = sum(1 for r in ok if r.input_tokens == len(plan[r.index].prompt_token_ids or ()))
-        extra: dict[str, Any] = {
-            "latency_method": "client-side perf_counter at each streamed output of vLLM's AsyncLLM (in process); "
-                              "scheduling time from RequestOutput.metrics.scheduled_ts",
-            "engine": self._engine_info([]),
-            "serving_info": {"engine": "vllm.v1.engine.async_llm.AsyncLLM (in process)",
-                             "lateness_max_s": max(late) if late else None, "schedule": sched},
-        }
+            info.output_lengths_matched = sum(1 for r in ok if r.output_tokens == forced.get(r.index))
+            info.input_lengths_matched = sum(1 for r in ok if r.input_tokens == len(plan[r.index].prompt_token_ids or ()))
         phases = [Phase(t_start=r.t_scheduled if r.t_scheduled is not None else r.t_submit,
                         t_first_token=r.t_first_token, t_end=r.t_end) for r in records]
-        return RunOutput(records=list(records), phases=phases, extra=extra)
+        return RunOutput(records=list(records), phases=phases, engine=self._engine_info([]), serving=info,
+                         latency_method="client-side perf_counter at each streamed output of vLLM's AsyncLLM (in "
+                                        "process); scheduling time from RequestOutput.metrics.scheduled_ts")
 
     # -- exit -------------------------------------------------------------------------------------------
     def shutdown_engine(self, engine: Any) -> None:

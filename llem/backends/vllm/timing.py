@@ -7,9 +7,8 @@ import bisect
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from llem.measure.latency import Phase, RequestRecord, spread_tokens
+from llem.measure.latency import Phase, RequestRecord, SteadyState, spread_tokens
 
 
 @dataclass(frozen=True)
@@ -98,8 +97,8 @@ def peak_running(spans: Sequence[tuple[float, float]]) -> int:
     return peak
 
 
-def steady_state_block(timings: Sequence[RequestTiming], batch: int) -> tuple[dict[str, Any] | None, str | None]:
-    """RunOutput.extra["steady_state"] (perf_counter span, tokens and requests in it), or a note why not."""
+def steady_state_block(timings: Sequence[RequestTiming], batch: int) -> tuple[SteadyState | None, str | None]:
+    """RunOutput.steady_state (perf_counter span, tokens and requests in it), or a note why not."""
     spans = [(r.t_scheduled, r.t_end) for r in timings if r.t_scheduled is not None]
     if len(spans) < len(timings) or not spans:
         return None, "steady state unavailable: vLLM reported no schedule times"
@@ -112,13 +111,12 @@ def steady_state_block(timings: Sequence[RequestTiming], batch: int) -> tuple[di
     tokens = sum(1 for t in instants if t0 < t <= t1)
     done = sum(1 for r in timings if t0 < r.t_end <= t1)
     measured = all(r.token_times for r in timings if r.output_tokens)
-    return {
-        "t_start": t0, "t_end": t1, "output_tokens": tokens, "requests": done,
-        "duration_s": t1 - t0, "output_tok_s": tokens / (t1 - t0), "batch_size": batch,
-        "method": "span with max_num_seqs requests running, from vLLM per-request schedule/token times; "
-                  + ("tokens counted from per-step timestamps" if measured
-                     else "tokens interpolated between each request's first and last token"),
-    }, None
+    return SteadyState(
+        t_start=t0, t_end=t1, output_tokens=tokens, requests=done, batch_size=batch,
+        method="span with max_num_seqs requests running, from vLLM per-request schedule/token times; "
+               + ("tokens counted from per-step timestamps" if measured
+                  else "tokens interpolated between each request's first and last token"),
+    ), None
 
 
 def request_phases(timings: Sequence[RequestTiming]) -> list[Phase]:

@@ -126,9 +126,9 @@ class CodeCarbonMeter(Meter):
             meter=self.name, measured=bool(devices), duration_s=float(data.duration), devices=devices,
             reason=None if devices else "CodeCarbon reported no device energy",
             warnings=["codecarbon figures are estimates (modelled CPU/RAM power), not measurements"],
-            extra={"estimate": True, "emissions_kg_co2eq": emissions, "country_iso_code": data.country_iso_code,
-                   "energy_consumed_j": float(data.energy_consumed) * KWH_J, "cpu_model": data.cpu_model,
-                   "gpu_model": data.gpu_model, "tracking_mode": data.tracking_mode, "sampled": False},
+            details={"estimate": True, "emissions_kg_co2eq": emissions, "country_iso_code": data.country_iso_code,
+                     "energy_consumed_j": float(data.energy_consumed) * KWH_J, "cpu_model": data.cpu_model,
+                     "gpu_model": data.gpu_model, "tracking_mode": data.tracking_mode},
         )
 
     def close(self) -> None:

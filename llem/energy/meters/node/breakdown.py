@@ -14,8 +14,9 @@ PARTS = ("gpu", "cpu", "dram")
 
 
 def node_figures(devices: list[dict[str, Any]], totals: dict[str, Any], window_s: float,
-                 readings_extra: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
-    """{node_j, node_mean_power_w, node: {...}} from the measured devices, and warnings."""
+                 sample_s: float | None = None) -> tuple[dict[str, Any], list[str]]:
+    """{node_j, node_mean_power_w, node: {...}} from the measured devices (the node meter's every `sample_s`),
+    and warnings."""
     nodes = [d for d in devices if d["kind"] == "node" and not d.get("estimate")]
     if not nodes:
         return {"node_j": None, "node_mean_power_w": None}, []
@@ -32,7 +33,7 @@ def node_figures(devices: list[dict[str, Any]], totals: dict[str, Any], window_s
     block = {
         "node_j": node_j,
         "node_mean_power_w": node_j / duration if duration and duration > 0 else None,
-        "node": {**info, "sample_s": (readings_extra or {}).get("sample_s"), "method": nodes[0]["method"],
+        "node": {**info, "sample_s": sample_s, "method": nodes[0]["method"],
                  "breakdown": {"node_j": node_j, **{f"{k}_j": totals.get(f"{k}_j") for k in PARTS},
                                "rest_j": rest, "rest_parts_subtracted": parts,
                                "rest_mean_power_w": rest / duration if duration and duration > 0 else None}},

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable
+from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable, Sampling
 from llem.energy.sampler import Sampler, cumulative_trapezoid, trapezoid
 
 DEVICE = "node"
@@ -135,13 +135,13 @@ def summarise(rows: list[dict[str, Any]], source: str, info: dict[str, Any], sam
                         "the integral bridges the gaps linearly")
     p_rows = [r for r in rows if r.get("power_w") is not None]
     duration = rows[-1]["t_s"] - rows[0]["t_s"] if len(rows) > 1 else 0.0
-    base_extra = {"source": source, **info, "sample_s": sample_s, "sample_hz": 1.0 / sample_s,
-                  "update_period_s": sample_s, "sampled": True, "t_start_s": t0,
-                  "t_end_s": rows[-1]["t_s"] if rows else t0, "samples_min": len(p_rows)}
+    sampling = Sampling(1.0 / sample_s, len(p_rows), t0, rows[-1]["t_s"] if rows else t0)
+    details = {"source": source, **info, "sample_s": sample_s}
     if len(p_rows) < 2:
         return EnergyReading(meter="node", measured=False, duration_s=duration, warnings=warnings,
                              reason=f"node ({source}): fewer than two power readings in the window "
-                                    f"({len(p_rows)} of {len(rows)} answered)", extra=base_extra)
+                                    f"({len(p_rows)} of {len(rows)} answered)",
+                             update_period_s=sample_s, sampling=sampling, details=details)
     ts = [r["t_s"] for r in p_rows]
     ps = [float(r["power_w"]) for r in p_rows]
     integral = trapezoid(ts, ps)
@@ -178,4 +178,4 @@ def summarise(rows: list[dict[str, Any]], source: str, info: dict[str, Any], sam
                "power_w": r["power_w"], "energy_j": e} for r, e in zip(p_rows, cum)]
     device = DeviceEnergy(DEVICE, KIND, energy, f"{source}_power_integral", extra)
     return EnergyReading(meter="node", measured=True, duration_s=duration, devices=[device], warnings=warnings,
-                         extra={**base_extra, "samples_min": len(p_rows)}, timeseries=series)
+                         timeseries=series, update_period_s=sample_s, sampling=sampling, details=details)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable
+from llem.energy.base import DeviceEnergy, EnergyReading, Meter, MeterUnavailable, Sampling
 from llem.energy.sampler import Sampler
 
 # A counter that has not moved for this long is frozen, never a 0 J reading. RAPL advances about every
@@ -218,11 +218,10 @@ class RaplMeter(Meter):
         return EnergyReading(
             meter=self.name, measured=measured, duration_s=(rows[-1]["t_s"] - rows[0]["t_s"]) if rows else 0.0,
             devices=devices, reason=reason, warnings=warnings,
-            extra={"update_period_s": self.update_period_s, "sample_hz": self.sample_hz,
-                   "samples_min": min(samples) if samples else 0, "root": self.root, "sampled": True,
-                   "t_start_s": self._t0, "t_end_s": rows[-1]["t_s"] if rows else self._t0,
-                   "frozen_zones": frozen},
-            timeseries=series,
+            timeseries=series, update_period_s=self.update_period_s,
+            sampling=Sampling(self.sample_hz, min(samples) if samples else 0, self._t0,
+                              rows[-1]["t_s"] if rows else self._t0),
+            details={"root": self.root, "frozen_zones": frozen},
         )
 
     def _frozen(self, z: RaplZone, duration: float, warnings: list[str]) -> dict[str, Any]:

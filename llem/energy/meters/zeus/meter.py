@@ -94,7 +94,7 @@ class ZeusMeter(Meter):
                     for i, j in sorted((m.dram_energy or {}).items())]
         return EnergyReading(meter=self.name, measured=bool(devices), duration_s=float(m.time), devices=devices,
                              reason=None if devices else "Zeus measured no device", warnings=list(self.warnings),
-                             extra={"update_period_s": self.update_period_s, "sampled": False})
+                             update_period_s=self.update_period_s)
 
     def close(self) -> None:
         if self._open and self.monitor is not None:
