@@ -1,33 +1,10 @@
-"""Latency statistics on known timestamps, and the plain statistics helpers."""
+"""Latency statistics on known timestamps (the plain statistics helpers: tests/unit/measure/test_stats.py)."""
 
 from __future__ import annotations
 
-import math
-import random
-
-import numpy as np
 import pytest
 
 from llem.measure.latency import RequestRecord, latency_block
-from llem.measure.stats import ci95_halfwidth, cv, percentile, summarize, t_critical_95
-
-
-def test_percentile_matches_numpy_linear() -> None:
-    rng = random.Random(1)
-    for n in (1, 2, 5, 37, 100):
-        xs = [rng.random() for _ in range(n)]
-        for q in (0, 50, 90, 95, 99, 100):
-            assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
-
-
-def test_summary_and_ci_on_known_numbers() -> None:
-    s = summarize([1.0, 2.0, 3.0, 4.0])
-    assert s["n"] == 4 and s["mean"] == 2.5 and s["p50"] == 2.5 and s["min"] == 1.0 and s["max"] == 4.0
-    assert cv([2.0, 2.0, 2.0]) == 0.0
-    # 95% CI half-width of [1,2,3,4]: t(3)=3.182, sd=1.29099, n=4 -> 2.0540
-    assert ci95_halfwidth([1.0, 2.0, 3.0, 4.0]) == pytest.approx(3.182 * 1.2909944 / 2, rel=1e-4)
-    assert t_critical_95(1000) == pytest.approx(1.9623, abs=2e-3)
-    assert summarize([])["mean"] is None and math.isnan(ci95_halfwidth([1.0]))
 
 
 def test_latency_block_from_known_timestamps() -> None:
