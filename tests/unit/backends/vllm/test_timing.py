@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import types
 
 import pytest
 
@@ -86,10 +86,32 @@ def test_phases_start_at_scheduling() -> None:
         (r.t_scheduled, r.t_first_token, r.t_end) for r in reqs]
 
 
-def test_clock_offsets_map_monotonic_and_wall_time_onto_perf_counter() -> None:
+def test_clock_offsets_map_monotonic_and_wall_time_onto_perf_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On fake clocks with known offsets (monotonic = perf + 100 s, wall = perf + 1.7e9 s), each read 1 µs
+    apart and one read pair held up 1 ms (a preemption): the offsets are the known ones from the tightest
+    read pair, independent of this machine's speed or load."""
+    from llem.backends.vllm import timing
+
+    now, reads = [0.0], [0]
+
+    def tick(offset: float) -> float:
+        reads[0] += 1
+        now[0] += 1e-3 if reads[0] == 2 else 1e-6  # the first pair's monotonic read comes 1 ms late
+        return now[0] + offset
+
+    def fake(implementation: str) -> types.SimpleNamespace:
+        return types.SimpleNamespace(perf_counter=lambda: tick(0.0), monotonic=lambda: tick(100.0),
+                                     time=lambda: tick(1.7e9),
+                                     get_clock_info=lambda name: types.SimpleNamespace(
+                                         implementation=implementation if name == "monotonic" else "perf"))
+
+    monkeypatch.setattr(timing, "time", fake("mono"))
     c = Clocks.sample()
-    assert abs(time.monotonic() + c.monotonic_to_perf_s - time.perf_counter()) < 1e-3
-    assert abs(time.time() + c.wall_to_perf_s - time.perf_counter()) < 1e-3
+    assert c.monotonic_to_perf_s == pytest.approx(-100.0, abs=1e-6)  # 0.5 µs off at most, never 0.5 ms
+    assert c.wall_to_perf_s == pytest.approx(-1.7e9, abs=1e-5)
+    now[0], reads[0] = 0.0, 0
+    monkeypatch.setattr(timing, "time", fake("perf"))  # one clock underneath: no offset at all
+    assert Clocks.sample().monotonic_to_perf_s == 0.0
 
 
 def test_engine_args_unknown_reserved_and_knob_names_are_rejected() -> None:
