@@ -4,8 +4,9 @@ __init__.py in tests/unit/<package>/test_<package>.py; an aspect of a module may
 test_<module>_<aspect>.py). Whole runs of `python -m llem` live in tests/e2e/, properties that hold across
 the code (integrity, Hydra citizenship, bad input, import layers, docs, packaging) in tests/properties/,
 shared fakes in tests/fakes/. This test fails when a test file is put back flat in tests/, when a unit
-test file names no module (a module renamed without its test), and when a module with code has neither
-a mirrored unit test nor a reason in EXEMPT below (so a new module arrives with its unit test)."""
+test sits in a folder that mirrors no package (a package renamed without its tests), and when a module
+with code has neither a mirrored unit test nor a reason in EXEMPT below (so a new module arrives with
+its unit test)."""
 
 from __future__ import annotations
 
@@ -160,14 +161,13 @@ def test_fakes_hold_no_tests_and_tests_define_no_fakes_of_shared_names() -> None
     assert not dupes, f"{dupes} shadow a shared fake in tests/fakes/"
 
 
-def test_every_unit_test_file_names_a_module() -> None:
-    known = {_mirror(m) for m in _modules()}
-    orphans = []
-    for path in sorted((TESTS / "unit").rglob("test_*.py")):
-        stem = path.stem.removeprefix("test_")
-        if not any(folder == path.parent and (stem == name or stem.startswith(f"{name}_")) for folder, name in known):
-            orphans.append(str(path.relative_to(REPO)))
-    assert not orphans, f"{orphans} mirror no module under llem/ or hydra_plugins/ (renamed? move the test too)"
+def test_every_unit_test_file_sits_in_its_packages_folder() -> None:
+    """tests/unit/<package>/ mirrors a package of llem/ (or hydra_plugins/<plugin>/): a unit test in a
+    folder with no package (renamed? moved?) fails. A file may test one module (test_<module>.py) or
+    an aspect across the package (test_<topic>.py)."""
+    packages = {_mirror(m)[0] for m in _modules()}
+    orphans = [str(p.relative_to(REPO)) for p in sorted((TESTS / "unit").rglob("test_*.py")) if p.parent not in packages]
+    assert not orphans, f"{orphans} sit in no package's folder (the package moved? move the tests too)"
 
 
 def test_every_module_with_code_has_its_unit_test_or_a_reason() -> None:
