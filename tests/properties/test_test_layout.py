@@ -99,8 +99,6 @@ EXEMPT: dict[str, str] = {
     "llem/result_schema/types.py": "tested in unit/result_schema/test_result_schema.py",
     "llem/result_schema/validate.py": "behind llem.result_schema: unit/result_schema/test_result_schema.py, and tests/conftest.py validates every result a test writes",
     "llem/results/__main__.py": "tested in unit/result_schema/test_result_schema.py",
-    "llem/results/aggregate.py": "tested in unit/results/test_results.py",
-    "llem/results/axes.py": "tested in unit/result_schema/test_result_schema.py",
     "llem/results/compare.py": "tested in unit/results/test_results.py, properties/test_boundaries.py",
     "llem/results/example.py": "tested in unit/search/test_search.py, unit/result_schema/test_result_schema.py",
     "llem/results/load.py": "tested in unit/search/test_search.py, unit/result_schema/test_result_schema.py",
