@@ -76,7 +76,6 @@ EXEMPT: dict[str, str] = {
     "llem/gpu/launch.py": "tested in unit/study/test_gaps.py",
     "llem/gpu/records.py": "tested in unit/gpu/test_apply.py",
     "llem/hubdata.py": "the Hub probe (no Hub here): properties/test_bad_input.py (an unreachable Hub refused fast)",
-    "llem/io.py": "tested in unit/search/test_search.py, unit/study/test_manifest.py",
     "llem/job.py": "tested in unit/backends/vllm/test_backend.py, unit/backends/openai/test_backend.py",
     "llem/launch/child.py": "the job process's entry: every job of unit/launch/test_supervisor.py runs through it",
     "llem/launch/console.py": "tested in unit/launch/test_supervisor.py",
