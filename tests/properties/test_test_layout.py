@@ -78,7 +78,6 @@ EXEMPT: dict[str, str] = {
     "llem/hubdata.py": "the Hub probe (no Hub here): properties/test_bad_input.py (an unreachable Hub refused fast)",
     "llem/job.py": "tested in unit/backends/vllm/test_backend.py, unit/backends/openai/test_backend.py",
     "llem/launch/child.py": "the job process's entry: every job of unit/launch/test_supervisor.py runs through it",
-    "llem/launch/console.py": "tested in unit/launch/test_supervisor.py",
     "llem/launch/health.py": "tested in unit/launch/test_supervisor.py, unit/energy/test_gpu_meter.py",
     "llem/launch/outcome.py": "tested in unit/launch/test_supervisor.py, properties/test_study_integrity.py",
     "llem/launch/process.py": "tested in unit/launch/test_supervisor.py, properties/test_study_integrity.py",
