@@ -1,7 +1,8 @@
 """llem.io: storage failures classified by errno (disk full vs not writable), one retry after the
 disk-full reserve is released, torn files told apart from missing ones, set-aside names that never
 overwrite, and byte sizes in binary units. (fsync of file and folder: tests/properties/test_boundaries.py;
-permissions under each umask: tests/properties/test_study_integrity.py.)"""
+permissions under each umask and the retry in the space the study lock's reserve gives back:
+tests/properties/test_study_integrity.py.)"""
 
 from __future__ import annotations
 
@@ -32,21 +33,6 @@ def test_storage_reason_in_a_jobs_error_text() -> None:
 def test_human_bytes_in_binary_units() -> None:
     assert [io.human_bytes(n) for n in (0, 1023, 1024, 1536 * 1024, 5 * 1024**4, 2048 * 1024**4)] == [
         "0 B", "1023 B", "1.0 KiB", "1.5 MiB", "5.0 TiB", "2048.0 TiB"]
-
-
-def test_a_full_disk_releases_the_reserve_and_writes_once_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real, calls, released = io._write_once, [], []
-
-    def write_once(path: Path, data: bytes) -> None:
-        calls.append(path)
-        if len(calls) == 1:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, data)
-
-    monkeypatch.setattr(io, "_write_once", write_once)
-    monkeypatch.setattr(io, "_space_releasers", [lambda: released.append(1) or True])
-    io.atomic_write_text(tmp_path / "a.json", "{}")
-    assert len(calls) == 2 and released == [1] and (tmp_path / "a.json").read_text() == "{}"
 
 
 def test_a_full_disk_with_nothing_to_release_is_a_storage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
