@@ -3,7 +3,7 @@ cooling curve (issue 20, target: adaptive ≤ 1/3 of fixed).
 
     .venv/bin/python scripts/bench_gaps.py [--quick] [--json out.json] [--job-s 60] [--thermal-tau-s 20]
 
-Time-scaled: the study runs on the simulator's clock (tests/gpu_sim.py SimClock), so an hour of study takes
+Time-scaled: the study runs on the simulator's clock (tests/fakes/gpu_sim.py SimClock), so an hour of study takes
 a second. The GPU is an H100 of the simulator (idle 70 W, 600 W under load, ambient 32 °C, 0.1 °C/W,
 first-order temperature with `--thermal-tau-s`, leakage power decaying with `--power-tau-s`). The study: 4
 configs × 5 cycles, interleaved, each job `--job-s` at full load. Fixed arm: llem.study.gaps.gap_before with
@@ -19,7 +19,7 @@ import sys
 
 from bench_common import REPO, Report, parse, parser
 
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "fakes"))
 
 CONFIGS, CYCLES = 4, 5
 LOAD_W, IDLE_W = 600.0, 70.0

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_node_power.py [--steps 12] [--dwell 1.0] [--rates 1.0,0.25]
 
 Starts the same real servers the tests use on 127.0.0.1 (sushy-tools' sushy-static serving a Redfish
-EnvironmentMetrics mockup; tests/ipmi_bmc_sim.py, a pyghmi BMC answering DCMI Get Power Reading),
+EnvironmentMetrics mockup; tests/fakes/ipmi_bmc_sim.py, a pyghmi BMC answering DCMI Get Power Reading),
 plays a seeded step profile into them (a new power every `dwell` seconds, like a BMC updating once a
 second), runs the node meter over it and compares its energy with the exact integral of what the
 BMC served over the meter's own span. Prints one row per (source, sample_s) and writes JSON to stdout's
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "fakes"))
 sys.path.insert(0, str(REPO))
 
 from node_bmc import RedfishMockup, ipmi_bmc, sushy_static  # noqa: E402

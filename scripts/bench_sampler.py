@@ -1,7 +1,7 @@
 """Sampler overhead: llem's output tok/s with the NVML power sampler at 10 / 50 / 100 Hz vs energy off.
 
 On a machine without an NVIDIA GPU (this one) the sampler reads a SIMULATED NVML (the test suite's GPU
-simulator, tests/gpu_sim.py, injected where llem imports `pynvml`): this is a CPU cost check of llem's sampler
+simulator, tests/fakes/gpu_sim.py, injected where llem imports `pynvml`): this is a CPU cost check of llem's sampler
 thread (wake-ups, reads, bookkeeping competing with generation for the CPU), NOT a GPU measurement.
 On a GPU machine (`--real-nvml`) the real pynvml is used and the figure is the real one.
 
@@ -27,13 +27,13 @@ RATES = (10, 50, 100)
 TARGET = 0.98  # a sampler costing more than 2 % of throughput would distort what it measures
 
 
-FAKES = REPO / "tests" / "gpu_sim.py"
+FAKES = REPO / "tests" / "fakes" / "gpu_sim.py"
 
 
 def install_fake() -> Any:
     """The energy tests' GPU simulator (one H100 at 300 W on the real clock, its counter stepping every
     100 ms, running this process), registered as `pynvml` so `import pynvml` in llem/energy/meters/nvml/meter.py gets
-    it, as in tests/test_energy_nvml.py."""
+    it, as in tests/unit/energy/meters/nvml/test_meter.py."""
     spec = importlib.util.spec_from_file_location("gpu_sim", FAKES)
     assert spec and spec.loader
     sim = importlib.util.module_from_spec(spec)
@@ -73,7 +73,7 @@ def main() -> None:
             return
         os.environ.pop("CUDA_VISIBLE_DEVICES", None)
         install_fake()
-        report.note("CPU cost check with the energy tests' GPU simulator (tests/gpu_sim.py, one H100): "
+        report.note("CPU cost check with the energy tests' GPU simulator (tests/fakes/gpu_sim.py, one H100): "
                     "NOT a GPU measurement")
     n = 64 if args.quick else 128
     reps = 3 if args.quick else 7

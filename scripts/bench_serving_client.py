@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench_serving_client.py [--quick] [--n-inf 2000] [--reps 3]
 
-The server is tests/fake_openai.py in its own process (no TTFT, no gaps: 16 tokens in 16 chunks at
+The server is tests/fakes/fake_openai.py in its own process (no TTFT, no gaps: 16 tokens in 16 chunks at
 once), so what limits a run is the client. Both clients run in this process, alternately (ABBA):
 - vllm: vLLM's own client as `vllm bench serve` drives it (vllm/benchmarks/serve.py `get_request` for
   the arrivals, `async_request_openai_completions` per request, an aiohttp session with its connector
@@ -29,7 +29,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "fakes"))
 from bench_common import RESULTS_DIR, Report, machine_info, paired_ratio, parse, parser  # noqa: E402
 
 MAX_TOKENS = 16

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench_serving_peer.py [--quick] [--server fake|vllm|both] [--trace]
                                                    [--rate 8] [--n 64] [--output-len 64] [--reps 3]
 
-Servers (`--server`, default both): `fake` = tests/fake_openai.py in its own process streaming the issue's
+Servers (`--server`, default both): `fake` = tests/fakes/fake_openai.py in its own process streaming the issue's
 example (TTFT 50 ms, then 2 tokens per chunk every 8 ms: ground truth known); `vllm` = one vLLM OpenAI
 server on the tiny model (the command llem's openai backend starts by default; prefix caching off, so no
 arm finds another's prompts cached). Each server serves both arms, run alternately (ABBA), with the same
@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fakes"))
 from bench_common import RESULTS_DIR, Report, machine_info, paired_ratio, parse, parser, run_llem  # noqa: E402
 
 TARGET = 0.10

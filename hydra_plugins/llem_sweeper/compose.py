@@ -4,7 +4,7 @@ Hydra composes each job from scratch (~60–90 ms: defaults list, YAML loads, sc
 group overrides (`model=...`, `+experiment=...`) change the defaults list; every other override is
 applied afterwards to the composed config by `ConfigLoaderImpl._apply_overrides_to_config`, in order.
 So: compose once per distinct set of group overrides with Hydra's loader, then for each job copy that
-config and apply the job's key overrides with that same Hydra function. tests/test_sweeper.py
+config and apply the job's key overrides with that same Hydra function. tests/e2e/test_sweeper.py
 checks the result equals a full compose, `+`/`++` keys and group overrides included.
 
 Turning a job's config into plain values is the other cost (OmegaConf walks every node). Top-level

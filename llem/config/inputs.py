@@ -44,7 +44,7 @@ def check(c: Any, cfg: ExperimentConfig) -> None:
 
 
 def _check_ranges(c: Any, cfg: ExperimentConfig) -> None:
-    """Knobs that had no range check (found by tests/test_every_key.py)."""
+    """Knobs that had no range check (found by tests/properties/test_every_key.py)."""
     for key, value in (("seed", cfg.seed), ("study.shuffle_seed", cfg.study.shuffle_seed)):
         if value is not None and not 0 <= value <= SEED_MAX:
             c.add(key, value, f"{'null or ' if key != 'seed' else ''}an integer in [0, {SEED_MAX}]")

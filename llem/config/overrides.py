@@ -107,7 +107,7 @@ def group_hint(value: str, options: list[str]) -> str:
 
 
 # The launcher's knobs once had `study.*` aliases; they are hydra.launcher.* only (llem.launch.settings,
-# a layer up: tests/test_import_layers.py ties the two lists).
+# a layer up: tests/properties/test_import_layers.py ties the two lists).
 MOVED_KEYS = {f"study.{k}": f"hydra.launcher.{k}" for k in (
     "timeout_s", "kill_grace_s", "on_unhealthy", "health_max_memory_used_mib", "health_check_processes",
     "health_wait_max_s", "health_poll_s", "gpus_per_job", "progress", "fresh_process")}

@@ -149,7 +149,7 @@ class StudyJobConfig:
 
 @dataclass
 class DebugConfig:
-    """Test-only fault injection, run inside the job (see tests/test_launcher*)."""
+    """Test-only fault injection, run inside the job (see tests/unit/launch/test_supervisor.py, tests/e2e/test_launcher.py)."""
 
     fault: str = "none"  # none | raise | exit | segfault | sigkill | sleep
     sleep_s: float = 0.0

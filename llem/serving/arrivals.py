@@ -1,7 +1,7 @@
 """When each request of a serving job arrives: exactly `vllm bench serve`'s arrival process.
 
 As `get_request` in vllm/benchmarks/serve.py (vLLM 0.11 … 0.32), so that for one seed llem sends its
-requests at the instants vLLM's benchmark would (tests/test_serving_arrivals.py compares with vLLM's
+requests at the instants vLLM's benchmark would (tests/unit/serving/test_arrivals.py compares with vLLM's
 own function):
 - per request i a rate r_i: `request_rate`, or with a ramp-up from `start_rps` to `end_rps` over the
   request index (progress = i / max(n − 1, 1)): linear start + (end − start)·progress, exponential
