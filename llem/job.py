@@ -223,8 +223,8 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                                                           window.readings, result.energy, out.serving)
             if result.serving["steady_state_note"]:
                 result.warnings.append(result.serving["steady_state_note"])
-        result.memory = backend.memory()
-        result.environment["gpus"] = backend.devices()
+        result.memory = backend.memory().as_dict()
+        result.environment["gpus"] = [d.as_dict() for d in backend.devices()]
         torch = sys.modules.get("torch")  # the CUDA version torch was built for (None: CPU build)
         result.environment["torch_cuda_version"] = getattr(getattr(torch, "version", None), "cuda", None)
         result.identity["files"] = _write_side_files(out_dir, cfg, out, window.readings, request_extra)

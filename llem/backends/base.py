@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llem.backends.facts import DeviceInfo, MemoryUsage, peak_rss_self
 from llem.config.schema import BACKENDS, ExperimentConfig, import_target
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord, SteadyState
@@ -118,11 +119,11 @@ class Backend(ABC):
         """parameters, non_embedding_parameters, dtype, device: for the result and FLOPs."""
         return {}
 
-    def memory(self) -> dict[str, Any]:
+    def memory(self) -> MemoryUsage:
         """Peak memory figures, bytes."""
-        return {}
+        return MemoryUsage(peak_rss_self())
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceInfo]:
         """Accelerators this job used (name, index, uuid where known)."""
         return []
 

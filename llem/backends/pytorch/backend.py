@@ -8,12 +8,12 @@ TTFT of a request is measured from the start of its batch (static batching).
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from typing import Any
 
 from llem.backends.base import Backend, RunOutput, Workload
+from llem.backends.facts import DeviceInfo, MemoryUsage, peak_rss_self
 from llem.config.schema import Decoding, ExperimentConfig, PytorchConfig
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
@@ -337,21 +337,20 @@ class PytorchBackend(Backend):
         except (TypeError, ValueError):  # a dict with non-string keys (e.g. sequence_bias): those keys go
             return json.loads(json.dumps(out, default=str, skipkeys=True))
 
-    def memory(self) -> dict[str, Any]:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+    def memory(self) -> MemoryUsage:
+        mem = MemoryUsage(peak_rss_self())
         if self.device.startswith("cuda"):
             import torch
 
-            mem["peak_allocated_bytes"] = {
+            mem.peak_allocated_bytes = {
                 f"cuda:{i}": torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())
             }
-            mem["peak_reserved_bytes"] = {
+            mem.peak_reserved_bytes = {
                 f"cuda:{i}": torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())
             }
         return mem
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceInfo]:
         if not self.device.startswith("cuda"):
             return []
         import torch
@@ -359,8 +358,7 @@ class PytorchBackend(Backend):
         out = []
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            out.append({"index": i, "name": p.name, "uuid": str(getattr(p, "uuid", "")),
-                        "total_memory_bytes": p.total_memory})
+            out.append(DeviceInfo(i, p.name, str(getattr(p, "uuid", "")), p.total_memory))
         return out
 
     def close(self) -> None:

@@ -13,14 +13,13 @@ import contextlib
 import dataclasses
 import difflib
 import os
-import resource
-import sys
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import Backend, EngineInfo, Workload
 from llem.backends.cpu_env import CPU_ENV_DEFAULTS, CPU_ENV_REPORTED
+from llem.backends.facts import DeviceInfo, MemoryUsage, peak_rss_self
 from llem.backends.vllm.processes import descendants, kill_all, started_since
 from llem.backends.vllm.timing import RequestTiming, peak_running
 from llem.config.schema import ExperimentConfig, VllmConfig
@@ -315,34 +314,33 @@ class VllmEngineBackend(Backend):
             defaults = dict(mc.get_diff_sampling_param())
         return {"mode": "greedy" if greedy else "sample", "applied": applied, "model_defaults": defaults}
 
-    def memory(self) -> dict[str, Any]:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+    def memory(self) -> MemoryUsage:
         engine = {}
         for pid, proc in self._started.items():
             peak = peak_rss(pid)
             if peak is not None:
                 with contextlib.suppress(Exception):
                     engine[f"{proc.name()}-{pid}"] = peak
-        mem["engine_peak_rss_bytes"] = engine
+        mem = MemoryUsage(peak_rss_self(), engine_peak_rss_bytes=engine)
         if self.engine is not None:
             cache = self.vllm_config().cache_config
             blocks = getattr(cache, "num_gpu_blocks", None)
-            mem["kv_cache_tokens"] = blocks * cache.block_size if blocks and cache.block_size else None
+            mem.kv_cache_tokens = blocks * cache.block_size if blocks and cache.block_size else None
+            mem.kv_cache_read = True
         return mem
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceInfo]:
         if self.device != "cuda":
             return []
         from vllm.platforms import current_platform
 
         out = []
         for i in range(self.v.tensor_parallel_size):
-            info: dict[str, Any] = {"index": i}
+            info = DeviceInfo(i)
             for key, fn in (("name", "get_device_name"), ("uuid", "get_device_uuid"),
                             ("total_memory_bytes", "get_device_total_memory")):
                 with contextlib.suppress(Exception):
-                    info[key] = getattr(current_platform, fn)(i)
+                    setattr(info, key, getattr(current_platform, fn)(i))
             out.append(info)
         return out
 
