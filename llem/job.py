@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llem import __version__
 from llem.backends.base import Backend, RunOutput, Workload, make_backend
@@ -34,6 +34,9 @@ from llem.measure.window import MeasurementWindow
 from llem.models import identity_fields
 from llem.result import REQUESTS_FILE, RESULT_FILE, TIMESERIES_FILE, Result, flops_block, now_iso
 from llem.study.jobfiles import set_aside_torn
+
+if TYPE_CHECKING:
+    from llem.serving.metrics import RequestColumns
 
 
 def inject_fault(cfg: ExperimentConfig) -> None:
@@ -94,11 +97,11 @@ def _workload_block(cfg: ExperimentConfig, workload: Workload, out: RunOutput) -
 
 
 def _write_side_files(out_dir: Path, cfg: ExperimentConfig, out: RunOutput, readings: list[Any],
-                      request_extra: dict[int, dict[str, Any]] | None = None) -> list[str]:
+                      request_extra: dict[int, RequestColumns] | None = None) -> list[str]:
     written = []
     extra = request_extra or {}
     if cfg.save_requests:
-        lines = "".join(json.dumps({**r.as_row(), **extra.get(r.index, {})}) + "\n"
+        lines = "".join(json.dumps({**r.as_row(), **(extra[r.index].as_dict() if r.index in extra else {})}) + "\n"
                         for r in sorted(out.records, key=lambda r: r.index))
         atomic_write_text(out_dir / REQUESTS_FILE, lines)
         written.append(REQUESTS_FILE)
