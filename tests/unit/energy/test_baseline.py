@@ -16,20 +16,22 @@ CACHED = ["power_w", "kind", "meter", "measured_at_unix", "duration_s", "identit
 
 
 class Fixed(Meter):
-    name = "nvml"
+    """Idles at `watts` per device for as long as the (fake) wait lasted; device identities `id-<device>`."""
 
-    def __init__(self, watts: dict[str, float], ids: dict[str, str] | None = None) -> None:
-        self.watts, self.ids, self.seconds = watts, ids if ids is not None else {d: f"id-{d}" for d in watts}, 0.0
+    name, seconds = "nvml", 0.0
 
-    def start(self) -> None:
-        self.seconds = 0.0
+    def __init__(self, watts: dict[str, float]) -> None:
+        self.watts = watts
 
     def identities(self) -> dict[str, str]:
-        return self.ids
+        return {d: f"id-{d}" for d in self.watts}
+
+    def start(self) -> None:
+        pass
 
     def stop(self) -> EnergyReading:
-        return EnergyReading(self.name, True, self.seconds,
-                             [DeviceEnergy(d, "gpu", w * self.seconds, "fixed") for d, w in self.watts.items()])
+        devices = [DeviceEnergy(d, "gpu", w * self.seconds, "fixed") for d, w in self.watts.items()]
+        return EnergyReading(self.name, True, self.seconds, devices)
 
     def wait(self, s: float) -> None:
         self.seconds = s
