@@ -206,11 +206,11 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
             result.workload["engine"] = out.engine.as_dict()
         result.latency = latency_block(head.records)
         result.warnings.extend(note for note in (out.latency_note, out.steady_state_note) if note)
-        result.model = backend.model_facts()
-        check = result.model.get("parameters_check") or {}
-        if check.get("warning"):
-            result.warnings.append(check["warning"])
-        result.flops = flops_block(result.model.get("non_embedding_parameters"), n_in, n_out)
+        facts = backend.model_facts()
+        result.model = facts.as_dict()
+        if facts.warning:
+            result.warnings.append(facts.warning)
+        result.flops = flops_block(facts.non_embedding_parameters, n_in, n_out)
         result.energy = energy_block(window.readings, selection.notes, win, n_out, n_req,
                                      result.flops.get("total_flop"), input_tokens=n_in,
                                      window_span=(window.t_start, window.t_end), phases=out.phases,

@@ -134,7 +134,7 @@ def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) ->
     pt = PytorchBackend(ExperimentConfig(model=ModelConfig(cache_dir=str(llem_cache)),
                                          pytorch=PytorchConfig(device="cpu")))
     pt.load()
-    facts, ref = engine.model_facts(), pt.model_facts()
+    facts, ref = engine.model_facts().as_dict(), pt.model_facts().as_dict()
     assert facts["parameters"] == ref["parameters"] and facts["non_embedding_parameters"] == ref["non_embedding_parameters"]
     assert facts["dtype"] == "float32" and facts["device"] == "cpu"
     # what ran, named: the builtin's folder (the engine loaded exactly that), the applied SamplingParams

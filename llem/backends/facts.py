@@ -1,5 +1,5 @@
-"""What a backend reports about the job after the run, for the result: the accelerators it used
-(`environment.gpus`) and its peak memory (`memory`). Pure: no torch, no vLLM.
+"""What a backend reports about the job after the run, for the result: the loaded model (`model`), the
+accelerators it used (`environment.gpus`) and its peak memory (`memory`). Pure: no torch, no vLLM.
 
 Each type writes its block with `as_dict()`; a field left None is not written (backends report
 different figures), except where a field's comment says otherwise.
@@ -7,8 +7,49 @@ different figures), except where a field's comment says otherwise.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+
+@dataclass
+class ModelFacts:
+    """The result's `model` block: what loaded (counts, dtype, device, sources, generation settings applied)
+    and the parameter count checked against an independent count (`parameters_check`, with a `warning`
+    when they differ). Backends know different facts: `keys` lists the ones this backend wrote, in its
+    order (a fact it wrote may be None: known to be unknown)."""
+
+    parameters: int | None = None
+    non_embedding_parameters: int | None = None
+    architecture: str | None = None
+    dtype: str | None = None  # the dtype holding the most parameters
+    dtypes: dict[str, int] | None = None  # pytorch: parameters per dtype
+    device: str | None = None
+    attn_implementation: str | None = None
+    source: dict[str, Any] | None = None  # ModelSource.record(): kind, id, path, revision, commit ...
+    tokenizer: dict[str, Any] | None = None
+    engine_model: dict[str, Any] | None = None  # vLLM: the model and tokenizer its engine was given
+    served_model: str | None = None  # openai: the server's model name, and its URL
+    served_by: str | None = None
+    generation: dict[str, Any] | None = None  # the decoding settings as applied (backend's own names)
+    torch_threads: int | None = None
+    parameters_check: dict[str, Any] | None = None  # {ok, parameters, reference_parameters, reference[, warning]}
+    keys: list[str] = field(default_factory=list)
+
+    def set(self, **facts: Any) -> None:
+        """Record facts (a key written again keeps its place, as in a dict)."""
+        for k, v in facts.items():
+            if k not in self.__dataclass_fields__ or k == "keys":
+                raise KeyError(f"ModelFacts has no {k!r}")
+            setattr(self, k, v)
+            if k not in self.keys:
+                self.keys.append(k)
+
+    @property
+    def warning(self) -> str | None:
+        return (self.parameters_check or {}).get("warning")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.keys}
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any
 
 from llem.backends.base import Backend, RunOutput, ServingInfo, Workload
 from llem.backends.cpu_env import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
-from llem.backends.facts import DeviceInfo, MemoryUsage, peak_rss_self
+from llem.backends.facts import DeviceInfo, MemoryUsage, ModelFacts, peak_rss_self
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 from llem.serving.client import FLOOR_SERVERS, ClientSettings, StreamClient
@@ -78,7 +78,7 @@ class OpenaiBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.model_entry: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
-        self._facts: dict[str, Any] | None = None
+        self._facts: ModelFacts | None = None
         self._server_pids: list[int] = []
         self.schedule: Any = None  # llem.serving.schedule.Schedule of the measured pass (prepare)
         self.sources: Any = None  # what the model config names (job.py copies it into the identity block)
@@ -397,19 +397,19 @@ class OpenaiBackend(Backend):
                 "chunk_token_mismatch": self.client.chunk_mismatch if self.client else None}
 
     # -- facts ------------------------------------------------------------------------------------------
-    def model_facts(self) -> dict[str, Any]:
+    def model_facts(self) -> ModelFacts:
         if self._facts is None:
             m = self.cfg.model
-            facts: dict[str, Any] = {}
+            facts = ModelFacts()
             with contextlib.suppress(Exception):  # shapes only, from the model's config
                 from llem.models import config_parameter_counts
 
                 src = self.sources.model
-                facts.update(config_parameter_counts(src.path, src.load_revision, m.trust_remote_code))
+                facts.set(**config_parameter_counts(src.path, src.load_revision, m.trust_remote_code))
             default = self.server is not None and self.o.server.command is None
-            facts.update(dtype=DTYPES[self.cfg.precision.value] if default else None,
-                         device="server", served_model=self.info.get("served_model"),
-                         served_by=self.info.get("base_url"))
+            facts.set(dtype=DTYPES[self.cfg.precision.value] if default else None,
+                      device="server", served_model=self.info.get("served_model"),
+                      served_by=self.info.get("base_url"))
             self._facts = facts
         return self._facts
 

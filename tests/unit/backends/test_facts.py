@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from llem.backends.base import Backend
-from llem.backends.facts import DeviceInfo, MemoryUsage, peak_rss_self
+from llem.backends.facts import DeviceInfo, MemoryUsage, ModelFacts, peak_rss_self
 
 
 def test_device_info_writes_only_what_was_read() -> None:
@@ -27,3 +29,20 @@ def test_the_default_backend_reports_its_own_peak_rss_in_bytes() -> None:
     assert peak > 1 << 20  # bytes, not KiB: a Python process holds more than 1 MiB
     assert Backend.memory(None).peak_rss_bytes >= peak  # type: ignore[arg-type]
     assert Backend.devices(None) == []  # type: ignore[arg-type]
+
+
+def test_model_facts_write_what_the_backend_set_in_its_order() -> None:
+    f = ModelFacts()
+    f.set(parameters=10, non_embedding_parameters=8, architecture="A", dtype=None, device="cpu")
+    f.set(dtype="float32", parameters_check={"ok": True})  # dtype keeps its place, as in a dict update
+    assert list(f.as_dict()) == ["parameters", "non_embedding_parameters", "architecture", "dtype", "device",
+                                 "parameters_check"]
+    assert f.as_dict()["dtype"] == "float32" and f.non_embedding_parameters == 8 and f.warning is None
+    f.set(parameters_check={"ok": False, "warning": "not the model"})
+    assert f.warning == "not the model"
+    assert ModelFacts().as_dict() == {} and ModelFacts().non_embedding_parameters is None
+    served = ModelFacts()
+    served.set(dtype=None, device="server")
+    assert served.as_dict() == {"dtype": None, "device": "server"}  # known to be unknown: written as null
+    with pytest.raises(KeyError):
+        served.set(dtpye="float16")
