@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llem import __version__
 from llem.backends.base import Backend, RunOutput, Workload, make_backend
@@ -34,6 +34,9 @@ from llem.measure.window import MeasurementWindow
 from llem.models import identity_fields
 from llem.result import REQUESTS_FILE, RESULT_FILE, TIMESERIES_FILE, Result, flops_block, now_iso
 from llem.study.jobfiles import set_aside_torn
+
+if TYPE_CHECKING:
+    from llem.serving.metrics import RequestColumns
 
 
 def inject_fault(cfg: ExperimentConfig) -> None:
@@ -94,11 +97,11 @@ def _workload_block(cfg: ExperimentConfig, workload: Workload, out: RunOutput) -
 
 
 def _write_side_files(out_dir: Path, cfg: ExperimentConfig, out: RunOutput, readings: list[Any],
-                      request_extra: dict[int, dict[str, Any]] | None = None) -> list[str]:
+                      request_extra: dict[int, RequestColumns] | None = None) -> list[str]:
     written = []
     extra = request_extra or {}
     if cfg.save_requests:
-        lines = "".join(json.dumps({**r.as_row(), **extra.get(r.index, {})}) + "\n"
+        lines = "".join(json.dumps({**r.as_row(), **(extra[r.index].as_dict() if r.index in extra else {})}) + "\n"
                         for r in sorted(out.records, key=lambda r: r.index))
         atomic_write_text(out_dir / REQUESTS_FILE, lines)
         written.append(REQUESTS_FILE)
@@ -203,11 +206,11 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
             result.workload["engine"] = out.engine.as_dict()
         result.latency = latency_block(head.records)
         result.warnings.extend(note for note in (out.latency_note, out.steady_state_note) if note)
-        result.model = backend.model_facts()
-        check = result.model.get("parameters_check") or {}
-        if check.get("warning"):
-            result.warnings.append(check["warning"])
-        result.flops = flops_block(result.model.get("non_embedding_parameters"), n_in, n_out)
+        facts = backend.model_facts()
+        result.model = facts.as_dict()
+        if facts.warning:
+            result.warnings.append(facts.warning)
+        result.flops = flops_block(facts.non_embedding_parameters, n_in, n_out)
         result.energy = energy_block(window.readings, selection.notes, win, n_out, n_req,
                                      result.flops.get("total_flop"), input_tokens=n_in,
                                      window_span=(window.t_start, window.t_end), phases=out.phases,
@@ -223,8 +226,8 @@ def run_job(cfg: ExperimentConfig, out_dir: Path, resolved: dict[str, Any], over
                                                           window.readings, result.energy, out.serving)
             if result.serving["steady_state_note"]:
                 result.warnings.append(result.serving["steady_state_note"])
-        result.memory = backend.memory()
-        result.environment["gpus"] = backend.devices()
+        result.memory = backend.memory().as_dict()
+        result.environment["gpus"] = [d.as_dict() for d in backend.devices()]
         torch = sys.modules.get("torch")  # the CUDA version torch was built for (None: CPU build)
         result.environment["torch_cuda_version"] = getattr(getattr(torch, "version", None), "cuda", None)
         result.identity["files"] = _write_side_files(out_dir, cfg, out, window.readings, request_extra)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llem.backends.facts import DeviceInfo, MemoryUsage, ModelFacts, peak_rss_self
 from llem.config.schema import BACKENDS, ExperimentConfig, import_target
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord, SteadyState
@@ -114,15 +115,15 @@ class Backend(ABC):
     def sync(self) -> None:
         """Wait for queued device work (CUDA) so the window's edges are true."""
 
-    def model_facts(self) -> dict[str, Any]:
+    def model_facts(self) -> ModelFacts:
         """parameters, non_embedding_parameters, dtype, device: for the result and FLOPs."""
-        return {}
+        return ModelFacts()
 
-    def memory(self) -> dict[str, Any]:
+    def memory(self) -> MemoryUsage:
         """Peak memory figures, bytes."""
-        return {}
+        return MemoryUsage(peak_rss_self())
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceInfo]:
         """Accelerators this job used (name, index, uuid where known)."""
         return []
 

@@ -13,8 +13,10 @@ from dataclasses import asdict
 from typing import Any
 
 from llem.energy.base import DeviceEnergy, EnergyReading
+from llem.energy.baseline import Baseline
 from llem.energy.meters.node.breakdown import node_figures, pick_basis
 from llem.energy.phases import KINDS, energy_in_span, phase_energy
+from llem.energy.thermal import ThermalWarmup
 from llem.measure.latency import SteadyState
 
 DRIFT_LIMIT_C = 10.0
@@ -48,8 +50,8 @@ def _kind_totals(devices: list[dict[str, Any]], key: str = "energy_j",
 def energy_block(readings: list[EnergyReading], notes: list[str], window_s: float, output_tokens: int,
                  requests: int, total_flop: float | None = None, *, input_tokens: int | None = None,
                  window_span: tuple[float, float] | None = None, phases: list[Any] | None = None,
-                 steady_state: SteadyState | None = None, baseline: dict[str, Any] | None = None,
-                 thermal_warmup: dict[str, Any] | None = None, basis: str = "auto") -> dict[str, Any]:
+                 steady_state: SteadyState | None = None, baseline: Baseline | None = None,
+                 thermal_warmup: ThermalWarmup | None = None, basis: str = "auto") -> dict[str, Any]:
     measured = [r for r in readings if r.measured]
     typed = [d for r in measured for d in r.devices]
     devices = [d.as_dict() for d in typed]
@@ -80,16 +82,16 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
     block.update(derived(block[f"{basis}_j"] if basis else None, window_s, output_tokens, requests, total_flop))
 
     # Baseline-adjusted: raw − idle power × window time, per device, then per kind and derived.
-    block["baseline"] = baseline
+    block["baseline"] = baseline.as_dict() if baseline is not None else None
     block["adjusted"] = None
-    base_devices = (baseline or {}).get("devices") or {}
+    base_devices = baseline.devices if baseline is not None else {}
     if base_devices and real:
         for d in devices:
             b = base_devices.get(d["device"])
-            d["adjusted_j"] = None if b is None or d["estimate"] else d["energy_j"] - b["power_w"] * window_s
+            d["adjusted_j"] = None if b is None or d["estimate"] else d["energy_j"] - b.power_w * window_s
         adj = _kind_totals([d for d in devices if not d["estimate"]], "adjusted_j", (*KINDS, "node"))
         adjusted: dict[str, Any] = {**adj, "baseline_power_w": {
-            k: sum(base_devices[d["device"]]["power_w"] for d in real if d["kind"] == k)
+            k: sum(base_devices[d["device"]].power_w for d in real if d["kind"] == k)
             if adj[f"{k}_j"] is not None else None for k in (*KINDS, "node")}}
         adjusted.update(derived(adj[f"{basis}_j"] if basis else None, window_s, output_tokens, requests, total_flop))
         block["adjusted"] = adjusted
@@ -115,7 +117,7 @@ def energy_block(readings: list[EnergyReading], notes: list[str], window_s: floa
         block["steady_state"] = span
 
     block["thermal"] = {d.device: asdict(d.thermal) for d in typed if d.thermal is not None} or None
-    block["thermal_warmup"] = thermal_warmup
+    block["thermal_warmup"] = thermal_warmup.as_dict() if thermal_warmup is not None else None
     block["sampling"] = {r.meter: r.sampling.block(r.update_period_s)
                          for r in measured if r.sampling is not None} or None
     for r in measured:
@@ -156,7 +158,7 @@ def _phase_figures(ph: dict[str, Any], basis: str | None, input_tokens: int | No
 
 
 def energy_warnings(readings: list[EnergyReading], devices: list[tuple[DeviceEnergy, dict[str, Any]]],
-                    window_s: float, baseline: dict[str, Any] | None) -> list[str]:
+                    window_s: float, baseline: Baseline | None) -> list[str]:
     """What makes this job's energy figures less trustworthy, in words a user can act on (`devices`: each
     measured device and its result entry, which holds its baseline-adjusted energy)."""
     out: list[str] = []
@@ -195,8 +197,8 @@ def energy_warnings(readings: list[EnergyReading], devices: list[tuple[DeviceEne
                 out.append(f"{dev}: NVML lists compute processes {procs.pids} but none is this job's (container "
                            "PID namespace?): cannot tell whether other work shares the GPU")
         if d.get("adjusted_j") is not None and d["adjusted_j"] < 0:
-            b = ((baseline or {}).get("devices") or {}).get(dev, {})
-            out.append(f"{dev}: baseline-adjusted energy is negative: the baseline ({b.get('power_w', 0):.1f} W, "
-                       f"{b.get('age_s', 0):.0f} s old) exceeds the window's mean power; remeasure it "
+            b = baseline.devices.get(dev) if baseline is not None else None
+            out.append(f"{dev}: baseline-adjusted energy is negative: the baseline ({b.power_w if b else 0:.1f} W, "
+                       f"{(b.age_s if b else 0) or 0:.0f} s old) exceeds the window's mean power; remeasure it "
                        "(energy.baseline_ttl_s=0)")
     return list(dict.fromkeys(out))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from llem.measure.latency import RequestRecord, spread_tokens
@@ -120,9 +121,36 @@ def _per(x: float | None, n: float | None) -> float | None:
     return x / n if x is not None and n else None
 
 
+@dataclass
+class RequestColumns:
+    """Serving's columns for one requests.jsonl row, beside `RequestRecord.as_row()`: SLO and failure for
+    every request; the request's attributed energy (sent requests, where energy was sampled) and its
+    ML.ENERGY steady-state energy (succeeded requests, where a steady state had energy)."""
+
+    meets_slo: bool | None  # None: no SLO set
+    failure: str | None
+    prefill_energy_j: float | None = None  # written, with energy_j and decode_energy_j, once attributed
+    decode_energy_j: float | None = None
+    mlenergy_energy_j: float | None = None
+
+    @property
+    def energy_j(self) -> float | None:
+        return None if self.prefill_energy_j is None or self.decode_energy_j is None else \
+            self.prefill_energy_j + self.decode_energy_j
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"meets_slo": self.meets_slo, "failure": self.failure}
+        if self.energy_j is not None:
+            out.update(energy_j=self.energy_j, prefill_energy_j=self.prefill_energy_j,
+                       decode_energy_j=self.decode_energy_j)
+        if self.mlenergy_energy_j is not None:
+            out["mlenergy_energy_j"] = self.mlenergy_energy_j
+        return out
+
+
 def serving_block(records: Sequence[RequestRecord], w0: float, w1: float, scenario: Any,
                   readings: Sequence[Any] = (), energy: dict[str, Any] | None = None,
-                  info: ServingInfo | None = None) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+                  info: ServingInfo | None = None) -> tuple[dict[str, Any], dict[int, RequestColumns]]:
     """(the `serving` block, per-request extra columns for requests.jsonl keyed by index).
 
     `info` is the backend's ServingInfo: its schedule as run and its own facts are reported."""
@@ -195,8 +223,7 @@ def serving_block(records: Sequence[RequestRecord], w0: float, w1: float, scenar
     total = energy.get(f"{basis}_j") if basis else None
     energy_at, source = energy_function(readings, basis, w0, w1, total) if basis else (None, "unmeasured")
     met = {r.index for r in good}
-    rows: dict[int, dict[str, Any]] = {
-        r.index: {"meets_slo": (r.index in met) if use_slo else None, "failure": failure_code(r)} for r in records}
+    rows = {r.index: RequestColumns((r.index in met) if use_slo else None, failure_code(r)) for r in records}
     e_block: dict[str, Any] = {"basis": basis, "source": source, "energy_j": total,
                                "j_per_request": _per(total, len(ok)), "j_per_output_token": _per(total, out_tokens),
                                "j_per_slo_request": _per(total, len(good)) if use_slo else None,
@@ -219,7 +246,7 @@ def serving_block(records: Sequence[RequestRecord], w0: float, w1: float, scenar
                      "prefill), first token → last token as decode; instants with none in flight are idle"),
         }
         for s in att.shares:
-            rows[s.index].update(energy_j=s.energy_j, prefill_energy_j=s.prefill_j, decode_energy_j=s.decode_j)
+            rows[s.index].prefill_energy_j, rows[s.index].decode_energy_j = s.prefill_j, s.decode_j
     block["energy"] = e_block
 
     span = steady_state_span(records)
@@ -240,7 +267,7 @@ def serving_block(records: Sequence[RequestRecord], w0: float, w1: float, scenar
             steady["mlenergy_per_request_j"] = summarize(mle)
             e_block["mlenergy_per_request_j"] = summarize(mle)
             for r in ok:
-                rows[r.index]["mlenergy_energy_j"] = jpt * r.output_tokens
+                rows[r.index].mlenergy_energy_j = jpt * r.output_tokens
     block["steady_state"] = steady
     block["steady_state_note"] = None if steady else (
         "no steady state: the most requests running at once never overlapped long enough (ML.ENERGY's span from "

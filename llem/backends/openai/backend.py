@@ -19,13 +19,13 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from llem.backends.base import Backend, RunOutput, ServingInfo, Workload
 from llem.backends.cpu_env import CPU_ENV_DEFAULTS  # vLLM on CPU: a fixed KV cache (ignored on GPUs)
+from llem.backends.facts import DeviceInfo, MemoryUsage, ModelFacts, peak_rss_self
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
 from llem.serving.client import FLOOR_SERVERS, ClientSettings, StreamClient
@@ -78,7 +78,7 @@ class OpenaiBackend(Backend):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.model_entry: dict[str, Any] = {}
         self.info: dict[str, Any] = {}
-        self._facts: dict[str, Any] | None = None
+        self._facts: ModelFacts | None = None
         self._server_pids: list[int] = []
         self.schedule: Any = None  # llem.serving.schedule.Schedule of the measured pass (prepare)
         self.sources: Any = None  # what the model config names (job.py copies it into the identity block)
@@ -397,32 +397,29 @@ class OpenaiBackend(Backend):
                 "chunk_token_mismatch": self.client.chunk_mismatch if self.client else None}
 
     # -- facts ------------------------------------------------------------------------------------------
-    def model_facts(self) -> dict[str, Any]:
+    def model_facts(self) -> ModelFacts:
         if self._facts is None:
             m = self.cfg.model
-            facts: dict[str, Any] = {}
+            facts = ModelFacts()
             with contextlib.suppress(Exception):  # shapes only, from the model's config
                 from llem.models import config_parameter_counts
 
                 src = self.sources.model
-                facts.update(config_parameter_counts(src.path, src.load_revision, m.trust_remote_code))
+                facts.set(**config_parameter_counts(src.path, src.load_revision, m.trust_remote_code))
             default = self.server is not None and self.o.server.command is None
-            facts.update(dtype=DTYPES[self.cfg.precision.value] if default else None,
-                         device="server", served_model=self.info.get("served_model"),
-                         served_by=self.info.get("base_url"))
+            facts.set(dtype=DTYPES[self.cfg.precision.value] if default else None,
+                      device="server", served_model=self.info.get("served_model"),
+                      served_by=self.info.get("base_url"))
             self._facts = facts
         return self._facts
 
-    def memory(self) -> dict[str, Any]:
-        import resource
-
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+    def memory(self) -> MemoryUsage:
+        mem = MemoryUsage(peak_rss_self())
         if self._server_pids:
-            mem["server_peak_rss_bytes"] = peak_rss_of(self._server_pids)
+            mem.server_peak_rss_bytes = peak_rss_of(self._server_pids)
         return mem
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceInfo]:
         """A managed server's GPUs: the CUDA devices this job sees (the server inherits them), via NVML.
         A running server's devices are unknown to llem: none listed."""
         if self.info.get("mode") != "managed":
@@ -432,8 +429,7 @@ class OpenaiBackend(Backend):
 
             with nvidia_session() as host:
                 res = host.resolve(os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("CUDA_DEVICE_ORDER"))
-                return [{"index": v.cuda_index, "name": v.gpu.name, "uuid": v.mig_uuid or v.gpu.uuid}
-                        for v in res.visible]
+                return [DeviceInfo(v.cuda_index, v.gpu.name, v.mig_uuid or v.gpu.uuid) for v in res.visible]
         except Exception:  # noqa: BLE001 - no NVIDIA driver or GPU here: a CPU server
             return []
 

@@ -8,12 +8,12 @@ TTFT of a request is measured from the start of its batch (static batching).
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 from typing import Any
 
 from llem.backends.base import Backend, RunOutput, Workload
+from llem.backends.facts import DeviceInfo, MemoryUsage, ModelFacts, peak_rss_self
 from llem.config.schema import Decoding, ExperimentConfig, PytorchConfig
 from llem.errors import ConfigError
 from llem.measure.latency import Phase, RequestRecord
@@ -273,7 +273,7 @@ class PytorchBackend(Backend):
 
             torch.cuda.synchronize()
 
-    def model_facts(self) -> dict[str, Any]:
+    def model_facts(self) -> ModelFacts:
         """What ran: the weights' and tokenizer's resolved sources, the dtypes the parameters hold, the
         attention implementation, the generation settings generate() applied, torch's CPU threads, and
         the loaded parameter count checked against a meta-device build from the source's config."""
@@ -288,19 +288,21 @@ class PytorchBackend(Backend):
                                      f"a meta-device build of {src.id}'s config")
         except Exception as e:  # after the window: recorded, never a failed job
             check = {"ok": None, "note": f"{src.id}'s config not countable on the meta device: {e}"}
-        return {
+        facts = ModelFacts()
+        facts.set(
             **counts,
-            "dtype": next(iter(dtypes)),  # the dtype holding the most parameters
-            "dtypes": dtypes,
-            "device": self.device,
-            "architecture": type(self.model).__name__,
-            "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
-            "source": self.sources.model.record(),
-            "tokenizer": {**self.sources.tokenizer.record(), "class": type(self.tokenizer).__name__},
-            "generation": self.applied_generation(),
-            "torch_threads": torch.get_num_threads(),
-            "parameters_check": check,
-        }
+            dtype=next(iter(dtypes)),  # the dtype holding the most parameters
+            dtypes=dtypes,
+            device=self.device,
+            architecture=type(self.model).__name__,
+            attn_implementation=getattr(self.model.config, "_attn_implementation", None),
+            source=self.sources.model.record(),
+            tokenizer={**self.sources.tokenizer.record(), "class": type(self.tokenizer).__name__},
+            generation=self.applied_generation(),
+            torch_threads=torch.get_num_threads(),
+            parameters_check=check,
+        )
+        return facts
 
     # Generation settings that decide what generate() computes (recorded as applied, after the merge).
     GENERATION_KEYS = ("max_new_tokens", "min_new_tokens", "max_length", "min_length", "do_sample", "num_beams",
@@ -337,21 +339,20 @@ class PytorchBackend(Backend):
         except (TypeError, ValueError):  # a dict with non-string keys (e.g. sequence_bias): those keys go
             return json.loads(json.dumps(out, default=str, skipkeys=True))
 
-    def memory(self) -> dict[str, Any]:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+    def memory(self) -> MemoryUsage:
+        mem = MemoryUsage(peak_rss_self())
         if self.device.startswith("cuda"):
             import torch
 
-            mem["peak_allocated_bytes"] = {
+            mem.peak_allocated_bytes = {
                 f"cuda:{i}": torch.cuda.max_memory_allocated(i) for i in range(torch.cuda.device_count())
             }
-            mem["peak_reserved_bytes"] = {
+            mem.peak_reserved_bytes = {
                 f"cuda:{i}": torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())
             }
         return mem
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceInfo]:
         if not self.device.startswith("cuda"):
             return []
         import torch
@@ -359,8 +360,7 @@ class PytorchBackend(Backend):
         out = []
         for i in range(torch.cuda.device_count()):
             p = torch.cuda.get_device_properties(i)
-            out.append({"index": i, "name": p.name, "uuid": str(getattr(p, "uuid", "")),
-                        "total_memory_bytes": p.total_memory})
+            out.append(DeviceInfo(i, p.name, str(getattr(p, "uuid", "")), p.total_memory))
         return out
 
     def close(self) -> None:

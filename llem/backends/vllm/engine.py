@@ -13,14 +13,13 @@ import contextlib
 import dataclasses
 import difflib
 import os
-import resource
-import sys
 from abc import abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
 from llem.backends.base import Backend, EngineInfo, Workload
 from llem.backends.cpu_env import CPU_ENV_DEFAULTS, CPU_ENV_REPORTED
+from llem.backends.facts import DeviceInfo, MemoryUsage, ModelFacts, peak_rss_self
 from llem.backends.vllm.processes import descendants, kill_all, started_since
 from llem.backends.vllm.timing import RequestTiming, peak_running
 from llem.config.schema import ExperimentConfig, VllmConfig
@@ -95,7 +94,7 @@ class VllmEngineBackend(Backend):
         self.engine: Any = None  # the vLLM engine object (start_engine)
         self.tokenizer: Any = None
         self.device = "cpu"
-        self._facts: dict[str, Any] | None = None
+        self._facts: ModelFacts | None = None
         self._started: dict[int, Any] = {}  # processes the engine started (closed in close())
         # Imports, argument checks and a first-time tiny-model build happen here, before the timed load,
         # and every argument problem is reported before any weights load.
@@ -260,37 +259,37 @@ class VllmEngineBackend(Backend):
         worker copies to the host after its device work. (torch.cuda.synchronize() here would only sync
         this frontend process — and create a CUDA context in it — never the worker's queue.)"""
 
-    def model_facts(self) -> dict[str, Any]:
+    def model_facts(self) -> ModelFacts:
         """What ran. The weights live in the engine's worker process, so counts come from the config the
         engine built its model from (meta device), checked against the source's own config.json; the
         engine's model path and revision are recorded beside the source llem resolved."""
         if self._facts is None:
             m, src = self.cfg.model, self.sources.model
             claimed = config_parameter_counts(src.path, src.load_revision, m.trust_remote_code)
-            facts: dict[str, Any] = {**claimed, "dtype": None, "device": self.device,
-                                     "source": src.record(), "tokenizer": {**self.sources.tokenizer.record(),
-                                                                           "class": type(self.tokenizer).__name__}}
+            facts = ModelFacts()
+            facts.set(**claimed, dtype=None, device=self.device, source=src.record(),
+                      tokenizer={**self.sources.tokenizer.record(), "class": type(self.tokenizer).__name__})
             if self.engine is not None:
                 vc = self.vllm_config()
                 mc = vc.model_config
                 backend = getattr(getattr(vc, "attention_config", None), "backend", None)
-                facts.update({
-                    "dtype": str(mc.dtype).replace("torch.", ""),
-                    "attn_implementation": getattr(backend, "name", None) or f"auto ({self.device} platform default)",
-                    "engine_model": {"model": mc.model, "revision": mc.revision, "tokenizer": mc.tokenizer,
-                                     "tokenizer_revision": getattr(mc, "tokenizer_revision", None)},
-                })
+                facts.set(
+                    dtype=str(mc.dtype).replace("torch.", ""),
+                    attn_implementation=getattr(backend, "name", None) or f"auto ({self.device} platform default)",
+                    engine_model={"model": mc.model, "revision": mc.revision, "tokenizer": mc.tokenizer,
+                                  "tokenizer_revision": getattr(mc, "tokenizer_revision", None)},
+                )
                 try:  # after the window: a fact that cannot be read is recorded as such, never fails the job
                     engine_counts = config_parameter_counts(mc.hf_config, trust_remote_code=m.trust_remote_code)
-                    facts.update(engine_counts)
-                    facts["parameters_check"] = parameters_check(engine_counts, claimed,
-                                                                 f"a meta-device build of {src.id}'s config")
+                    facts.set(**engine_counts)
+                    facts.set(parameters_check=parameters_check(engine_counts, claimed,
+                                                                f"a meta-device build of {src.id}'s config"))
                 except Exception as e:
-                    facts["parameters_check"] = {"ok": None, "note": f"engine config not countable: {e}"}
+                    facts.set(parameters_check={"ok": None, "note": f"engine config not countable: {e}"})
                 try:
-                    facts["generation"] = self.applied_sampling()
+                    facts.set(generation=self.applied_sampling())
                 except Exception as e:
-                    facts["generation"] = {"mode": None, "note": f"sampling params unavailable: {e}"}
+                    facts.set(generation={"mode": None, "note": f"sampling params unavailable: {e}"})
             self._facts = facts
         return self._facts
 
@@ -315,34 +314,33 @@ class VllmEngineBackend(Backend):
             defaults = dict(mc.get_diff_sampling_param())
         return {"mode": "greedy" if greedy else "sample", "applied": applied, "model_defaults": defaults}
 
-    def memory(self) -> dict[str, Any]:
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        mem: dict[str, Any] = {"peak_rss_bytes": rss if sys.platform == "darwin" else rss * 1024}
+    def memory(self) -> MemoryUsage:
         engine = {}
         for pid, proc in self._started.items():
             peak = peak_rss(pid)
             if peak is not None:
                 with contextlib.suppress(Exception):
                     engine[f"{proc.name()}-{pid}"] = peak
-        mem["engine_peak_rss_bytes"] = engine
+        mem = MemoryUsage(peak_rss_self(), engine_peak_rss_bytes=engine)
         if self.engine is not None:
             cache = self.vllm_config().cache_config
             blocks = getattr(cache, "num_gpu_blocks", None)
-            mem["kv_cache_tokens"] = blocks * cache.block_size if blocks and cache.block_size else None
+            mem.kv_cache_tokens = blocks * cache.block_size if blocks and cache.block_size else None
+            mem.kv_cache_read = True
         return mem
 
-    def devices(self) -> list[dict[str, Any]]:
+    def devices(self) -> list[DeviceInfo]:
         if self.device != "cuda":
             return []
         from vllm.platforms import current_platform
 
         out = []
         for i in range(self.v.tensor_parallel_size):
-            info: dict[str, Any] = {"index": i}
+            info = DeviceInfo(i)
             for key, fn in (("name", "get_device_name"), ("uuid", "get_device_uuid"),
                             ("total_memory_bytes", "get_device_total_memory")):
                 with contextlib.suppress(Exception):
-                    info[key] = getattr(current_platform, fn)(i)
+                    setattr(info, key, getattr(current_platform, fn)(i))
             out.append(info)
         return out
 

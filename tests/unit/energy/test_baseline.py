@@ -10,7 +10,7 @@ from energy_fakes import SimClock, gpu_uuid, host, intel_tree, run_for, sim_mete
 
 from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter
-from llem.energy.baseline import baseline_for, measure_baselines
+from llem.energy.baseline import Baseline, baseline_for, measure_baselines
 from llem.energy.block import energy_block
 from llem.energy.meters.rapl.meter import RaplMeter
 
@@ -47,13 +47,13 @@ class FixedPowerMeter(Meter):
 
 def test_measured_once_then_reused_until_the_ttl_expires(tmp_path: Path) -> None:
     meter, clock = FixedPowerMeter({"gpu:0": 61.0, "gpu:1": 58.0}), Clock()
-    first = measure_baselines([meter], 30.0, 3600.0, tmp_path, now=clock, wait=meter.wait)
+    first = measure_baselines([meter], 30.0, 3600.0, tmp_path, now=clock, wait=meter.wait).as_dict()
     assert meter.windows == 1 and first["devices"]["gpu:0"]["power_w"] == pytest.approx(61.0)
     assert first["devices"]["gpu:1"]["cached"] is False and first["devices"]["gpu:1"]["age_s"] == 0
     assert len(list(tmp_path.glob("fixed-*.json"))) == 2  # one file per device
 
     clock.t += 1200
-    second = measure_baselines([meter], 30.0, 3600.0, tmp_path, now=clock, wait=meter.wait)
+    second = measure_baselines([meter], 30.0, 3600.0, tmp_path, now=clock, wait=meter.wait).as_dict()
     assert meter.windows == 1  # nothing measured: both devices fresh in the cache
     assert second["devices"]["gpu:0"] | {"age_s": 0, "cached": False} == first["devices"]["gpu:0"]
     assert second["devices"]["gpu:0"]["age_s"] == pytest.approx(1200) and second["devices"]["gpu:0"]["cached"]
@@ -72,10 +72,10 @@ def test_a_new_device_triggers_a_measurement_and_no_identity_means_no_cache(tmp_
     a = FixedPowerMeter({"gpu:0": 50.0}, {"gpu:0": "GPU-a"})
     measure_baselines([a], 5.0, 3600.0, tmp_path, now=clock, wait=a.wait)
     b = FixedPowerMeter({"gpu:0": 70.0}, {"gpu:0": "GPU-b"})  # another GPU behind the same CUDA ordinal
-    got = measure_baselines([b], 5.0, 3600.0, tmp_path, now=clock, wait=b.wait)
+    got = measure_baselines([b], 5.0, 3600.0, tmp_path, now=clock, wait=b.wait).as_dict()
     assert b.windows == 1 and got["devices"]["gpu:0"]["power_w"] == pytest.approx(70.0)
     anon = FixedPowerMeter({"gpu:0": 40.0}, {})
-    got = measure_baselines([anon], 5.0, 3600.0, tmp_path, now=clock, wait=anon.wait)
+    got = measure_baselines([anon], 5.0, 3600.0, tmp_path, now=clock, wait=anon.wait).as_dict()
     assert "not cached" in got["notes"][0] and got["devices"]["gpu:0"]["cached"] is False
 
 
@@ -84,7 +84,7 @@ def test_estimating_and_disabled_meters_get_no_baseline(tmp_path: Path) -> None:
         name = "codecarbon"
 
     est = Estimator({"cpu:codecarbon": 10.0})
-    got = measure_baselines([est], 5.0, 3600.0, tmp_path, wait=est.wait)
+    got = measure_baselines([est], 5.0, 3600.0, tmp_path, wait=est.wait).as_dict()
     assert est.windows == 0 and got["devices"] == {} and "estimates" in got["notes"][0]
     assert baseline_for([est], EnergyConfig(baseline_s=0.0)) is None
 
@@ -97,6 +97,7 @@ def test_rapl_baseline_on_a_fake_tree_is_its_idle_power(tmp_path: Path, monkeypa
     with tree:
         got = baseline_for([meter], EnergyConfig(baseline_s=0.6))
     assert got is not None
+    got = got.as_dict()
     assert got["devices"]["cpu:package-0"]["power_w"] == pytest.approx(22.0, rel=0.03)
     assert got["devices"]["dram:package-0"]["power_w"] == pytest.approx(3.0, rel=0.03)
     assert list((tmp_path / "cache" / "energy" / "baseline").glob("rapl-*.json"))
@@ -111,7 +112,8 @@ def test_nvml_baseline_is_keyed_by_gpu_uuid_and_adjusts_the_window(tmp_path: Pat
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", gpu_uuid(7))
     meter = sim_meter(sim, 50)
     meter.probe()
-    base = measure_baselines([meter], 0.4, 3600.0, tmp_path, wait=lambda s: run_for(meter, s))
+    typed = measure_baselines([meter], 0.4, 3600.0, tmp_path, wait=lambda s: run_for(meter, s))
+    base = typed.as_dict()
     assert base["devices"]["gpu:0"]["identity"] == gpu_uuid(7)
     assert base["devices"]["gpu:0"]["duration_s"] == pytest.approx(0.4)
     assert base["devices"]["gpu:0"]["power_w"] == pytest.approx(70.0, abs=0.05)
@@ -122,7 +124,7 @@ def test_nvml_baseline_is_keyed_by_gpu_uuid_and_adjusts_the_window(tmp_path: Pat
     meter.close()
     window_s = reading.duration_s
     assert window_s == pytest.approx(0.5)
-    block = energy_block([reading], [], window_s, output_tokens=50, requests=5, baseline=base)
+    block = energy_block([reading], [], window_s, output_tokens=50, requests=5, baseline=typed)
     assert block["gpu_j"] == pytest.approx(270.0 * 0.5, abs=0.05)
     adj = block["adjusted"]
     assert adj["gpu_j"] == pytest.approx(block["gpu_j"] - base["devices"]["gpu:0"]["power_w"] * window_s)
@@ -135,7 +137,7 @@ def test_nvml_baseline_is_keyed_by_gpu_uuid_and_adjusts_the_window(tmp_path: Pat
 
 def test_a_baseline_above_the_window_power_is_flagged() -> None:
     reading = EnergyReading("nvml", True, 2.0, [DeviceEnergy("gpu:0", "gpu", 100.0, "nvml_counter")])
-    base = {"devices": {"gpu:0": {"power_w": 80.0, "age_s": 3000.0, "kind": "gpu"}}, "notes": []}
+    base = Baseline.from_dict({"devices": {"gpu:0": {"power_w": 80.0, "age_s": 3000.0, "kind": "gpu"}}, "notes": []})
     block = energy_block([reading], [], 2.0, 10, 1, baseline=base)
     assert block["adjusted"]["gpu_j"] == pytest.approx(-60.0)
     assert any("baseline-adjusted energy is negative" in w and "80.0 W" in w for w in block["warnings"])

@@ -18,7 +18,7 @@ from gpu_sim import host
 
 from llem.config.schema import EnergyConfig
 from llem.energy.base import DeviceEnergy, EnergyReading, Meter
-from llem.energy.baseline import CONTEXT_IDLE_MAX_S, baseline_for, context_baseline
+from llem.energy.baseline import CONTEXT_IDLE_MAX_S, Baseline, baseline_for, context_baseline
 from llem.energy.block import energy_block
 from llem.energy.meters.nvml.meter import NvmlMeter
 
@@ -52,12 +52,12 @@ def test_adjusted_energy_subtracts_the_idle_power_with_the_jobs_context(sim, tmp
         reading = meter.stop()
     finally:
         meter.close()
-    dev = base["devices"]["gpu:0"]
+    dev = base.as_dict()["devices"]["gpu:0"]
     assert dev["idle_w_no_context"] == pytest.approx(IDLE_W, rel=0.08)
     assert dev["idle_w_with_context"] == pytest.approx(CONTEXT_W, rel=0.08)
     assert dev["power_w"] == dev["idle_w_with_context"] and dev["power_basis"] == "with_context"
     assert dev["context_duration_s"] == pytest.approx(0.6)
-    block = energy_block([reading], [], window_s, output_tokens=10, requests=1, baseline=base)
+    block = energy_block([reading], [], window_s, output_tokens=10, requests=1, baseline=base)  # typed in, JSON out
     assert block["adjusted"]["gpu_j"] == pytest.approx((BUSY_W - CONTEXT_W) * window_s, rel=0.08)
     assert block["adjusted"]["baseline_power_w"]["gpu"] == pytest.approx(CONTEXT_W, rel=0.08)
     assert block["baseline"]["devices"]["gpu:0"]["idle_w_no_context"] == pytest.approx(IDLE_W, rel=0.08)
@@ -84,15 +84,15 @@ class FixedMeter(Meter):
         self.seconds = s
 
 
-def _pre(watts: dict[str, float], kind: str = "gpu") -> dict:
-    return {"devices": {d: {"power_w": w, "kind": kind, "meter": "nvml"} for d, w in watts.items()}, "notes": []}
+def _pre(watts: dict[str, float], kind: str = "gpu") -> Baseline:
+    return Baseline.from_dict({"devices": {d: {"power_w": w, "kind": kind, "meter": "nvml"} for d, w in watts.items()}, "notes": []})
 
 
 def test_context_idle_is_short_off_with_baseline_zero_and_only_for_gpus() -> None:
     m = FixedMeter({"gpu:0": 90.0, "gpu:1": 80.0})
     got = context_baseline([m], EnergyConfig(baseline_s=30.0), _pre({"gpu:0": 60.0, "gpu:1": 55.0}), wait=m.wait)
     assert m.seconds == CONTEXT_IDLE_MAX_S  # min(baseline_s, a few seconds)
-    assert got["devices"]["gpu:1"] == {"power_w": 80.0, "kind": "gpu", "meter": "nvml", "idle_w_no_context": 55.0,
+    assert {k: v for k, v in got.as_dict()["devices"]["gpu:1"].items() if v is not None} == {"power_w": 80.0, "kind": "gpu", "meter": "nvml", "idle_w_no_context": 55.0,
                                             "idle_w_with_context": 80.0, "power_basis": "with_context",
                                             "context_duration_s": CONTEXT_IDLE_MAX_S}
     short = FixedMeter({"gpu:0": 90.0})
@@ -103,14 +103,14 @@ def test_context_idle_is_short_off_with_baseline_zero_and_only_for_gpus() -> Non
     assert off.windows == 0
     cpu = FixedMeter({"cpu:package-0": 30.0}, kind="cpu")
     pre = _pre({"cpu:package-0": 20.0}, kind="cpu")
-    assert context_baseline([cpu], EnergyConfig(baseline_s=5.0), pre, wait=cpu.wait)["devices"] == _pre(
-        {"cpu:package-0": 20.0}, kind="cpu")["devices"]
+    assert context_baseline([cpu], EnergyConfig(baseline_s=5.0), pre, wait=cpu.wait).devices == _pre(
+        {"cpu:package-0": 20.0}, kind="cpu").devices
     assert cpu.windows == 0  # RAPL: no context to see
 
 
 def test_a_failed_context_measurement_keeps_the_preload_baseline_and_says_so() -> None:
     m = FixedMeter({"gpu:0": 90.0}, fail=True)
-    got = context_baseline([m], EnergyConfig(baseline_s=5.0), _pre({"gpu:0": 60.0}), wait=m.wait)
+    got = context_baseline([m], EnergyConfig(baseline_s=5.0), _pre({"gpu:0": 60.0}), wait=m.wait).as_dict()
     dev = got["devices"]["gpu:0"]
     assert dev["power_w"] == 60.0 and dev["idle_w_with_context"] is None and dev["power_basis"] == "no_context"
     assert "idle with context failed" in got["notes"][0] and "GPU is lost" in got["notes"][0]

@@ -137,12 +137,12 @@ def test_thermal_warmup_runs_until_temperature_settles() -> None:
     def step() -> None:
         clock["t"] += 1.0
 
-    got = thermal_warmup(temp, step, max_s=300, plateau_s=10, tolerance_c=1.0, clock=lambda: clock["t"])
+    got = thermal_warmup(temp, step, max_s=300, plateau_s=10, tolerance_c=1.0, clock=lambda: clock["t"]).as_dict()
     # rise over the last 10 s = 40·e^(-t/20)·(e^(1/2) - 1) < 1 °C once t > 65.1 s
     assert got["settled"] and got["ran_s"] == 66 and got["steps"] == 66
     assert got["start_c"] == pytest.approx(40.0) and got["end_c"] > 78
     clock["t"] = 0.0
-    capped = thermal_warmup(temp, step, max_s=20, plateau_s=10, tolerance_c=1.0, clock=lambda: clock["t"])
+    capped = thermal_warmup(temp, step, max_s=20, plateau_s=10, tolerance_c=1.0, clock=lambda: clock["t"]).as_dict()
     assert not capped["settled"] and capped["ran_s"] == 20 and "limit" in capped["reason"]
 
 
@@ -150,5 +150,5 @@ def test_thermal_warmup_needs_a_temperature_source() -> None:
     from llem.energy.base import NoMeter
 
     calls = []
-    assert warmup_for([NoMeter()], lambda: calls.append(1), 30, 10, 1)["steps"] == 0 and not calls
+    assert warmup_for([NoMeter()], lambda: calls.append(1), 30, 10, 1).steps == 0 and not calls
     assert warmup_for([NoMeter()], lambda: calls.append(1), 0, 10, 1) is None

@@ -135,7 +135,7 @@ def test_pytorch_loads_the_pinned_hub_commit_and_records_it(offline_hub: Path, l
         b = PytorchBackend(ExperimentConfig(model=ModelConfig(id="acme/tiny", revision=rev, cache_dir=str(llem_cache)),
                                             pytorch=PytorchConfig(device="cpu", max_output_tokens=4)))
         b.load()
-        facts = b.model_facts()
+        facts = b.model_facts().as_dict()
         assert facts["source"]["commit"] == commit and facts["tokenizer"]["commit"] == commit
         assert facts["source"]["snapshot"].endswith(f"/snapshots/{commit}")
         ident = identity_fields(b.sources)
@@ -157,7 +157,7 @@ def test_facts_of_what_loaded(folders: dict[str, Path], llem_cache: Path) -> Non
                                         pytorch=PytorchConfig(device="cpu", max_output_tokens=6, attn_implementation="eager")))
     b.load()
     b.model.generation_config.repetition_penalty = 1.3  # a checkpoint default llem does not override
-    f = b.model_facts()
+    f = b.model_facts().as_dict()
     fp = f["source"].pop("fingerprint")
     assert f["source"] == {"kind": "local", "id": str(folders["small"]), "path": str(folders["small"].resolve()),
                            "revision": None, "commit": None, "snapshot": None}

@@ -128,7 +128,7 @@ def test_the_serving_block_of_a_real_timeline_is_valid_and_checked(tmp_path: Pat
     validate_as(json.loads(json.dumps(block)), T.Serving)
     assert block["request_rate"] is None and block["request_rate_inf"] is True
     for r in recs:
-        validate_as({**r.as_row(), **rows[r.index]}, RequestRow)
+        validate_as({**r.as_row(), **rows[r.index].as_dict()}, RequestRow)
     bad = json.loads(json.dumps(block))
     bad["requests"]["failed_by_reason"] = {"server": "one"}
     with pytest.raises(ResultSchemaError, match="failed_by_reason"):

@@ -177,17 +177,17 @@ def test_serving_block_on_a_known_timeline() -> None:
     assert e["j_per_request"] == pytest.approx(400 / 3) and e["j_per_slo_request"] == pytest.approx(400 / 2)
     att = e["attribution"]
     assert att["span"] == "in_flight" and "IN FLIGHT" in att["rule"]
-    assert sum(r["energy_j"] for r in rows.values()) == pytest.approx(att["busy_j"])
+    assert sum(r.energy_j for r in rows.values()) == pytest.approx(att["busy_j"])
     assert att["busy_j"] + att["idle_j"] == pytest.approx(400.0)
     assert att["idle_j"] == pytest.approx(100.0 * (4.0 - 2.1))  # 100 W, idle after the last end
-    assert rows[0]["meets_slo"] and not rows[1]["meets_slo"] and rows[3]["failure"] == "server"
+    assert rows[0].meets_slo and not rows[1].meets_slo and rows[3].failure == "server"
     # [0, 0.5] request 0 alone: 50 J of prefill (its first token is at 0.4: 40 J prefill, 10 J decode)
-    assert rows[0]["prefill_energy_j"] == pytest.approx(40.0)
+    assert rows[0].prefill_energy_j == pytest.approx(40.0)
     st = block["steady_state"]  # succeeded: B = 2 (0 and 1 over [0.5, 1.0]); 2nd first token 1.3; 1 left at 1.9
     assert (st["t_start"], st["t_end"], st["running_b"]) == pytest.approx((1.3, 1.9, 2))
     assert st["output_tokens"] == 6 and st["requests"] == 1  # (1.3, 1.9]: 1.5 1.7 1.9 of req 1 and of req 2
     assert st["energy_j"] == pytest.approx(60.0) and st["j_per_output_token"] == pytest.approx(10.0)
-    assert rows[0]["mlenergy_energy_j"] == pytest.approx(40.0)  # ML.ENERGY: 10 J/token x 4 tokens
+    assert rows[0].mlenergy_energy_j == pytest.approx(40.0)  # ML.ENERGY: 10 J/token x 4 tokens
 
 
 def test_queued_time_takes_no_energy_share_when_scheduling_is_known() -> None:
@@ -198,8 +198,8 @@ def test_queued_time_takes_no_energy_share_when_scheduling_is_known() -> None:
                            slo=_slo())
     block, rows = serving_block(recs, 0.0, 4.0, scen, energy={"basis": "gpu", "gpu_j": 40.0})
     assert block["energy"]["attribution"]["span"] == "running"
-    assert rows[0]["energy_j"] == pytest.approx(20 + 10) and rows[1]["energy_j"] == pytest.approx(10)
-    assert rows[1]["prefill_energy_j"] == pytest.approx(5) and rows[1]["decode_energy_j"] == pytest.approx(5)
+    assert rows[0].energy_j == pytest.approx(20 + 10) and rows[1].energy_j == pytest.approx(10)
+    assert rows[1].prefill_energy_j == pytest.approx(5) and rows[1].decode_energy_j == pytest.approx(5)
     assert block["latency"]["queue_s"]["max"] == pytest.approx(2.0) and block["slo"]["met"] is None
     assert block["running"]["peak"] == 2
 

@@ -284,7 +284,7 @@ def test_a_managed_server_names_the_gpus_it_inherits(monkeypatch: pytest.MonkeyP
     b = OpenaiBackend.__new__(OpenaiBackend)
     b.info = {"mode": "managed"}
     h100 = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "uuid": gpu_uuid(1)}
-    assert b.devices() == [h100]  # CUDA 0 = the GPU it was given (fastest-first would make ordinal 1 the A10)
+    assert [d.as_dict() for d in b.devices()] == [h100]  # CUDA 0 = the GPU it was given (fastest-first would make ordinal 1 the A10)
     b.info = {"mode": "external"}
     assert b.devices() == []  # a running server's devices are not llem's to know
 

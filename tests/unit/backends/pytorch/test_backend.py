@@ -67,8 +67,8 @@ def test_sampling_is_seeded_and_model_facts(llem_cache: Path) -> None:
     facts = b.model_facts()
     # tiny-gpt2 (built from its config: exact): 203,776 weights, of which embeddings are the token table
     # (596 x 64) and GPT-2's position table (1024 x 64); the output projection is tied (counted once)
-    assert facts["parameters"] == 203_776 and facts["non_embedding_parameters"] == 203_776 - (596 + 1024) * 64
-    assert facts["dtype"] == "float32" and facts["device"] == "cpu"
+    assert facts.parameters == 203_776 and facts.non_embedding_parameters == 203_776 - (596 + 1024) * 64
+    assert facts.dtype == "float32" and facts.device == "cpu"
 
 
 def test_cv_warmup_stops_once_latency_settles_and_never_past_its_bound(llem_cache: Path) -> None:

@@ -134,7 +134,7 @@ def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) ->
     pt = PytorchBackend(ExperimentConfig(model=ModelConfig(cache_dir=str(llem_cache)),
                                          pytorch=PytorchConfig(device="cpu")))
     pt.load()
-    facts, ref = engine.model_facts(), pt.model_facts()
+    facts, ref = engine.model_facts().as_dict(), pt.model_facts().as_dict()
     assert facts["parameters"] == ref["parameters"] and facts["non_embedding_parameters"] == ref["non_embedding_parameters"]
     assert facts["dtype"] == "float32" and facts["device"] == "cpu"
     # what ran, named: the builtin's folder (the engine loaded exactly that), the applied SamplingParams
@@ -142,7 +142,7 @@ def test_model_facts_match_the_pytorch_backend(engine: Any, llem_cache: Path) ->
     assert facts["engine_model"]["model"] == facts["source"]["path"] and facts["parameters_check"]["ok"]
     applied = facts["generation"]["applied"]
     assert facts["generation"]["mode"] == "greedy" and (applied["max_tokens"], applied["ignore_eos"]) == (8, True)
-    assert engine.memory()["engine_peak_rss_bytes"]  # the engine's processes, by name
+    assert engine.memory().engine_peak_rss_bytes  # the engine's processes, by name
 
 
 def test_unknown_engine_args_fail_the_job_before_any_model_loads(tmp_path: Path, llem_cache: Path) -> None:
