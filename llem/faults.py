@@ -5,7 +5,10 @@ SLURM's `scancel`) and SIGHUP (the terminal closed) all stop the job the same wa
 KeyboardInterrupt) is raised in the main thread, the job records `result.json` with status `interrupted`
 and `error.message` naming the signal, and the command prints one `llem:` line and exits 128 + the
 signal's number (130, 143, 129). A second signal while the first is being recorded is ignored, so
-result.json is always written. Studies keep their launcher's handling (llem/launch).
+result.json is always written. A signal llem was started with ignored stays ignored, as Unix expects:
+`nohup python -m llem ...` survives the terminal closing (SIGHUP), and a job started in the background of
+a non-interactive shell (`... &`) is not stopped by Ctrl-C at that terminal (SIGINT). Studies keep their
+launcher's handling (llem/launch), which follows the same rule.
 
 Any other exception that reaches the top prints one `llem:` line too (exit 1; llem's own errors keep
 their `exit_code`), with a pointer to `HYDRA_FULL_ERROR=1`, which prints the full traceback as well.
@@ -55,6 +58,8 @@ def stop_signals_interrupt() -> Iterator[None]:
 
     previous = {}
     for s in STOP_SIGNALS:
+        if signal.getsignal(s) == signal.SIG_IGN:
+            continue  # started ignored (nohup: SIGHUP; a background job: SIGINT): stays ignored
         with contextlib.suppress(ValueError, OSError):
             previous[s] = signal.signal(s, handler)
     try:

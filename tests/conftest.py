@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,11 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
+# Tests send SIGINT to llem as Ctrl-C at a terminal does. A suite started in the background of a
+# non-interactive shell (`pytest ... &`) inherits SIGINT ignored, and llem rightly keeps an inherited
+# ignore (llem/faults.py): give this process, and so every llem it starts, SIGINT as a terminal has it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 # Shared fakes (tests/fakes: gpu_sim, amd_sim, energy_fakes, fake_openai, node_bmc, ...) are imported by
 # their plain names (`from gpu_sim import host`), and helpers here as `from conftest import run_llem`: with
 # pytest's importlib import mode no test folder lands on sys.path, so both folders are put there once.

@@ -515,20 +515,6 @@ def processes(nv: Any, visible: Sequence[Visible]) -> dict[str, set[int] | str]:
     return out
 
 
-def device_count() -> int | None:
-    """How many GPUs NVML sees; None without NVML (no bindings, driver or GPU)."""
-    try:
-        with session() as host:
-            return host.count()
-    except Exception:
-        return None
-
-
-def gpu_host() -> bool:
-    """True when NVML sees at least one GPU (cheap; no torch import)."""
-    return bool(device_count())
-
-
 def driver_versions() -> tuple[str | None, str | None]:
     """(NVIDIA driver version, CUDA version the driver supports as 'major.minor'); Nones without NVML."""
     try:

@@ -491,7 +491,9 @@ class Supervisor:
         def handler(signum: int, frame: Any) -> None:
             raise _Terminated(signum)
 
-        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+        # a signal the launcher was started with ignored stays ignored (nohup: SIGHUP), as in a single run
+        old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)
+               if signal.getsignal(s) != signal.SIG_IGN}
         try:
             yield
         finally:

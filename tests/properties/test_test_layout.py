@@ -70,7 +70,6 @@ EXEMPT: dict[str, str] = {
     "llem/energy/meters/node/select.py": "adds the node meter to the selection: unit/energy/meters/node/test_meter.py",
     "llem/env.py": "tested in unit/energy/meters/nvml/test_meter.py",
     "llem/errors.py": "the error root and its exit codes: properties/test_bad_input.py, properties/test_every_key.py",
-    "llem/faults.py": "signals and top-level errors of `python -m llem`: e2e/test_app.py, properties/test_study_integrity.py (real signals to real processes)",
     "llem/gpu/__main__.py": "tested in unit/gpu/test_apply.py",
     "llem/gpu/cool.py": "tested in unit/study/test_gaps.py",
     "llem/gpu/job.py": "tested in unit/study/test_gaps.py, unit/gpu/test_apply.py",
