@@ -14,11 +14,15 @@ import pytest
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-# Tests send SIGINT to llem as Ctrl-C at a terminal does. A suite started in the background of a
-# non-interactive shell (`pytest ... &`) inherits SIGINT ignored, and llem rightly keeps an inherited
-# ignore (llem/faults.py): give this process, and so every llem it starts, SIGINT as a terminal has it.
+# Tests send SIGINT, SIGTERM and SIGHUP to llem as a terminal, `kill` and a closing terminal do. A suite
+# started in the background of a non-interactive shell (`pytest ... &`) inherits SIGINT ignored, one under
+# `nohup` SIGHUP ignored, and llem rightly keeps an inherited ignore (llem/faults.py): give this process,
+# and so every llem it starts, the signals as a terminal has them.
 if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+for _sig in (signal.SIGTERM, signal.SIGHUP):
+    if signal.getsignal(_sig) == signal.SIG_IGN:
+        signal.signal(_sig, signal.SIG_DFL)
 # Shared fakes (tests/fakes: gpu_sim, amd_sim, energy_fakes, fake_openai, node_bmc, ...) are imported by
 # their plain names (`from gpu_sim import host`), and helpers here as `from conftest import run_llem`: with
 # pytest's importlib import mode no test folder lands on sys.path, so both folders are put there once.
